@@ -1,0 +1,1 @@
+"""Adapters: one module per external system, each turning its exceptions into ours."""

@@ -1,0 +1,97 @@
+"""Recording a rotation's side effects: an intent row before, an outcome row after.
+
+``AuditTrail.side_effect`` is the only way the runner touches the provider or Vault
+with a change, so the pairing of intent and outcome cannot be forgotten. Rows carry key
+ids, fingerprints, Vault versions and provider request ids; never a secret.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from rotator.core.model import AuditEvent, EventKind, Rotation
+from rotator.core.ports import Clock, RotationRepository
+from rotator.crashpoints import crash_point
+from rotator.errors import RotatorError
+
+__all__ = ["AuditTrail", "EffectResult"]
+
+T = TypeVar("T")
+
+
+class EffectResult:
+    """What a side effect reports for its outcome row."""
+
+    __slots__ = ("detail", "key_id", "request_id", "result", "vault_version")
+
+    def __init__(self, *, result: str = "ok", key_id: str | None = None,
+                 request_id: str | None = None, vault_version: int | None = None,
+                 detail: str | None = None) -> None:
+        self.result = result
+        self.key_id = key_id
+        self.request_id = request_id
+        self.vault_version = vault_version
+        self.detail = detail
+
+
+class AuditTrail:
+    def __init__(self, repo: RotationRepository, clock: Clock) -> None:
+        self._repo = repo
+        self._clock = clock
+
+    def note(self, rotation: Rotation, action: str, *, result: str | None = "ok",
+             key_id: str | None = None, fingerprint: str | None = None,
+             vault_version: int | None = None, request_id: str | None = None,
+             detail: str | None = None) -> None:
+        self._repo.record(AuditEvent(
+            rotation_id=rotation.rotation_id, target=rotation.target, step=rotation.step.value,
+            kind=EventKind.NOTE, action=action, result=result, key_id=key_id,
+            fingerprint=fingerprint, vault_version=vault_version, request_id=request_id,
+            detail=detail, at=self._clock.now(),
+        ))
+
+    def side_effect(self, rotation: Rotation, action: str, fn: Callable[[], T],
+                    describe: Callable[[T], EffectResult], *, key_id: str | None = None,
+                    fingerprint: str | None = None, vault_version: int | None = None,
+                    detail: str | None = None) -> T:
+        """Record the intent, run ``fn``, record its outcome (ok or error), return its value."""
+        op_id = uuid.uuid4().hex
+        base = AuditEvent(rotation_id=rotation.rotation_id, target=rotation.target,
+                          step=rotation.step.value, kind=EventKind.INTENT, action=action,
+                          op_id=op_id, key_id=key_id, fingerprint=fingerprint,
+                          vault_version=vault_version)
+        self._repo.record(replace(base, detail=detail, at=self._clock.now()))
+        crash_point(f"{action}:before")
+        try:
+            value = fn()
+        except RotatorError as exc:
+            self._repo.record(replace(
+                base, kind=EventKind.OUTCOME, result="error",
+                request_id=exc.context.get("request_id"),
+                detail=f"{type(exc).__name__}: {exc}", at=self._clock.now()))
+            raise
+        outcome = describe(value)
+        self._repo.record(replace(
+            base, kind=EventKind.OUTCOME, result=outcome.result,
+            key_id=outcome.key_id or key_id,
+            vault_version=outcome.vault_version or vault_version,
+            request_id=outcome.request_id, detail=outcome.detail, at=self._clock.now()))
+        crash_point(f"{action}:after")
+        return value
+
+    def close_open_intents(self, rotation: Rotation) -> int:
+        """After a crash: give every dangling intent an ``unknown`` outcome row."""
+        dangling = self._repo.open_intents(rotation.rotation_id)
+        for intent in dangling:
+            self._repo.record(AuditEvent(
+                rotation_id=intent.rotation_id, target=intent.target, step=intent.step,
+                kind=EventKind.OUTCOME, action=intent.action, result="unknown",
+                key_id=intent.key_id, fingerprint=intent.fingerprint, op_id=intent.op_id,
+                detail="the process stopped before recording the outcome; "
+                       "the step reconciles from the provider and Vault",
+                at=self._clock.now(),
+            ))
+        return len(dangling)

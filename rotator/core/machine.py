@@ -1,0 +1,261 @@
+"""The rotation state machine: pure decisions, no IO.
+
+``next_action`` says what the runner must do for a rotation in its current step;
+``advance`` folds the outcome of that action into the next persisted state. Both are
+total functions of their arguments (no clock reads, no IO), so every transition and
+every failure branch is unit-tested by feeding outcomes.
+
+    plan ─► create ─► verify ─► store ─► grace ─► revoke ─► done (completed)
+     │        │          │        │
+     │        └──────────┴────────┴──► rollback ─► done (rolled_back)
+     └──► done (failed)         verify/store without the secret ─► create (again)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rotator.core.model import Rotation, Status, Step
+
+__all__ = [
+    "MAX_RECREATES",
+    "Action",
+    "GraceElapsed",
+    "InvalidTransition",
+    "KeyCreated",
+    "KeyRecord",
+    "Outcome",
+    "Planned",
+    "Refused",
+    "RevokeDeferred",
+    "Revoked",
+    "RollbackBlocked",
+    "RolledBack",
+    "SecretLost",
+    "StepFailed",
+    "Stored",
+    "Verified",
+    "advance",
+    "deletable_when_full",
+    "next_action",
+    "vault_holds_new_key",
+]
+
+# How often a rotation may lose its new key's secret (crash between create and store)
+# and start over before it gives up: a crash loop must not create keys forever.
+MAX_RECREATES = 3
+
+
+class InvalidTransition(ValueError):
+    """An outcome that cannot follow the rotation's step: a bug in the runner."""
+
+
+class Action(StrEnum):
+    PLAN = "plan"                        # read Vault, learn the current key id
+    CREATE = "create"                    # delete keys left under our name, create one
+    VERIFY = "verify"                    # probe the new key until it authenticates
+    STORE = "store"                      # CAS-write the verified key to Vault, read back
+    RECONCILE_STORE = "reconcile_store"  # resumed in store: did the write land?
+    DISCARD = "discard"                  # resumed without the secret: report SecretLost
+    WAIT = "wait"                        # grace not over yet
+    END_GRACE = "end_grace"
+    REVOKE = "revoke"                    # delete the old key
+    ROLLBACK = "rollback"                # restore Vault if ours, delete the new key
+    NONE = "none"                        # terminal
+
+
+# Outcomes: what the runner reports back after performing an action.
+@dataclass(frozen=True, slots=True)
+class Planned:
+    old_key_id: str
+    old_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Nothing was changed and nothing will be: the current key is unusable, say."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCreated:
+    key_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class SecretLost:
+    """The new key's secret is gone (a restart): it must be deleted and made again."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """A permanent failure, or transient ones past the step's budget: roll back."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GraceElapsed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    already_gone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeDeferred:
+    """The old key could not be deleted in budget; it is queued for cleanup."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    cleanup_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackBlocked:
+    """Vault's state cannot be learned yet (unreachable); try the rollback again later."""
+
+    reason: str
+
+
+Outcome = (
+    Planned | Refused | KeyCreated | Verified | Stored | SecretLost | StepFailed
+    | GraceElapsed | Revoked | RevokeDeferred | RolledBack | RollbackBlocked
+)
+
+
+def next_action(rotation: Rotation, now: datetime, holds_secret: bool) -> Action:
+    """What the runner must do next. ``holds_secret``: the new key's secret is in memory."""
+    step = rotation.step
+    if rotation.is_terminal or step is Step.DONE:
+        return Action.NONE
+    if step is Step.VERIFY:
+        return Action.VERIFY if holds_secret else Action.DISCARD
+    if step is Step.STORE:
+        return Action.STORE if holds_secret else Action.RECONCILE_STORE
+    if step is Step.GRACE:
+        assert rotation.grace_ends_at is not None, "grace without a deadline"
+        return Action.END_GRACE if now >= rotation.grace_ends_at else Action.WAIT
+    return {
+        Step.PLAN: Action.PLAN,
+        Step.CREATE: Action.CREATE,
+        Step.REVOKE: Action.REVOKE,
+        Step.ROLLBACK: Action.ROLLBACK,
+    }[step]
+
+
+# One flat table of transitions reads better than helpers split to please a counter.
+def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  # noqa: PLR0911, PLR0912
+    """Fold ``outcome`` of the current step's action into the next state."""
+    step = rotation.step
+    match step, outcome:
+        case Step.PLAN, Planned(old_key_id=key_id, old_version=version):
+            return rotation.evolve(step=Step.CREATE, old_key_id=key_id, old_version=version)
+        case Step.PLAN, Refused(reason=reason):
+            return _finish(rotation, Status.FAILED, now, reason)
+        case Step.CREATE, KeyCreated(key_id=key_id, fingerprint=fpr):
+            return rotation.evolve(step=Step.VERIFY, new_key_id=key_id, new_fingerprint=fpr)
+        case Step.CREATE, Refused(reason=reason):
+            return _finish(rotation, Status.FAILED, now, reason)
+        case (Step.CREATE | Step.VERIFY | Step.STORE), StepFailed(reason=reason):
+            return rotation.evolve(step=Step.ROLLBACK, reason=f"{step.value}: {reason}")
+        case Step.VERIFY, Verified():
+            return rotation.evolve(step=Step.STORE)
+        case (Step.VERIFY | Step.STORE), SecretLost():
+            return _start_over(rotation)
+        case Step.STORE, Stored(version=version):
+            deadline = now + timedelta(seconds=rotation.grace_seconds)
+            return rotation.evolve(step=Step.GRACE, new_version=version, grace_ends_at=deadline)
+        case Step.GRACE, GraceElapsed():
+            assert rotation.grace_ends_at is not None
+            if now < rotation.grace_ends_at:
+                raise InvalidTransition(f"grace of {rotation.rotation_id} is not over")
+            return rotation.evolve(step=Step.REVOKE)
+        case Step.REVOKE, Revoked():
+            return _finish(rotation, Status.COMPLETED, now, None)
+        case Step.REVOKE, RevokeDeferred(reason=reason):
+            return _finish(rotation, Status.COMPLETED, now,
+                           f"old key {rotation.old_key_id} queued for cleanup: {reason}")
+        case Step.ROLLBACK, RolledBack(cleanup_pending=pending):
+            reason = rotation.reason or "rolled back"
+            if pending:
+                reason += f"; new key {rotation.new_key_id} queued for cleanup"
+            return _finish(rotation, Status.ROLLED_BACK, now, reason)
+        case Step.ROLLBACK, RollbackBlocked(reason=why):
+            base = (rotation.reason or "rolled back").split("; rollback blocked: ")[0]
+            return rotation.evolve(reason=f"{base}; rollback blocked: {why}")
+    raise InvalidTransition(
+        f"{type(outcome).__name__} cannot follow step {step.value} "
+        f"of rotation {rotation.rotation_id}"
+    )
+
+
+def _start_over(rotation: Rotation) -> Rotation:
+    count = rotation.recreate_count + 1
+    if count > MAX_RECREATES:
+        return rotation.evolve(
+            step=Step.ROLLBACK, recreate_count=count,
+            reason=f"lost the new key's secret {count} times (restarts); giving up",
+        )
+    return rotation.evolve(step=Step.CREATE, recreate_count=count,
+                           new_key_id=None, new_fingerprint=None)
+
+
+def _finish(rotation: Rotation, status: Status, now: datetime, reason: str | None) -> Rotation:
+    return rotation.evolve(step=Step.DONE, status=status, finished_at=now, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the provider lists about a key (never its secret)."""
+
+    key_id: str
+    name: str
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+def deletable_when_full(keys: Sequence[KeyRecord], protected: Iterable[str],
+                        own_name: str) -> list[KeyRecord]:
+    """Keys that may go when the account is at its key limit, oldest first.
+
+    Never the current key or one another rotation relies on (``protected``), and never
+    our own name: keys under our name are already deleted before any create.
+    """
+    keep = set(protected)
+    candidates = [k for k in keys if k.key_id not in keep and k.name != own_name]
+    far_past = datetime.min
+    return sorted(
+        candidates,
+        key=lambda k: (k.created_at.replace(tzinfo=None) if k.created_at else far_past),
+    )
+
+
+def vault_holds_new_key(rotation: Rotation, current_version: int,
+                        current_fingerprint: str) -> bool:
+    """Whether Vault's current version is the key this rotation wrote."""
+    return (
+        rotation.new_fingerprint is not None
+        and current_fingerprint == rotation.new_fingerprint
+        and (rotation.old_version is None or current_version > rotation.old_version)
+    )

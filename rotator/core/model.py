@@ -1,0 +1,108 @@
+"""Value objects of a rotation: its steps, its status, its persisted state, audit events.
+
+A ``Rotation`` is exactly what SQL stores about one rotation; it never holds a secret
+(key ids and fingerprints only). The in-memory secret of a freshly created key lives in
+the runner, which is why a resumed rotation may have to discard and recreate its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "AuditEvent",
+    "EventKind",
+    "Rotation",
+    "Status",
+    "Step",
+    "key_name",
+]
+
+# The contract caps key names at 100 characters.
+KEY_NAME_LIMIT = 100
+
+
+class Step(StrEnum):
+    PLAN = "plan"
+    CREATE = "create"
+    VERIFY = "verify"
+    STORE = "store"
+    GRACE = "grace"
+    REVOKE = "revoke"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.ROLLED_BACK, Status.FAILED})
+
+
+class EventKind(StrEnum):
+    INTENT = "intent"    # recorded before a side effect
+    OUTCOME = "outcome"  # recorded after it (ok, error, or unknown after a crash)
+    NOTE = "note"        # a decision or a read: plan, probe, grace started, finished
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    rotation_id: str
+    target: str
+    service_account: str
+    trigger: str                 # "manual" or "schedule"
+    actor: str                   # who asked: user@host, or the daemon's replica id
+    grace_seconds: float
+    started_at: datetime
+    step: Step = Step.PLAN
+    status: Status = Status.RUNNING
+    old_key_id: str | None = None
+    old_version: int | None = None
+    new_key_id: str | None = None
+    new_fingerprint: str | None = None
+    new_version: int | None = None
+    grace_ends_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    recreate_count: int = 0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def evolve(self, **changes: object) -> Rotation:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One append-only row of the audit trail. Never holds key material."""
+
+    rotation_id: str
+    target: str
+    step: str
+    kind: EventKind
+    action: str
+    result: str | None = None       # ok, error, unknown, already_gone, ...
+    key_id: str | None = None
+    fingerprint: str | None = None
+    vault_version: int | None = None
+    request_id: str | None = None
+    op_id: str | None = None        # pairs an intent with its outcome
+    detail: str | None = None
+    at: datetime | None = None
+
+
+def key_name(target: str, rotation_id: str) -> str:
+    """The provider-side name of the key a rotation creates: found again after a crash."""
+    suffix = f":{rotation_id}"
+    head = f"rotator:{target}"[: KEY_NAME_LIMIT - len(suffix)]
+    return head + suffix

@@ -1,0 +1,173 @@
+"""The ports: the small Protocols the rotation needs from the outside world.
+
+Adapters (``rotator.adapters``) satisfy them structurally; test fakes do too, without
+inheriting anything. Values crossing a port are frozen dataclasses; key material is
+always a ``Secret``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from rotator.core.machine import KeyRecord
+from rotator.core.model import AuditEvent, Rotation
+from rotator.core.secret import Secret
+
+__all__ = [
+    "Clock",
+    "Deletion",
+    "Identity",
+    "KeyListing",
+    "KeyProvider",
+    "NewKey",
+    "PendingCleanup",
+    "RotationRepository",
+    "SecretRef",
+    "SecretStore",
+    "VaultSecret",
+]
+
+
+class Clock(Protocol):
+    """Time, injectable so tests can run a 30-day schedule in a millisecond."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+# --- the key provider (Count) ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    name: str
+    secret: Secret
+    created_at: datetime | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    service_account_id: str
+    key_id: str
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    keys: Sequence[KeyRecord]
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    key_id: str
+    already_gone: bool       # the provider answered 404: deleted before, which is success
+    request_id: str | None
+
+
+class KeyProvider(Protocol):
+    """A SaaS that issues API keys to service accounts.
+
+    ``auth`` is the bearer for key management: the admin management key, or (in
+    ``self`` mode) the account's current key. Transient failures are retried inside
+    the adapter by its retry policy; what escapes is a ``RotatorError``.
+    """
+
+    def list_keys(self, account: str, auth: Secret) -> KeyListing: ...
+
+    def create_key(self, account: str, name: str, auth: Secret) -> NewKey: ...
+
+    def delete_key(self, account: str, key_id: str, auth: Secret) -> Deletion: ...
+
+    def whoami(self, key: Secret) -> Identity:
+        """Probe: raises ``Unauthorized`` if ``key`` does not authenticate (yet)."""
+        ...
+
+
+# --- the secret store (Vault KV v2) -----------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    mount: str
+    path: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class VaultSecret:
+    version: int
+    secret: Secret
+    custom_metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class SecretStore(Protocol):
+    def read_current(self, ref: SecretRef) -> VaultSecret:
+        """The current version; ``SecretNotFound`` if none."""
+        ...
+
+    def read_version(self, ref: SecretRef, version: int) -> VaultSecret: ...
+
+    def write(self, ref: SecretRef, secret: Secret, cas: int,
+              custom_metadata: Mapping[str, str]) -> int:
+        """Check-and-set write of ``field`` (other fields of the secret are kept).
+
+        Returns the new version; ``CasConflict`` if the current version is not ``cas``.
+        Custom metadata is set on the secret after the data write.
+        """
+        ...
+
+
+# --- the state and audit store (SQL) -----------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PendingCleanup:
+    target: str
+    service_account: str
+    key_id: str
+    rotation_id: str
+    reason: str
+
+
+class RotationRepository(Protocol):
+    def insert_rotation(self, rotation: Rotation) -> None:
+        """Raises ``LeaseHeld`` if the target already has a running rotation."""
+        ...
+
+    def save_rotation(self, rotation: Rotation) -> None: ...
+
+    def get_rotation(self, rotation_id: str) -> Rotation | None: ...
+
+    def running_rotation(self, target: str) -> Rotation | None: ...
+
+    def record(self, event: AuditEvent) -> None:
+        """Append one audit row (append-only)."""
+        ...
+
+    def open_intents(self, rotation_id: str) -> list[AuditEvent]:
+        """Intents with no outcome row: side effects a crash left undecided."""
+        ...
+
+    def protected_key_ids(self, service_account: str, except_rotation: str) -> set[str]:
+        """Key ids other running rotations of this account rely on."""
+        ...
+
+    def acquire_lease(self, target: str, holder: str, ttl_seconds: float,
+                      now: datetime) -> bool: ...
+
+    def renew_lease(self, target: str, holder: str, ttl_seconds: float,
+                    now: datetime) -> bool: ...
+
+    def release_lease(self, target: str, holder: str) -> None: ...
+
+    def add_cleanup(self, item: PendingCleanup, now: datetime) -> None: ...
+
+    def pending_cleanups(self, target: str) -> list[PendingCleanup]: ...
+
+    def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None: ...

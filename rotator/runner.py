@@ -1,0 +1,170 @@
+"""Drives one target's rotation to its end: lease, cleanup queue, resume, step loop.
+
+The loop asks the pure machine for the next action, performs it through ``steps`` or
+``unwind``, folds the outcome in with ``advance`` and saves the new state before the
+next action. A process killed anywhere resumes from the saved state on the next run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from rotator.audit_trail import AuditTrail
+from rotator.core import machine as m
+from rotator.core.model import Rotation
+from rotator.core.ports import Clock, KeyProvider, RotationRepository, SecretStore
+from rotator.core.secret import Secret
+from rotator.crashpoints import crash_point
+from rotator.errors import LeaseHeld
+from rotator.steps import StepRunner
+from rotator.targets import TargetSpec
+from rotator.unwind import Unwinder
+
+__all__ = ["RotationReport", "Runner", "new_rotation_id"]
+
+log = structlog.get_logger("rotator.runner")
+
+# A blocked rollback (Vault or the provider unreachable) is retried this often in the
+# foreground before the run gives up and leaves it for the next run.
+_ROLLBACK_TRIES = 3
+
+
+def new_rotation_id(now: datetime) -> str:
+    return f"rot_{now:%Y%m%dT%H%M%S}_{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    rotation: Rotation
+    resumed: bool
+    cleaned: int = 0
+    cleanup_pending: int = 0
+
+
+class Runner:
+    def __init__(self, *, providers: Mapping[str, KeyProvider], store: SecretStore,
+                 repo: RotationRepository, clock: Clock, holder: str,
+                 lease_ttl: float = 300.0, rollback_retry_delay: float = 5.0) -> None:
+        self._providers = providers
+        self._store = store
+        self._repo = repo
+        self._clock = clock
+        self._holder = holder
+        self._lease_ttl = lease_ttl
+        self._rollback_retry_delay = rollback_retry_delay
+        self._trail = AuditTrail(repo, clock)
+        self._fresh: dict[str, Secret] = {}
+
+    def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
+               grace: float | None = None, wait: bool = True) -> RotationReport:
+        """Finish the target's in-flight rotation if it has one, else run a new one."""
+        if not self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
+                                        self._clock.now()):
+            raise LeaseHeld("another process is rotating this target", target=spec.name)
+        structlog.contextvars.bind_contextvars(target=spec.name)
+        try:
+            steps, unwind = self._workers(spec)
+            cleaned, pending = unwind.cleanup(spec)
+            rot = self._repo.running_rotation(spec.name)
+            resumed = rot is not None
+            if rot is None:
+                rot = self._start(spec, trigger, actor, grace)
+            else:
+                closed = self._trail.close_open_intents(rot)
+                log.warning("rotation_resumed", rotation_id=rot.rotation_id,
+                            step=rot.step.value, open_intents=closed)
+            rot = self._drive(rot, spec, steps, unwind, wait)
+            return RotationReport(rot, resumed, cleaned, pending)
+        finally:
+            self._repo.release_lease(spec.name, self._holder)
+            structlog.contextvars.unbind_contextvars("target", "rotation_id")
+
+    def _workers(self, spec: TargetSpec) -> tuple[StepRunner, Unwinder]:
+        provider = self._providers[spec.provider]
+        args = (provider, self._store, self._repo, self._clock, self._trail, self._fresh)
+        return StepRunner(*args), Unwinder(*args)
+
+    def _start(self, spec: TargetSpec, trigger: str, actor: str,
+               grace: float | None) -> Rotation:
+        now = self._clock.now()
+        rot = Rotation(
+            rotation_id=new_rotation_id(now), target=spec.name,
+            service_account=spec.service_account, trigger=trigger, actor=actor,
+            grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now)
+        self._repo.insert_rotation(rot)
+        self._trail.note(rot, "started", detail=f"{trigger} rotation by {actor}; "
+                                                f"grace {rot.grace_seconds:g}s")
+        log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
+        crash_point("started")
+        return rot
+
+    def _drive(self, rot: Rotation, spec: TargetSpec, steps: StepRunner, unwind: Unwinder,
+               wait: bool) -> Rotation:
+        structlog.contextvars.bind_contextvars(rotation_id=rot.rotation_id)
+        blocked = 0
+        while not rot.is_terminal:
+            action = m.next_action(rot, self._clock.now(), rot.rotation_id in self._fresh)
+            if action is m.Action.WAIT:
+                if not wait:
+                    return rot
+                self._wait_for_grace(rot, spec)
+                continue
+            outcome = self._perform(action, rot, spec, steps, unwind)
+            new = m.advance(rot, outcome, self._clock.now())
+            self._repo.save_rotation(new)
+            log.info("rotation_step", step=rot.step.value, next=new.step.value,
+                     outcome=type(outcome).__name__)
+            crash_point(f"step:{new.step.value}")
+            if isinstance(outcome, m.RollbackBlocked):
+                blocked += 1
+                log.error("rollback_blocked", reason=outcome.reason, attempt=blocked)
+                if blocked >= _ROLLBACK_TRIES:
+                    return new
+                self._clock.sleep(self._rollback_retry_delay * blocked)
+            rot = new
+            self._renew(spec)
+        self._finished(rot)
+        return rot
+
+    def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, steps: StepRunner,
+                 unwind: Unwinder) -> m.Outcome:
+        if action is m.Action.END_GRACE:
+            self._trail.note(rot, "grace_over", key_id=rot.old_key_id)
+            return m.GraceElapsed()
+        handlers = {
+            m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,
+            m.Action.VERIFY: steps.verify, m.Action.DISCARD: steps.discard,
+            m.Action.STORE: steps.store, m.Action.RECONCILE_STORE: steps.reconcile_store,
+            m.Action.REVOKE: unwind.revoke, m.Action.ROLLBACK: unwind.rollback,
+        }
+        return handlers[action](rot, spec)
+
+    def _wait_for_grace(self, rot: Rotation, spec: TargetSpec) -> None:
+        assert rot.grace_ends_at is not None
+        log.info("grace_waiting", until=rot.grace_ends_at.isoformat())
+        while (left := (rot.grace_ends_at - self._clock.now()).total_seconds()) > 0:
+            # Sleep in slices so the lease stays ours for as long as the grace lasts.
+            self._clock.sleep(min(left, max(self._lease_ttl / 3, 0.05)))
+            self._renew(spec)
+
+    def _renew(self, spec: TargetSpec) -> None:
+        if not self._repo.renew_lease(spec.name, self._holder, self._lease_ttl,
+                                      self._clock.now()):
+            raise LeaseHeld("lost the lease mid-rotation; another process took over",
+                            target=spec.name)
+
+    def _finished(self, rot: Rotation) -> None:
+        self._fresh.pop(rot.rotation_id, None)
+        self._trail.note(rot, rot.status.value, result=rot.status.value,
+                         key_id=rot.new_key_id, vault_version=rot.new_version,
+                         detail=rot.reason)
+        if rot.status is rot.status.COMPLETED:
+            log.info("rotation_completed", new_key_id=rot.new_key_id,
+                     revoked_key_id=rot.old_key_id, note=rot.reason)
+        else:
+            log.error("rotation_failed", status=rot.status.value, reason=rot.reason)

@@ -1,0 +1,45 @@
+"""What every step shares: the ports, the audit trail, the management credential."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+
+from rotator.audit_trail import AuditTrail, EffectResult
+from rotator.core.model import Rotation
+from rotator.core.ports import Clock, Deletion, KeyProvider, RotationRepository, SecretStore
+from rotator.core.secret import Secret
+from rotator.logs import remember_secret
+from rotator.targets import TargetSpec
+
+__all__ = ["StepBase", "deletion_result"]
+
+
+def deletion_result(d: Deletion) -> EffectResult:
+    return EffectResult(result="already_gone" if d.already_gone else "ok",
+                        key_id=d.key_id, request_id=d.request_id)
+
+
+class StepBase:
+    def __init__(self, provider: KeyProvider, store: SecretStore, repo: RotationRepository,
+                 clock: Clock, trail: AuditTrail, fresh: MutableMapping[str, Secret]) -> None:
+        self._provider = provider
+        self._store = store
+        self._repo = repo
+        self._clock = clock
+        self._trail = trail
+        self._fresh = fresh   # rotation id -> the new key's secret, in memory only
+
+    def _auth(self, spec: TargetSpec) -> Secret:
+        """The bearer for key management: the admin key, or (self mode) Vault's current key."""
+        if spec.management_key is not None:
+            return spec.management_key
+        current = self._store.read_current(spec.ref).secret
+        remember_secret(current)
+        return current
+
+    def _delete(self, rot: Rotation, spec: TargetSpec, key_id: str, why: str,
+                auth: Secret) -> Deletion:
+        return self._trail.side_effect(
+            rot, "delete_key",
+            lambda: self._provider.delete_key(spec.service_account, key_id, auth),
+            deletion_result, key_id=key_id, detail=why)

@@ -1,0 +1,194 @@
+"""The side of each rotation step that touches the world: one method per ``Action``.
+
+Each method performs its step's IO through the ports, records intent and outcome
+through ``AuditTrail``, and returns an ``Outcome`` for the pure machine to fold in.
+The decisions (what is deletable, whether Vault holds our key) stay in ``core.machine``.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from rotator.audit_trail import EffectResult
+from rotator.core import machine as m
+from rotator.core.model import Rotation, key_name
+from rotator.core.ports import NewKey
+from rotator.core.secret import Secret
+from rotator.errors import (
+    CasConflict,
+    KeyLimitReached,
+    PermanentError,
+    RotatorError,
+    SecretNotFound,
+    TransientError,
+    Unauthorized,
+)
+from rotator.logs import remember_secret
+from rotator.step_base import StepBase
+from rotator.targets import TargetSpec
+
+__all__ = ["StepRunner"]
+
+log = structlog.get_logger("rotator.steps")
+
+_PROBE_BACKOFF_CAP = 10.0
+
+
+class StepRunner(StepBase):
+    # -- plan -----------------------------------------------------------------------
+    def plan(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        try:
+            current = self._store.read_current(spec.ref)
+        except SecretNotFound as exc:
+            return m.Refused(f"no key in Vault to rotate: {exc}")
+        except RotatorError as exc:
+            return m.Refused(f"cannot read Vault: {exc}")
+        remember_secret(current.secret)
+        try:
+            who = self._provider.whoami(current.secret)
+        except Unauthorized:
+            log.error("vault_key_does_not_authenticate", vault_version=current.version)
+            return m.Refused(
+                f"the key in Vault (version {current.version}) does not authenticate at the "
+                "provider; refusing to rotate: fix or re-seed it first")
+        except RotatorError as exc:
+            return m.Refused(f"cannot probe the current key: {exc}")
+        if who.service_account_id != spec.service_account:
+            return m.Refused(f"the key in Vault belongs to service account "
+                             f"{who.service_account_id}, not {spec.service_account}")
+        recorded = current.custom_metadata.get("rotator_key_id")
+        detail = None if recorded in (None, who.key_id) else (
+            f"Vault metadata names key {recorded}; the probe says {who.key_id}")
+        self._trail.note(rot, "plan", key_id=who.key_id, fingerprint=current.secret.fingerprint,
+                         vault_version=current.version, request_id=who.request_id,
+                         detail=detail)
+        return m.Planned(old_key_id=who.key_id, old_version=current.version)
+
+    # -- create ---------------------------------------------------------------------
+    def create(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        name = key_name(rot.target, rot.rotation_id)
+        try:
+            auth = self._auth(spec)
+            listing = self._provider.list_keys(spec.service_account, auth)
+            keys = list(listing.keys)
+            for key in [k for k in keys if k.name == name and k.key_id != rot.old_key_id]:
+                self._delete(rot, spec, key.key_id,
+                             "left by an interrupted create: its secret was never stored", auth)
+                keys.remove(key)
+            try:
+                new = self._create(rot, spec, name, auth)
+            except KeyLimitReached:
+                new = self._create_when_full(rot, spec, name, auth, keys)
+        except RotatorError as exc:
+            return m.StepFailed(f"{type(exc).__name__}: {exc}")
+        remember_secret(new.secret)
+        self._fresh[rot.rotation_id] = new.secret
+        return m.KeyCreated(key_id=new.key_id, fingerprint=new.secret.fingerprint)
+
+    def _create(self, rot: Rotation, spec: TargetSpec, name: str, auth: Secret) -> NewKey:
+        return self._trail.side_effect(
+            rot, "create_key",
+            lambda: self._provider.create_key(spec.service_account, name, auth),
+            lambda k: EffectResult(key_id=k.key_id, request_id=k.request_id,
+                                   detail=f"name {name}; fingerprint {k.secret.fingerprint}"),
+            detail=f"name {name}")
+
+    def _create_when_full(self, rot: Rotation, spec: TargetSpec, name: str, auth: Secret,
+                          keys: list[m.KeyRecord]) -> NewKey:
+        protected = {k for k in (rot.old_key_id,) if k}
+        protected |= self._repo.protected_key_ids(spec.service_account, rot.rotation_id)
+        stale = m.deletable_when_full(keys, protected, name)
+        if not stale:
+            raise KeyLimitReached(
+                "key limit reached and every key is current or in use by a rotation; "
+                "delete one by hand", service_account=spec.service_account)
+        victim = stale[0]
+        self._delete(rot, spec, victim.key_id,
+                     f"key limit reached: stale key {victim.name!r} is not in Vault and no "
+                     f"rotation uses it (last used {victim.last_used_at or 'never'})", auth)
+        return self._create(rot, spec, name, auth)
+
+    # -- verify ---------------------------------------------------------------------
+    def verify(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        secret = self._fresh[rot.rotation_id]
+        deadline = self._clock.now().timestamp() + spec.probe_timeout
+        wait, attempts, last = spec.probe_interval, 0, "no probe made"
+        while True:
+            attempts += 1
+            try:
+                who = self._provider.whoami(secret)
+            except Unauthorized:
+                last = "401: not authenticated (yet)"
+            except TransientError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except PermanentError as exc:
+                return m.StepFailed(f"probe failed: {exc}")
+            else:
+                if (who.service_account_id, who.key_id) != (spec.service_account,
+                                                             rot.new_key_id):
+                    return m.StepFailed(
+                        f"new key authenticates as {who.service_account_id}/{who.key_id}, "
+                        f"expected {spec.service_account}/{rot.new_key_id}")
+                self._trail.note(rot, "probe", key_id=rot.new_key_id,
+                                 fingerprint=rot.new_fingerprint, request_id=who.request_id,
+                                 detail=f"authenticated after {attempts} probe(s)")
+                return m.Verified()
+            remaining = deadline - self._clock.now().timestamp()
+            if remaining <= 0:
+                self._trail.note(rot, "probe", result="error", key_id=rot.new_key_id,
+                                 detail=f"{attempts} probe(s) failed; last: {last}")
+                return m.StepFailed(f"new key did not authenticate within "
+                                    f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})")
+            self._clock.sleep(min(wait, remaining))
+            wait = min(wait * 2, _PROBE_BACKOFF_CAP)
+
+    def discard(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        self._trail.note(rot, "secret_lost", result="unknown", key_id=rot.new_key_id,
+                         detail="restarted after create: the new key's secret is gone; "
+                                "it will be deleted and a new key created")
+        return m.SecretLost()
+
+    # -- store ----------------------------------------------------------------------
+    def store(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        secret = self._fresh[rot.rotation_id]
+        assert rot.old_version is not None and rot.new_key_id is not None
+        metadata = {
+            "rotator_key_id": rot.new_key_id,
+            "rotator_rotation_id": rot.rotation_id,
+            "rotator_created_at": self._clock.now().isoformat(timespec="seconds"),
+            "rotator_fingerprint": secret.fingerprint,
+        }
+        try:
+            version = self._trail.side_effect(
+                rot, "vault_write",
+                lambda: self._store.write(spec.ref, secret, rot.old_version or 0, metadata),
+                lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
+                key_id=rot.new_key_id, fingerprint=secret.fingerprint,
+                vault_version=rot.old_version, detail=f"check-and-set on {rot.old_version}")
+            back = self._store.read_current(spec.ref)
+        except CasConflict as exc:
+            return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}")
+        except RotatorError as exc:
+            return m.StepFailed(f"{type(exc).__name__}: {exc}")
+        same = back.version == version and back.secret.fingerprint == secret.fingerprint
+        self._trail.note(rot, "read_back", result="ok" if same else "error",
+                         key_id=rot.new_key_id, fingerprint=back.secret.fingerprint,
+                         vault_version=back.version)
+        if not same:
+            return m.StepFailed(f"read-back of Vault version {back.version} does not match "
+                                f"the key written as version {version}")
+        self._fresh.pop(rot.rotation_id, None)
+        return m.Stored(version=version)
+
+    def reconcile_store(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        try:
+            current = self._store.read_current(spec.ref)
+        except RotatorError as exc:
+            return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}")
+        if m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
+            self._trail.note(rot, "read_back", key_id=rot.new_key_id,
+                             fingerprint=current.secret.fingerprint,
+                             vault_version=current.version,
+                             detail="resumed: the interrupted Vault write had landed")
+            return m.Stored(version=current.version)
+        return self.discard(rot, spec)

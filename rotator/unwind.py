@@ -1,0 +1,163 @@
+"""The steps that take keys away: revoke the old key, roll back, and the cleanup queue.
+
+Each one checks first which key Vault serves right now, so that none of them can
+delete the key consumers are reading, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from rotator.audit_trail import EffectResult
+from rotator.core import machine as m
+from rotator.core.model import Rotation, key_name
+from rotator.core.ports import PendingCleanup
+from rotator.errors import CasConflict, PermanentError, RotatorError, SecretNotFound
+from rotator.logs import remember_secret
+from rotator.step_base import StepBase, deletion_result
+from rotator.targets import TargetSpec
+
+__all__ = ["Unwinder"]
+
+log = structlog.get_logger("rotator.unwind")
+
+
+class Unwinder(StepBase):
+    # -- revoke ---------------------------------------------------------------------
+    def revoke(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        assert rot.old_key_id is not None
+        served = self._served_key_id(spec)
+        if isinstance(served, str) and served == rot.old_key_id:
+            log.error("vault_serves_old_key", key_id=rot.old_key_id)
+            return self._defer(rot, spec, "Vault serves the old key again; not revoking it")
+        if not isinstance(served, str):
+            return self._defer(rot, spec, served.message)
+        try:
+            auth = self._auth(spec)
+            gone = self._trail.side_effect(
+                rot, "revoke_key",
+                lambda: self._provider.delete_key(spec.service_account, rot.old_key_id or "",
+                                                  auth),
+                deletion_result, key_id=rot.old_key_id,
+                detail="grace window over: deleting the previous key")
+        except RotatorError as exc:
+            return self._defer(rot, spec, f"{type(exc).__name__}: {exc}")
+        return m.Revoked(already_gone=gone.already_gone)
+
+    def _served_key_id(self, spec: TargetSpec) -> str | RotatorError:
+        """The key id Vault's current secret authenticates as, or why it is unknown."""
+        try:
+            current = self._store.read_current(spec.ref)
+            remember_secret(current.secret)
+            return self._provider.whoami(current.secret).key_id
+        except RotatorError as exc:
+            log.error("cannot_tell_served_key", error=str(exc))
+            return exc
+
+    def _defer(self, rot: Rotation, spec: TargetSpec, why: str) -> m.Outcome:
+        assert rot.old_key_id is not None
+        self._repo.add_cleanup(PendingCleanup(
+            target=rot.target, service_account=spec.service_account, key_id=rot.old_key_id,
+            rotation_id=rot.rotation_id, reason=why), self._clock.now())
+        self._trail.note(rot, "cleanup_queued", result="deferred", key_id=rot.old_key_id,
+                         detail=why)
+        log.warning("revoke_deferred", key_id=rot.old_key_id, reason=why)
+        return m.RevokeDeferred(why)
+
+    # -- rollback -------------------------------------------------------------------
+    def rollback(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+        blocked = self._restore_vault(rot, spec)
+        if blocked is not None:
+            return blocked
+        name = key_name(rot.target, rot.rotation_id)
+        try:
+            auth = self._auth(spec)
+            listing = self._provider.list_keys(spec.service_account, auth)
+        except RotatorError as exc:
+            return m.RollbackBlocked(f"cannot list the provider's keys: {exc}")
+        doomed = [k.key_id for k in listing.keys
+                  if (k.name == name or k.key_id == rot.new_key_id)
+                  and k.key_id != rot.old_key_id]
+        pending = False
+        for key_id in doomed:
+            try:
+                self._delete(rot, spec, key_id, "rollback: the new key is never used", auth)
+            except PermanentError as exc:
+                pending = True
+                self._repo.add_cleanup(PendingCleanup(
+                    target=rot.target, service_account=spec.service_account, key_id=key_id,
+                    rotation_id=rot.rotation_id, reason=f"rollback could not delete: {exc}"),
+                    self._clock.now())
+            except RotatorError as exc:
+                return m.RollbackBlocked(f"cannot delete the new key {key_id}: {exc}")
+        self._fresh.pop(rot.rotation_id, None)
+        log.error("rotation_rolled_back", reason=rot.reason)
+        return m.RolledBack(cleanup_pending=pending)
+
+    def _restore_vault(self, rot: Rotation, spec: TargetSpec) -> m.Outcome | None:
+        """Put the previous version back if Vault serves our key; None when Vault is safe."""
+        try:
+            current = self._store.read_current(spec.ref)
+        except SecretNotFound:
+            return None
+        except RotatorError as exc:
+            return m.RollbackBlocked(f"cannot read Vault: {exc}")
+        if not m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
+            return None
+        assert rot.old_version is not None
+        try:
+            old = self._store.read_version(spec.ref, rot.old_version)
+            remember_secret(old.secret)
+            self._trail.side_effect(
+                rot, "vault_restore",
+                lambda: self._store.write(spec.ref, old.secret, current.version, {
+                    "rotator_key_id": rot.old_key_id or "",
+                    "rotator_rotation_id": rot.rotation_id,
+                    "rotator_created_at": self._clock.now().isoformat(timespec="seconds"),
+                    "rotator_fingerprint": old.secret.fingerprint,
+                    "rotator_restored_from": str(rot.old_version),
+                }),
+                lambda v: EffectResult(vault_version=v, key_id=rot.old_key_id),
+                key_id=rot.old_key_id, fingerprint=old.secret.fingerprint,
+                vault_version=current.version,
+                detail=f"restoring version {rot.old_version} over {current.version}")
+        except CasConflict as exc:
+            return m.RollbackBlocked(f"Vault changed during the restore: {exc}")
+        except RotatorError as exc:
+            return m.RollbackBlocked(f"cannot restore Vault version {rot.old_version}: {exc}")
+        return None
+
+    # -- the cleanup queue ----------------------------------------------------------
+    def cleanup(self, spec: TargetSpec) -> tuple[int, int]:
+        """Delete the keys queued for this target; returns (deleted, still pending)."""
+        items = self._repo.pending_cleanups(spec.name)
+        if not items:
+            return 0, 0
+        served = self._served_key_id(spec)
+        if not isinstance(served, str):
+            return 0, len(items)
+        done = 0
+        for item in items:
+            rot = self._repo.get_rotation(item.rotation_id)
+            if rot is None:
+                continue
+            if item.key_id == served:
+                self._trail.note(rot, "cleanup_key", result="kept", key_id=item.key_id,
+                                 detail="queued for deletion, but Vault serves it: kept")
+                self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now())
+                continue
+            try:
+                self._cleanup_one(rot, spec, item)
+            except RotatorError as exc:
+                log.warning("cleanup_failed", key_id=item.key_id, error=str(exc))
+                continue
+            self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now())
+            done += 1
+        return done, len(items) - done
+
+    def _cleanup_one(self, rot: Rotation, spec: TargetSpec, item: PendingCleanup) -> None:
+        auth = self._auth(spec)
+        self._trail.side_effect(
+            rot, "cleanup_key",
+            lambda: self._provider.delete_key(item.service_account, item.key_id, auth),
+            deletion_result, key_id=item.key_id, detail=f"queued: {item.reason}")
