@@ -78,6 +78,11 @@ class Unwinder(StepBase):
         doomed = [k.key_id for k in listing.keys
                   if (k.name == name or k.key_id == rot.new_key_id)
                   and k.key_id != rot.old_key_id]
+        served = self._served_key_id(spec) if doomed else None
+        if isinstance(served, RotatorError):
+            return m.RollbackBlocked(f"cannot tell which key Vault serves: {served}")
+        if served in doomed:
+            return m.RollbackBlocked(f"Vault still serves the new key {served}; not deleting it")
         pending = False
         for key_id in doomed:
             try:
@@ -102,7 +107,8 @@ class Unwinder(StepBase):
             return None
         except RotatorError as exc:
             return m.RollbackBlocked(f"cannot read Vault: {exc}")
-        if not m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
+        if not m.vault_holds_new_key(rot, current.version, current.secret.fingerprint,
+                                     current.custom_metadata.get("rotator_rotation_id")):
             return None
         assert rot.old_version is not None
         try:

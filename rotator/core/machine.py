@@ -252,10 +252,16 @@ def deletable_when_full(keys: Sequence[KeyRecord], protected: Iterable[str],
 
 
 def vault_holds_new_key(rotation: Rotation, current_version: int,
-                        current_fingerprint: str) -> bool:
-    """Whether Vault's current version is the key this rotation wrote."""
+                        current_fingerprint: str, written_by: str | None = None) -> bool:
+    """Whether Vault's current version is (or may be) the key this rotation wrote.
+
+    ``written_by`` is the rotation id in the secret's custom metadata: a read that does
+    not match the fingerprint but names us is treated as ours, so a rollback restores
+    rather than deletes a key Vault may be serving.
+    """
+    if rotation.old_version is not None and current_version <= rotation.old_version:
+        return False
     return (
-        rotation.new_fingerprint is not None
-        and current_fingerprint == rotation.new_fingerprint
-        and (rotation.old_version is None or current_version > rotation.old_version)
+        (rotation.new_fingerprint is not None and current_fingerprint == rotation.new_fingerprint)
+        or written_by == rotation.rotation_id
     )

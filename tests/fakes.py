@@ -1,0 +1,262 @@
+"""In-memory fakes of the ports, satisfying the Protocols structurally (no inheritance).
+
+``Crash`` is a BaseException, so it passes through every ``except RotatorError`` the way
+a SIGKILL passes through everything: it lets a unit test stop the runner at any call,
+before or after the fake performed the side effect.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from rotator.core.machine import KeyRecord
+from rotator.core.model import AuditEvent, EventKind, Rotation, Status
+from rotator.core.ports import (
+    Deletion,
+    Identity,
+    KeyListing,
+    NewKey,
+    PendingCleanup,
+    SecretRef,
+    VaultSecret,
+)
+from rotator.core.secret import Secret
+from rotator.errors import (
+    CasConflict,
+    KeyLimitReached,
+    KeyNotFound,
+    LeaseHeld,
+    SecretNotFound,
+    Unauthorized,
+)
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Crash(BaseException):  # noqa: N818 (mirrors SIGKILL, not an error)
+    """The process dies here."""
+
+
+class FakeClock:
+    def __init__(self, start: datetime = T0) -> None:
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+    def sleep(self, seconds: float) -> None:
+        self.current += timedelta(seconds=max(seconds, 0))
+
+
+@dataclass
+class _Key:
+    key_id: str
+    account: str
+    name: str
+    secret: str
+    created_at: datetime
+    live_at: datetime
+
+
+@dataclass
+class FakeProvider:
+    clock: FakeClock
+    key_limit: int = 2
+    propagation: float = 0.0
+    never_authenticates: bool = False
+    crash_at: str | None = None          # "create_key:before" / "delete_key:after" / ...
+    fail: dict[str, BaseException] = field(default_factory=dict)  # call name -> exception
+    keys: dict[str, _Key] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def seed(self, account: str) -> Secret:
+        return Secret(self._make(account, "seed", live=True).secret)
+
+    def _make(self, account: str, name: str, live: bool = False) -> _Key:
+        now = self.clock.now()
+        key = _Key(f"key_{next(self._ids):04d}", account, name, "cnt_" + secrets.token_hex(20),
+                   now, now if live else now + timedelta(seconds=self.propagation))
+        self.keys[key.key_id] = key
+        return key
+
+    def _enter(self, call: str) -> None:
+        self.calls.append(call)
+        if self.crash_at == f"{call}:before":
+            raise Crash(call)
+        if call in self.fail:
+            raise self.fail[call]
+
+    def _leave(self, call: str) -> None:
+        if self.crash_at == f"{call}:after":
+            raise Crash(call)
+
+    def _authenticate(self, bearer: Secret) -> _Key:
+        for key in self.keys.values():
+            if key.secret == bearer.reveal() and self.clock.now() >= key.live_at:
+                if self.never_authenticates and key.name != "seed":
+                    break
+                return key
+        raise Unauthorized("401")
+
+    def list_keys(self, account: str, auth: Secret) -> KeyListing:
+        self._enter("list_keys")
+        self._authenticate(auth)
+        return KeyListing([KeyRecord(k.key_id, k.name, k.created_at)
+                           for k in self.keys.values() if k.account == account], "req_l")
+
+    def create_key(self, account: str, name: str, auth: Secret) -> NewKey:
+        self._enter("create_key")
+        self._authenticate(auth)
+        if sum(k.account == account for k in self.keys.values()) >= self.key_limit:
+            raise KeyLimitReached("key_limit_reached", service_account=account)
+        key = self._make(account, name)
+        self._leave("create_key")
+        return NewKey(key.key_id, name, Secret(key.secret), key.created_at, "req_c")
+
+    def delete_key(self, account: str, key_id: str, auth: Secret) -> Deletion:
+        self._enter("delete_key")
+        self._authenticate(auth)
+        key = self.keys.pop(key_id, None)
+        if key is None:
+            return Deletion(key_id, True, "req_d")
+        self.deleted.append(key_id)
+        self._leave("delete_key")
+        return Deletion(key_id, False, "req_d")
+
+    def whoami(self, key: Secret) -> Identity:
+        self._enter("whoami")
+        found = self._authenticate(key)
+        return Identity(found.account, found.key_id, "req_w")
+
+    def key_of(self, secret: Secret) -> str | None:
+        return next((k.key_id for k in self.keys.values() if k.secret == secret.reveal()), None)
+
+    def names(self) -> list[str]:
+        return sorted(k.name for k in self.keys.values())
+
+    def __repr__(self) -> str:
+        return f"FakeProvider(keys={list(self.keys)})"
+
+
+@dataclass
+class FakeStore:
+    versions: dict[tuple[str, str], list[dict[str, str]]] = field(default_factory=dict)
+    metadata: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    crash_at: str | None = None
+    fail: dict[str, BaseException] = field(default_factory=dict)
+    tamper_read_back: bool = False
+    writes: int = 0
+
+    def put(self, ref: SecretRef, secret: Secret) -> None:
+        self.versions.setdefault((ref.mount, ref.path), []).append({ref.field: secret.reveal()})
+
+    def _enter(self, call: str) -> None:
+        if self.crash_at == f"{call}:before":
+            raise Crash(call)
+        if call in self.fail:
+            raise self.fail[call]
+
+    def read_current(self, ref: SecretRef) -> VaultSecret:
+        self._enter("read")
+        versions = self.versions.get((ref.mount, ref.path))
+        if not versions:
+            raise SecretNotFound("no secret", path=ref.path)
+        value = versions[-1][ref.field]
+        if self.tamper_read_back and self.writes:
+            self.tamper_read_back = False  # one bad read, like a flaky replica
+            value = "tampered-" + value
+        return VaultSecret(len(versions), Secret(value),
+                           dict(self.metadata.get((ref.mount, ref.path), {})))
+
+    def read_version(self, ref: SecretRef, version: int) -> VaultSecret:
+        versions = self.versions.get((ref.mount, ref.path)) or []
+        if not 1 <= version <= len(versions):
+            raise SecretNotFound("no such version", version=version)
+        return VaultSecret(version, Secret(versions[version - 1][ref.field]))
+
+    def write(self, ref: SecretRef, secret: Secret, cas: int,
+              custom_metadata: Mapping[str, str]) -> int:
+        self._enter("write")
+        versions = self.versions.setdefault((ref.mount, ref.path), [])
+        if cas != len(versions):
+            raise CasConflict("check-and-set", path=ref.path)
+        versions.append({**(versions[-1] if versions else {}), ref.field: secret.reveal()})
+        self.metadata[(ref.mount, ref.path)] = dict(custom_metadata)
+        self.writes += 1
+        if self.crash_at == "write:after":
+            raise Crash("write")
+        return len(versions)
+
+    def current(self, ref: SecretRef) -> Secret:
+        return Secret(self.versions[(ref.mount, ref.path)][-1][ref.field])
+
+
+class MemoryRepository:
+    def __init__(self) -> None:
+        self.rotations: dict[str, Rotation] = {}
+        self.events: list[AuditEvent] = []
+        self.leases: dict[str, tuple[str, datetime]] = {}
+        self.cleanups: dict[tuple[str, str], PendingCleanup] = {}
+
+    def insert_rotation(self, rotation: Rotation) -> None:
+        if self.running_rotation(rotation.target):
+            raise LeaseHeld("running", target=rotation.target)
+        self.rotations[rotation.rotation_id] = rotation
+
+    def save_rotation(self, rotation: Rotation) -> None:
+        self.rotations[rotation.rotation_id] = rotation
+
+    def get_rotation(self, rotation_id: str) -> Rotation | None:
+        return self.rotations.get(rotation_id)
+
+    def running_rotation(self, target: str) -> Rotation | None:
+        return next((r for r in self.rotations.values()
+                     if r.target == target and r.status is Status.RUNNING), None)
+
+    def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def open_intents(self, rotation_id: str) -> list[AuditEvent]:
+        closed = {e.op_id for e in self.events if e.kind is EventKind.OUTCOME}
+        return [e for e in self.events if e.rotation_id == rotation_id
+                and e.kind is EventKind.INTENT and e.op_id not in closed]
+
+    def protected_key_ids(self, service_account: str, except_rotation: str) -> set[str]:
+        return {k for r in self.rotations.values()
+                if r.service_account == service_account and r.status is Status.RUNNING
+                and r.rotation_id != except_rotation
+                for k in (r.old_key_id, r.new_key_id) if k}
+
+    def acquire_lease(self, target: str, holder: str, ttl_seconds: float,
+                      now: datetime) -> bool:
+        held = self.leases.get(target)
+        if held and held[0] != holder and held[1] > now:
+            return False
+        self.leases[target] = (holder, now + timedelta(seconds=ttl_seconds))
+        return True
+
+    def renew_lease(self, target: str, holder: str, ttl_seconds: float, now: datetime) -> bool:
+        held = self.leases.get(target)
+        if not held or held[0] != holder:
+            return False
+        self.leases[target] = (holder, now + timedelta(seconds=ttl_seconds))
+        return True
+
+    def release_lease(self, target: str, holder: str) -> None:
+        if self.leases.get(target, ("",))[0] == holder:
+            del self.leases[target]
+
+    def add_cleanup(self, item: PendingCleanup, now: datetime) -> None:
+        self.cleanups[(item.target, item.key_id)] = item
+
+    def pending_cleanups(self, target: str) -> list[PendingCleanup]:
+        return [c for c in self.cleanups.values() if c.target == target]
+
+    def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None:
+        self.cleanups.pop((target, key_id), None)

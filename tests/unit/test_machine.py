@@ -1,0 +1,144 @@
+"""Every transition of the pure state machine, failure branches included."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rotator.core import machine as m
+from rotator.core.machine import Action
+from rotator.core.model import Rotation, Status, Step, key_name
+from tests.fakes import T0
+
+
+def rot(step: Step = Step.PLAN, **kw: object) -> Rotation:
+    base = Rotation(rotation_id="rot_1", target="t", service_account="sa", trigger="manual",
+                    actor="me", grace_seconds=60, started_at=T0, step=step)
+    return base.evolve(**kw)
+
+
+def test_plan_moves_to_create_with_old_key() -> None:
+    nxt = m.advance(rot(), m.Planned("key_old", 3), T0)
+    assert (nxt.step, nxt.old_key_id, nxt.old_version) == (Step.CREATE, "key_old", 3)
+
+
+def test_plan_refused_fails_without_side_effects() -> None:
+    nxt = m.advance(rot(), m.Refused("vault key dead"), T0)
+    assert (nxt.step, nxt.status, nxt.reason) == (Step.DONE, Status.FAILED, "vault key dead")
+    assert nxt.finished_at == T0 and nxt.is_terminal
+
+
+def test_create_records_new_key() -> None:
+    nxt = m.advance(rot(Step.CREATE), m.KeyCreated("key_new", "sha256:ab"), T0)
+    assert (nxt.step, nxt.new_key_id, nxt.new_fingerprint) == (Step.VERIFY, "key_new",
+                                                               "sha256:ab")
+
+
+@pytest.mark.parametrize("step", [Step.CREATE, Step.VERIFY, Step.STORE])
+def test_failure_after_plan_rolls_back(step: Step) -> None:
+    nxt = m.advance(rot(step), m.StepFailed("boom"), T0)
+    assert nxt.step is Step.ROLLBACK and nxt.status is Status.RUNNING
+    assert nxt.reason == f"{step.value}: boom"
+
+
+def test_verified_goes_to_store() -> None:
+    assert m.advance(rot(Step.VERIFY), m.Verified(), T0).step is Step.STORE
+
+
+def test_stored_starts_grace_with_persisted_deadline() -> None:
+    nxt = m.advance(rot(Step.STORE), m.Stored(4), T0)
+    assert nxt.step is Step.GRACE and nxt.new_version == 4
+    assert nxt.grace_ends_at == T0 + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize("step", [Step.VERIFY, Step.STORE])
+def test_secret_lost_starts_over_then_gives_up(step: Step) -> None:
+    r = rot(step, new_key_id="k", new_fingerprint="f")
+    for count in range(1, m.MAX_RECREATES + 1):
+        r = m.advance(r, m.SecretLost(), T0)
+        assert (r.step, r.recreate_count, r.new_key_id) == (Step.CREATE, count, None)
+        r = r.evolve(step=step)
+    r = m.advance(r, m.SecretLost(), T0)
+    assert r.step is Step.ROLLBACK and "gave up" not in (r.reason or "")
+    assert "giving up" in (r.reason or "")
+
+
+def test_grace_cannot_end_early() -> None:
+    r = rot(Step.GRACE, grace_ends_at=T0 + timedelta(seconds=5))
+    with pytest.raises(m.InvalidTransition):
+        m.advance(r, m.GraceElapsed(), T0)
+    assert m.advance(r, m.GraceElapsed(), T0 + timedelta(seconds=5)).step is Step.REVOKE
+
+
+def test_revoke_completes() -> None:
+    nxt = m.advance(rot(Step.REVOKE), m.Revoked(), T0)
+    assert (nxt.status, nxt.reason) == (Status.COMPLETED, None)
+
+
+def test_revoke_deferred_completes_with_cleanup_note() -> None:
+    nxt = m.advance(rot(Step.REVOKE, old_key_id="k1"), m.RevokeDeferred("503"), T0)
+    assert nxt.status is Status.COMPLETED and "k1 queued for cleanup" in (nxt.reason or "")
+
+
+def test_rollback_outcomes() -> None:
+    r = rot(Step.ROLLBACK, reason="verify: never authenticated", new_key_id="k2")
+    done = m.advance(r, m.RolledBack(), T0)
+    assert (done.status, done.reason) == (Status.ROLLED_BACK, "verify: never authenticated")
+    pending = m.advance(r, m.RolledBack(cleanup_pending=True), T0)
+    assert "k2 queued for cleanup" in (pending.reason or "")
+    blocked = m.advance(r, m.RollbackBlocked("vault down"), T0)
+    assert blocked.step is Step.ROLLBACK and blocked.status is Status.RUNNING
+    again = m.advance(blocked, m.RollbackBlocked("vault still down"), T0)
+    assert again.reason == "verify: never authenticated; rollback blocked: vault still down"
+
+
+@pytest.mark.parametrize(("step", "outcome"), [
+    (Step.PLAN, m.Verified()), (Step.CREATE, m.Stored(1)), (Step.VERIFY, m.Revoked()),
+    (Step.GRACE, m.StepFailed("x")), (Step.REVOKE, m.StepFailed("x")),
+    (Step.DONE, m.Planned("k", 1)), (Step.ROLLBACK, m.Verified()),
+])
+def test_invalid_transitions_raise(step: Step, outcome: m.Outcome) -> None:
+    with pytest.raises(m.InvalidTransition):
+        m.advance(rot(step), outcome, T0)
+
+
+@pytest.mark.parametrize(("step", "holds", "expected"), [
+    (Step.PLAN, False, Action.PLAN), (Step.CREATE, False, Action.CREATE),
+    (Step.VERIFY, True, Action.VERIFY), (Step.VERIFY, False, Action.DISCARD),
+    (Step.STORE, True, Action.STORE), (Step.STORE, False, Action.RECONCILE_STORE),
+    (Step.REVOKE, False, Action.REVOKE), (Step.ROLLBACK, False, Action.ROLLBACK),
+])
+def test_next_action(step: Step, holds: bool, expected: Action) -> None:
+    assert m.next_action(rot(step), T0, holds) is expected
+
+
+def test_next_action_in_grace_and_when_done() -> None:
+    r = rot(Step.GRACE, grace_ends_at=T0 + timedelta(seconds=1))
+    assert m.next_action(r, T0, False) is Action.WAIT
+    assert m.next_action(r, T0 + timedelta(seconds=1), False) is Action.END_GRACE
+    done = m.advance(rot(), m.Refused("x"), T0)
+    assert m.next_action(done, T0, False) is Action.NONE
+
+
+def test_deletable_when_full_protects_current_and_in_use() -> None:
+    keys = [m.KeyRecord("a", "x", T0), m.KeyRecord("b", "x", T0 - timedelta(days=2)),
+            m.KeyRecord("c", "mine", T0), m.KeyRecord("d", "x", None)]
+    got = m.deletable_when_full(keys, {"a"}, "mine")
+    assert [k.key_id for k in got] == ["d", "b"]
+    assert m.deletable_when_full(keys[:1], {"a"}, "mine") == []
+
+
+def test_vault_holds_new_key_needs_fingerprint_and_newer_version() -> None:
+    r = rot(Step.STORE, old_version=3, new_fingerprint="sha256:aa")
+    assert m.vault_holds_new_key(r, 4, "sha256:aa")
+    assert not m.vault_holds_new_key(r, 4, "sha256:bb")
+    assert not m.vault_holds_new_key(r, 3, "sha256:aa")
+    assert not m.vault_holds_new_key(rot(Step.STORE), 4, "sha256:aa")
+    assert m.vault_holds_new_key(r, 4, "sha256:bb", written_by="rot_1")
+    assert not m.vault_holds_new_key(r, 4, "sha256:bb", written_by="rot_other")
+
+
+def test_key_name_fits_the_limit_and_keeps_the_rotation_id() -> None:
+    name = key_name("t" * 200, "rot_20261127T000000_abcdef")
+    assert len(name) == 100 and name.endswith(":rot_20261127T000000_abcdef")

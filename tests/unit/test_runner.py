@@ -1,0 +1,234 @@
+"""The runner against fake ports: every flow and failure branch, and a crash at every call."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+
+import pytest
+
+from rotator.core.model import EventKind, Status, Step
+from rotator.core.ports import SecretRef
+from rotator.core.secret import Secret
+from rotator.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
+from rotator.runner import Runner
+from rotator.targets import TargetSpec
+from tests.fakes import Crash, FakeClock, FakeProvider, FakeStore, MemoryRepository
+
+REF = SecretRef("secret", "count/app", "api_key")
+
+
+class World:
+    def __init__(self, *, self_mode: bool = False, **provider_kw: object) -> None:
+        self.clock = FakeClock()
+        self.provider = FakeProvider(self.clock, **provider_kw)  # type: ignore[arg-type]
+        self.store = FakeStore()
+        self.repo = MemoryRepository()
+        self.admin = None if self_mode else self.provider.seed("sa_admin")
+        self.first = self.provider.seed("sa_1")
+        self.store.put(REF, self.first)
+        self.spec = TargetSpec(name="app", provider="count", service_account="sa_1", ref=REF,
+                               grace_seconds=30, probe_timeout=20, probe_interval=1,
+                               management_key=self.admin)
+
+    def runner(self, holder: str = "h1") -> Runner:
+        return Runner(providers={"count": self.provider}, store=self.store, repo=self.repo,
+                      clock=self.clock, holder=holder, lease_ttl=60, rollback_retry_delay=1)
+
+    def account_keys(self) -> set[str]:
+        return {k.key_id for k in self.provider.keys.values() if k.account == "sa_1"}
+
+    def vault_key(self) -> str | None:
+        return self.provider.key_of(self.store.current(REF))
+
+    def assert_invariants(self) -> None:
+        current = self.store.current(REF)
+        who = self.provider.whoami(current)            # the key Vault serves authenticates
+        assert who.service_account_id == "sa_1"
+        assert self.account_keys() == {who.key_id}       # and no key leaked
+        closed = {e.op_id for e in self.repo.events if e.kind is EventKind.OUTCOME}
+        intents = [e for e in self.repo.events if e.kind is EventKind.INTENT]
+        assert intents and all(e.op_id in closed for e in intents)
+        issued = [k.secret for k in self.provider.keys.values()] + [self.first.reveal()]
+        dump = repr([asdict(e) for e in self.repo.events]) + repr(self.repo.rotations)
+        assert not [s for s in issued if s in dump]
+
+
+def test_full_rotation_replaces_the_key_and_deletes_the_old_one_once() -> None:
+    w = World()
+    old = w.vault_key()
+    report = w.runner().rotate(w.spec)
+    rot = report.rotation
+    assert rot.status is Status.COMPLETED and rot.step is Step.DONE
+    assert w.vault_key() == rot.new_key_id != old
+    assert w.provider.deleted == [old]
+    assert w.store.metadata[("secret", "count/app")]["rotator_key_id"] == rot.new_key_id
+    assert rot.old_version == 1 and rot.new_version == 2
+    w.assert_invariants()
+
+
+def test_old_key_keeps_working_during_grace_and_is_revoked_after() -> None:
+    w = World()
+    rot = w.runner().rotate(w.spec, wait=False).rotation
+    assert rot.step is Step.GRACE
+    assert w.provider.whoami(w.first).key_id == rot.old_key_id
+    w.clock.sleep(29)
+    assert w.runner().rotate(w.spec, wait=False).rotation.step is Step.GRACE
+    w.clock.sleep(1)
+    done = w.runner().rotate(w.spec).rotation
+    assert done.rotation_id == rot.rotation_id and done.status is Status.COMPLETED
+    assert rot.old_key_id not in w.account_keys()
+
+
+def test_self_mode_manages_keys_with_the_accounts_own_key() -> None:
+    w = World(self_mode=True)
+    assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
+    w.assert_invariants()
+
+
+def test_new_key_that_never_authenticates_rolls_back_without_touching_vault() -> None:
+    w = World(never_authenticates=True)
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.ROLLED_BACK and "did not authenticate" in (rot.reason or "")
+    assert w.store.writes == 0 and w.store.current(REF) == w.first
+    assert w.account_keys() == {w.provider.key_of(w.first)}
+    w.assert_invariants()
+
+
+def test_propagation_delay_is_waited_out() -> None:
+    w = World(propagation=7)
+    assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
+
+
+@pytest.mark.parametrize("error", [CasConflict("cas"), VaultUnavailable("down")])
+def test_failed_vault_write_deletes_the_new_key(error: Exception) -> None:
+    w = World()
+    w.store.fail["write"] = error
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.ROLLED_BACK
+    assert w.store.current(REF) == w.first and w.provider.deleted == [rot.new_key_id]
+    w.assert_invariants()
+
+
+def test_bad_read_back_restores_the_previous_version() -> None:
+    w = World()
+    w.store.tamper_read_back = True
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.ROLLED_BACK and "read-back" in (rot.reason or "")
+    assert w.store.current(REF) == w.first            # restored as version 3
+    assert len(w.store.versions[("secret", "count/app")]) == 3
+    w.assert_invariants()
+
+
+def test_vault_key_that_does_not_authenticate_is_refused() -> None:
+    w = World()
+    w.store.put(REF, Secret("cnt_not_a_real_key_at_all_000000"))
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.FAILED and "does not authenticate" in (rot.reason or "")
+    assert "create_key" not in w.provider.calls
+
+
+def test_key_limit_deletes_a_stale_key_but_never_the_current_one() -> None:
+    w = World()
+    stale = w.provider.seed("sa_1")  # a second key: the account is at its limit of 2
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.COMPLETED
+    assert w.provider.key_of(stale) is None and rot.old_key_id in w.provider.deleted
+    reasons = [e.detail or "" for e in w.repo.events if e.action == "delete_key"]
+    assert any("key limit reached" in r for r in reasons)
+
+
+def test_key_limit_with_nothing_deletable_rolls_back() -> None:
+    w = World(key_limit=1)
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.ROLLED_BACK and "key limit" in (rot.reason or "")
+    w.assert_invariants()
+
+
+def test_failed_revoke_is_queued_and_cleaned_by_the_next_run() -> None:
+    w = World()
+    w.provider.fail["delete_key"] = ProviderUnavailable("503")
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.COMPLETED and "queued for cleanup" in (rot.reason or "")
+    assert len(w.repo.cleanups) == 1
+    del w.provider.fail["delete_key"]
+    report = w.runner().rotate(w.spec)
+    assert report.cleaned == 1 and not w.repo.cleanups
+    w.assert_invariants()
+
+
+def test_a_failed_rotation_does_not_block_the_next_one() -> None:
+    w = World(never_authenticates=True)
+    assert w.runner().rotate(w.spec).rotation.status is Status.ROLLED_BACK
+    w.provider.never_authenticates = False
+    assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
+
+
+def test_rollback_blocked_by_vault_outage_resumes_later() -> None:
+    w = World()
+    w.store.fail["write"] = VaultUnavailable("down")
+    real_write = w.store.write
+
+    def write_then_outage(*args: object, **kw: object) -> int:
+        w.store.fail["read"] = VaultUnavailable("down")  # Vault goes away mid-store
+        return real_write(*args, **kw)  # type: ignore[arg-type]
+
+    w.store.write = write_then_outage  # type: ignore[method-assign]
+    rot = w.runner().rotate(w.spec, wait=False).rotation
+    assert rot.status is Status.RUNNING and rot.step is Step.ROLLBACK
+    assert "rollback blocked" in (rot.reason or "")
+    del w.store.fail["read"]
+    del w.store.fail["write"]
+    report = w.runner().rotate(w.spec)
+    assert report.resumed and report.rotation.status is Status.ROLLED_BACK
+    w.assert_invariants()
+
+
+def test_a_held_lease_refuses_a_second_runner() -> None:
+    w = World()
+    assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
+    with pytest.raises(LeaseHeld):
+        w.runner().rotate(w.spec)
+    w.clock.sleep(61)  # the other holder died: its lease expires
+    assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
+
+
+CRASH_POINTS = [
+    ("provider", "list_keys:before"), ("provider", "create_key:before"),
+    ("provider", "create_key:after"), ("provider", "whoami:before"),
+    ("store", "write:before"), ("store", "write:after"),
+    ("provider", "delete_key:before"), ("provider", "delete_key:after"),
+]
+
+
+@pytest.mark.parametrize(("who", "point"), CRASH_POINTS)
+@pytest.mark.parametrize("nth", [1, 2, 3])
+def test_crash_at_any_call_resumes_to_a_clean_completion(who: str, point: str,
+                                                         nth: int) -> None:
+    w = World()
+    fake = w.provider if who == "provider" else w.store
+    calls = {"n": 0}
+    original = fake._enter  # type: ignore[union-attr]
+
+    def enter(call: str) -> None:
+        if f"{call}:" in point:
+            calls["n"] += 1
+            if calls["n"] == nth and point.endswith(":before"):
+                raise Crash(point)
+            if calls["n"] == nth:
+                fake.crash_at = point  # type: ignore[union-attr]
+        original(call)
+
+    fake._enter = enter  # type: ignore[method-assign, union-attr]
+    try:
+        w.runner("h1").rotate(w.spec)
+    except Crash:
+        pass
+    fake._enter = original  # type: ignore[method-assign, union-attr]
+    fake.crash_at = None  # type: ignore[union-attr]
+    w.clock.sleep(120)     # past grace and the dead holder's lease
+    report = w.runner("h2").rotate(w.spec)
+    if report.rotation.step is Step.GRACE:
+        report = w.runner("h2").rotate(w.spec)
+    assert report.rotation.status is Status.COMPLETED, report.rotation.reason
+    w.assert_invariants()
