@@ -1,0 +1,29 @@
+"""The SQL state and audit store: tables, schema management, the repository, queries.
+
+SQLite (embedded, one replica) and PostgreSQL (shared by replicas) through SQLAlchemy 2.0;
+Alembic (``migrations/`` at the repository root) owns the schema.
+"""
+
+from __future__ import annotations
+
+from rotator.adapters.sql.queries import StoredEvent
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.adapters.sql.schema import (
+    MIGRATIONS_DIR,
+    check_schema,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "SqlRepository",
+    "StoredEvent",
+    "check_schema",
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "upgrade",
+]

@@ -1,0 +1,185 @@
+"""Read-only queries over the SQL store: what ``rotator status`` and ``rotator audit`` show.
+
+Each function takes a ``Connection`` (so a caller may run several in one transaction);
+``SqlRepository`` exposes them as methods that open their own. Row-to-value conversion
+(``rotation_from_row``, ``event_from_row``) lives here too and is shared with the
+repository.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, select
+
+from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
+from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.ports import PendingCleanup
+
+__all__ = [
+    "StoredEvent",
+    "all_running",
+    "event_from_row",
+    "events",
+    "last_completed",
+    "latest_rotations",
+    "rotation_from_row",
+    "rotations_where",
+    "unresolved_cleanups",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An audit row as stored: the ``AuditEvent`` fields plus its ``id`` and ``at``."""
+
+    id: int
+    at: datetime
+    rotation_id: str
+    target: str
+    step: str
+    kind: EventKind
+    action: str
+    result: str | None
+    key_id: str | None
+    fingerprint: str | None
+    vault_version: int | None
+    request_id: str | None
+    op_id: str | None
+    detail: str | None
+
+    def to_event(self) -> AuditEvent:
+        """The ``AuditEvent`` this row records (with its ``at``)."""
+        return AuditEvent(
+            rotation_id=self.rotation_id, target=self.target, step=self.step,
+            kind=self.kind, action=self.action, result=self.result, key_id=self.key_id,
+            fingerprint=self.fingerprint, vault_version=self.vault_version,
+            request_id=self.request_id, op_id=self.op_id, detail=self.detail, at=self.at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO 8601, the kind as its string value."""
+        return {
+            "id": self.id, "at": self.at.isoformat(), "rotation_id": self.rotation_id,
+            "target": self.target, "step": self.step, "kind": str(self.kind),
+            "action": self.action, "result": self.result, "key_id": self.key_id,
+            "fingerprint": self.fingerprint, "vault_version": self.vault_version,
+            "request_id": self.request_id, "op_id": self.op_id, "detail": self.detail,
+        }
+
+
+def rotation_from_row(row: RowMapping) -> Rotation:
+    """A ``rotations`` row as a ``Rotation``."""
+    return Rotation(
+        rotation_id=row["rotation_id"],
+        target=row["target"],
+        service_account=row["service_account"],
+        trigger=row["trigger"],
+        actor=row["actor"],
+        grace_seconds=float(row["grace_seconds"]),
+        started_at=row["started_at"],
+        step=Step(row["step"]),
+        status=Status(row["status"]),
+        old_key_id=row["old_key_id"],
+        old_version=row["old_version"],
+        new_key_id=row["new_key_id"],
+        new_fingerprint=row["new_fingerprint"],
+        new_version=row["new_version"],
+        grace_ends_at=row["grace_ends_at"],
+        finished_at=row["finished_at"],
+        reason=row["reason"],
+        recreate_count=row["recreate_count"],
+    )
+
+
+def event_from_row(row: RowMapping) -> StoredEvent:
+    """A ``rotation_events`` row as a ``StoredEvent``."""
+    return StoredEvent(
+        id=row["id"], at=row["at"], rotation_id=row["rotation_id"], target=row["target"],
+        step=row["step"], kind=EventKind(row["kind"]), action=row["action"],
+        result=row["result"], key_id=row["key_id"], fingerprint=row["fingerprint"],
+        vault_version=row["vault_version"], request_id=row["request_id"],
+        op_id=row["op_id"], detail=row["detail"],
+    )
+
+
+def events(conn: Connection, target: str | None = None, since: datetime | None = None,
+           limit: int | None = None) -> list[StoredEvent]:
+    """Audit rows in the order they were written, optionally for one target, from ``since``.
+
+    With ``limit``, the *latest* ``limit`` matching rows (still oldest first).
+    """
+    query = select(rotation_events)
+    if target is not None:
+        query = query.where(rotation_events.c.target == target)
+    if since is not None:
+        query = query.where(rotation_events.c.at >= since)
+    if limit is None:
+        rows = conn.execute(query.order_by(rotation_events.c.id)).mappings().all()
+        return [event_from_row(row) for row in rows]
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, not {limit}")
+    latest = conn.execute(query.order_by(rotation_events.c.id.desc()).limit(limit))
+    return [event_from_row(row) for row in reversed(latest.mappings().all())]
+
+
+def rotations_where(conn: Connection, target: str | None = None,
+                    status: Status | None = None) -> list[Rotation]:
+    """Rotations, oldest first, optionally of one target and/or in one status."""
+    query = select(rotations)
+    if target is not None:
+        query = query.where(rotations.c.target == target)
+    if status is not None:
+        query = query.where(rotations.c.status == str(status))
+    query = query.order_by(rotations.c.started_at, rotations.c.rotation_id)
+    return [rotation_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def all_running(conn: Connection) -> list[Rotation]:
+    """Every running rotation (what a starting daemon must resume), oldest first."""
+    return rotations_where(conn, status=Status.RUNNING)
+
+
+def latest_rotations(conn: Connection) -> dict[str, Rotation]:
+    """The most recently started rotation of each target, by target name."""
+    rank = func.row_number().over(
+        partition_by=rotations.c.target,
+        order_by=(rotations.c.started_at.desc(), rotations.c.updated_at.desc(),
+                  rotations.c.rotation_id.desc()),
+    ).label("rank")
+    ranked = select(rotations, rank).subquery()
+    query = (
+        select(*[ranked.c[column.name] for column in rotations.columns])
+        .where(ranked.c.rank == 1)
+        .order_by(ranked.c.target)
+    )
+    return {row["target"]: rotation_from_row(row) for row in conn.execute(query).mappings()}
+
+
+def last_completed(conn: Connection, target: str) -> Rotation | None:
+    """The latest completed rotation of ``target`` (when its key was last replaced)."""
+    query = (
+        select(rotations)
+        .where(rotations.c.target == target, rotations.c.status == str(Status.COMPLETED))
+        .order_by(rotations.c.finished_at.desc().nulls_last(), rotations.c.started_at.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).mappings().first()
+    return None if row is None else rotation_from_row(row)
+
+
+def unresolved_cleanups(conn: Connection, target: str | None = None) -> list[PendingCleanup]:
+    """Keys still waiting for deletion, oldest first, optionally of one target."""
+    query = select(pending_cleanups).where(pending_cleanups.c.resolved_at.is_(None))
+    if target is not None:
+        query = query.where(pending_cleanups.c.target == target)
+    query = query.order_by(pending_cleanups.c.created_at, pending_cleanups.c.id)
+    return [
+        PendingCleanup(
+            target=row["target"], service_account=row["service_account"],
+            key_id=row["key_id"], rotation_id=row["rotation_id"], reason=row["reason"],
+        )
+        for row in conn.execute(query).mappings()
+    ]

@@ -1,0 +1,154 @@
+"""Engines and schema management: the Alembic ``Config`` built in code, upgrade, checks.
+
+The migrations live in ``migrations/`` at the repository root (``MIGRATIONS_DIR``); the
+environment variable ``ROTATOR_MIGRATIONS_DIR`` points elsewhere (an installed package,
+a test with an extra revision). There is no ``alembic.ini``: ``rotator db upgrade`` calls
+``upgrade(url)``, and the daemon calls ``check_schema(engine)`` before it starts.
+
+A PostgreSQL URL may select a schema with ``?options=-csearch_path%3D<schema>``: tables,
+trigger function and ``alembic_version`` are then all created in that schema.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+
+from rotator.errors import SchemaError
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "MIGRATIONS_DIR_ENV",
+    "alembic_config",
+    "check_schema",
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "migrations_dir",
+    "upgrade",
+]
+
+MIGRATIONS_DIR_ENV = "ROTATOR_MIGRATIONS_DIR"
+_DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+MIGRATIONS_DIR = Path(os.environ.get(MIGRATIONS_DIR_ENV) or _DEFAULT_MIGRATIONS_DIR)
+
+# How long SQLite waits for another writer before giving up (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_UPGRADE_HINT = "run `rotator db upgrade`"
+
+
+def migrations_dir() -> Path:
+    """The migrations folder: ``$ROTATOR_MIGRATIONS_DIR`` if set (read now), else the default."""
+    override = os.environ.get(MIGRATIONS_DIR_ENV)
+    return Path(override) if override else _DEFAULT_MIGRATIONS_DIR
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``, tuned per backend.
+
+    SQLite: WAL journal, a 5 s busy timeout and foreign keys, set on every new connection.
+    PostgreSQL: ``pool_pre_ping``, so a replica survives a database restart.
+    """
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(url)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    raise SchemaError(f"unsupported database {backend!r}: use sqlite or postgresql", url=_safe(url))
+
+
+def alembic_config(directory: Path | None = None) -> Config:
+    """An Alembic ``Config`` for rotator's migrations, built without any ini file."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(directory or migrations_dir()))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision this code knows (the one ``upgrade`` goes to)."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise SchemaError("no migrations found", directory=str(migrations_dir()))
+    return head
+
+
+def upgrade(url: str) -> str:
+    """Apply every missing migration to the database at ``url``; returns the head revision."""
+    cfg = alembic_config()
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+    except CommandError as exc:
+        # Typically a revision in the database that this code does not know (a newer rotator).
+        raise SchemaError(f"cannot upgrade the database schema: {exc}", url=_safe(url)) from exc
+    finally:
+        engine.dispose()
+    return head_revision()
+
+
+def _revision_of(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at; ``None`` if it has no rotator schema."""
+    engine = make_engine(url)
+    try:
+        return _revision_of(engine)
+    finally:
+        engine.dispose()
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise ``SchemaError`` unless the database is exactly at this code's head revision."""
+    current = _revision_of(engine)
+    head = head_revision()
+    if current is None:
+        raise SchemaError(f"database has no rotator schema: {_UPGRADE_HINT}")
+    if current == head:
+        return
+    if not _is_known(current):
+        raise SchemaError(
+            f"database schema is at {current}, unknown to this rotator (it needs {head}):"
+            " is a newer rotator using this database?"
+        )
+    raise SchemaError(
+        f"database schema is at {current}, this rotator needs {head}: {_UPGRADE_HINT}"
+    )
+
+
+def _is_known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for error context."""
+    return make_url(url).render_as_string(hide_password=True)

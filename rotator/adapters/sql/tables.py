@@ -1,0 +1,173 @@
+"""The SQLAlchemy Core tables of rotator, mirroring ``migrations/versions``.
+
+    rotations          one row per rotation: every field of ``Rotation`` plus ``updated_at``
+    rotation_events    the append-only audit trail (database triggers reject UPDATE/DELETE)
+    leases             who is rotating a target, until when
+    pending_cleanups   keys to delete on the next pass (a revoke that could not finish)
+
+No column holds key material: key ids and short fingerprints only. Every timestamp is
+``UtcDateTime``: timezone-aware UTC in and out, also on SQLite, which stores it naive.
+The migrations are hand-written; ``tests/test_migrations.py`` proves that they and these
+tables describe the same schema.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "APPEND_ONLY_MESSAGE",
+    "UtcDateTime",
+    "leases",
+    "metadata",
+    "pending_cleanups",
+    "rotation_events",
+    "rotations",
+]
+
+# The text of the error the database raises on UPDATE or DELETE of an audit row.
+APPEND_ONLY_MESSAGE = "rotation_events is append-only"
+
+# Identifiers: rotation ids, targets, key ids; generous but bounded.
+_ID = 200
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is timezone-aware UTC in Python, whatever the database keeps.
+
+    Naive datetimes are refused on the way in (their zone is a guess); values are stored
+    as UTC (SQLite keeps them as naive ISO text, so string comparison orders them) and
+    come back with ``tzinfo=UTC``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: rotator stores UTC only")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+rotations = Table(
+    "rotations",
+    metadata,
+    Column("rotation_id", String(_ID), primary_key=True),
+    Column("target", String(_ID), nullable=False),
+    Column("service_account", String(_ID), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("actor", String(_ID), nullable=False),
+    Column("grace_seconds", Float, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("old_key_id", String(_ID)),
+    Column("old_version", Integer),
+    Column("new_key_id", String(_ID)),
+    Column("new_fingerprint", String(128)),
+    Column("new_version", Integer),
+    Column("grace_ends_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("reason", Text),
+    Column("recreate_count", Integer, nullable=False, server_default=text("0")),
+    Column("updated_at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    CheckConstraint(
+        "status IN ('running', 'completed', 'rolled_back', 'failed')",
+        name="ck_rotations_status",
+    ),
+)
+
+# At most one running rotation per target, enforced by the database itself.
+Index(
+    "uq_rotations_running_target",
+    rotations.c.target,
+    unique=True,
+    sqlite_where=text("status = 'running'"),
+    postgresql_where=text("status = 'running'"),
+)
+Index("ix_rotations_target_started", rotations.c.target, rotations.c.started_at)
+Index("ix_rotations_service_account_status", rotations.c.service_account, rotations.c.status)
+
+rotation_events = Table(
+    "rotation_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rotation_id", String(_ID), nullable=False),
+    Column("target", String(_ID), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("action", String(_ID), nullable=False),
+    Column("result", String(64)),
+    Column("key_id", String(_ID)),
+    Column("fingerprint", String(128)),
+    Column("vault_version", Integer),
+    Column("request_id", String(_ID)),
+    Column("op_id", String(_ID)),
+    Column("detail", Text),
+    Column("at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    CheckConstraint("kind IN ('intent', 'outcome', 'note')", name="ck_rotation_events_kind"),
+)
+Index("ix_rotation_events_rotation_op", rotation_events.c.rotation_id, rotation_events.c.op_id)
+Index("ix_rotation_events_target_at", rotation_events.c.target, rotation_events.c.at)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("target", String(_ID), primary_key=True),
+    Column("holder", String(_ID), nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+pending_cleanups = Table(
+    "pending_cleanups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("target", String(_ID), nullable=False),
+    Column("service_account", String(_ID), nullable=False),
+    Column("key_id", String(_ID), nullable=False),
+    Column("rotation_id", String(_ID), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime),
+)
+
+# One unresolved cleanup per (target, key id): adding it again is a no-op.
+Index(
+    "uq_pending_cleanups_open",
+    pending_cleanups.c.target,
+    pending_cleanups.c.key_id,
+    unique=True,
+    sqlite_where=text("resolved_at IS NULL"),
+    postgresql_where=text("resolved_at IS NULL"),
+)

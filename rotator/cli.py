@@ -1,0 +1,231 @@
+"""The ``rotator`` command line: it parses, then calls the service functions. Nothing more.
+
+Exit codes: 0 success; 1 a rotation failed, rolled back or is still in progress;
+2 bad usage or config (the message names the key and the file); 3 the environment is
+not ready (database schema behind, target locked by another process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+
+from rotator import __version__
+from rotator.config import Config, load_config
+from rotator.durations import parse_duration
+from rotator.errors import ConfigError, LeaseHeld, RotatorError, SchemaError, UsageError
+from rotator.logs import configure_logging, redact_text
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_READY = 0, 1, 2, 3
+
+log = structlog.get_logger("rotator.cli")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _since(text: str) -> datetime:
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration ('7d') or an ISO date ('2026-11-01'), got {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rotator", description=(
+        "Rotate SaaS service-account API keys into Vault without downtime."))
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    parser.add_argument("--config", "-c", type=Path,
+                        default=Path(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
+                        help="config file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default="warning")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rotate = sub.add_parser("rotate", help="rotate targets now, in the foreground")
+    rotate.add_argument("targets", nargs="*", metavar="TARGET")
+    rotate.add_argument("--all", action="store_true", help="every configured target")
+    rotate.add_argument("--grace", type=_duration, default=None,
+                        help="override the grace window ('0s' for a leaked key)")
+    rotate.add_argument("--dry-run", action="store_true",
+                        help="print what would happen; change nothing")
+    rotate.set_defaults(handler=_cmd_rotate)
+
+    status = sub.add_parser("status", help="each target's key, age and last result")
+    status.set_defaults(handler=_cmd_status)
+
+    audit = sub.add_parser("audit", help="print the audit trail from SQL")
+    audit.add_argument("target", nargs="?")
+    audit.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
+    audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    audit.add_argument("--limit", type=int, default=None)
+    audit.set_defaults(handler=_cmd_audit)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply the migrations").set_defaults(handler=_cmd_db_upgrade)
+    db_sub.add_parser("current", help="show the schema revision").set_defaults(
+        handler=_cmd_db_current)
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file", type=Path, nargs="?")
+    check.set_defaults(handler=_cmd_check_config)
+
+    from rotator.emulator import cli as emulator_cli  # noqa: PLC0415 (keeps startup light)
+    emulator = sub.add_parser("emulator", help="run the Count emulator")
+    emulator_cli.add_arguments(emulator)
+    emulator.set_defaults(handler=emulator_cli.run)
+
+    demo = sub.add_parser("demo", help="emulator + OpenBao + SQLite: two real rotations")
+    demo.add_argument("--grace", type=_duration, default=3.0)
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"rotator: error: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SchemaError, LeaseHeld) as exc:
+        print(f"rotator: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_NOT_READY
+    except RotatorError as exc:
+        print(f"rotator: failed: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("rotator: interrupted; an in-flight rotation resumes on the next run",
+              file=sys.stderr)
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _cmd_rotate(args: argparse.Namespace) -> int:
+    from rotator import report, service  # noqa: PLC0415
+    from rotator.wiring import build_runtime  # noqa: PLC0415
+
+    config = _config(args)
+    if args.all == bool(args.targets):
+        raise UsageError("name one or more targets, or --all (not both)")
+    names = sorted(config.targets) if args.all else list(dict.fromkeys(args.targets))
+    for name in names:
+        if name not in config.targets:
+            raise UsageError(f"unknown target {name!r} in {args.config} "
+                             f"(configured: {', '.join(sorted(config.targets))})")
+    rt = build_runtime(config)
+    try:
+        if args.dry_run:
+            plans = service.dry_run(rt, names, args.grace)
+            for plan in plans:
+                print(f"{plan.target}:")
+                print("\n".join(f"  {line}" for line in plan.lines))
+            return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+        results = service.rotate_targets(rt, names, grace=args.grace,
+                                         actor=service.whoami_actor())
+    finally:
+        rt.close()
+    print(report.render_results(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rotator import report, service  # noqa: PLC0415
+    from rotator.wiring import build_runtime  # noqa: PLC0415
+
+    rt = build_runtime(_config(args))
+    try:
+        print(report.render_status(service.status(rt), datetime.now(UTC)))
+    finally:
+        rt.close()
+    return EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from rotator import report  # noqa: PLC0415
+    from rotator.adapters.sql import queries  # noqa: PLC0415
+    from rotator.adapters.sql.schema import check_schema, make_engine  # noqa: PLC0415
+
+    config = _config(args)
+    if args.target and args.target not in config.targets:
+        raise UsageError(f"unknown target {args.target!r} in {args.config}")
+    engine = make_engine(config.database.url)
+    try:
+        check_schema(engine)
+        with engine.connect() as conn:
+            events = queries.events(conn, args.target, args.since, args.limit)
+    finally:
+        engine.dispose()
+    print(report.render_events(events, args.format))
+    return EXIT_OK
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from rotator.adapters.sql.schema import upgrade  # noqa: PLC0415
+
+    revision = upgrade(_config(args).database.url)
+    print(f"database schema at {revision}")
+    return EXIT_OK
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    from rotator.adapters.sql.schema import current_revision, head_revision  # noqa: PLC0415
+
+    current = current_revision(_config(args).database.url)
+    head = head_revision()
+    print(f"database schema at {current or 'none'}; this rotator needs {head}")
+    return EXIT_OK if current == head else EXIT_NOT_READY
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from rotator.wiring import management_keys, vault_auth  # noqa: PLC0415
+
+    path = args.file or args.config
+    config = load_config(path)
+    problems: dict[str, str] = {}
+    for check in (management_keys, vault_auth):
+        try:
+            check(config)
+        except ConfigError as exc:
+            problems[exc.context.get("key", "secret")] = exc.message
+    if problems:
+        raise ConfigError(f"{path}: secrets named by the config cannot be read", problems,
+                          file=path)
+    print(f"{path}: ok ({len(config.targets)} target(s), {len(config.providers)} provider(s))")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rotator.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(grace=args.grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

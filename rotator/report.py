@@ -1,0 +1,83 @@
+"""Rendering for the terminal and for export: tables, JSON and CSV. No secrets reach here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from rotator.adapters.sql.queries import StoredEvent
+from rotator.durations import format_duration
+from rotator.service import TargetResult, TargetStatus
+
+__all__ = ["render_events", "render_results", "render_status", "table"]
+
+_EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
+                  "fingerprint", "vault_version", "request_id", "detail"]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def render_events(events: Sequence[StoredEvent], fmt: str) -> str:
+    dicts: list[dict[str, Any]] = [e.as_dict() for e in events]
+    if fmt == "json":
+        return json.dumps(dicts, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["id", *_EVENT_COLUMNS, "op_id"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dicts)
+        return buf.getvalue().rstrip("\n")
+    short = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
+             "vault_version", "detail"]
+    rows = [[e.at, e.target, e.rotation_id, e.step, e.kind.value, e.action, e.result,
+             e.key_id, e.vault_version, _trim(e.detail)] for e in events]
+    return table(short, rows)
+
+
+def _trim(text: str | None, width: int = 60) -> str | None:
+    if text is None or len(text) <= width:
+        return text
+    return text[: width - 1] + "…"
+
+
+def render_results(results: Sequence[TargetResult]) -> str:
+    rows = [[r.target, r.outcome + (" (resumed)" if r.resumed else ""), r.rotation_id,
+             r.detail] for r in results]
+    ok = sum(r.ok for r in results)
+    return table(["target", "result", "rotation", "detail"], rows) + (
+        f"\n{ok} of {len(results)} target(s) rotated")
+
+
+def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
+    rows = []
+    for s in statuses:
+        age = format_duration((now - s.key_since).total_seconds()) if s.key_since else None
+        flight = (f"{s.in_flight.rotation_id} ({s.in_flight.step.value})"
+                  if s.in_flight else None)
+        last = (f"{s.last.status.value} {_cell(s.last.finished_at)}"
+                + (f": {_trim(s.last.reason, 50)}" if s.last.reason else "")
+                if s.last else "never rotated")
+        rows.append([s.target, s.current_key_id or "unknown", age, flight, last,
+                     s.pending_cleanups or None])
+    return table(["target", "current key", "age", "in flight", "last result", "cleanup"],
+                 rows)

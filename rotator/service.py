@@ -1,0 +1,150 @@
+"""The operations the CLI (and later the scheduler) call: rotate, plan, status, audit.
+
+A batch goes on past a failing target and reports every target once at the end
+(certbot's habit); the caller turns the summary into an exit code.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from rotator.adapters.sql import queries
+from rotator.core.model import Rotation, Status, key_name
+from rotator.errors import RotatorError
+from rotator.runner import Runner
+from rotator.wiring import Runtime
+
+__all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run", "rotate_targets",
+           "status", "whoami_actor"]
+
+log = structlog.get_logger("rotator.service")
+
+
+def whoami_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    target: str
+    outcome: str                 # completed, rolled_back, failed, in_progress, error
+    rotation_id: str | None
+    detail: str | None
+    resumed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "completed"
+
+
+def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
+                   trigger: str = "manual", wait: bool = True) -> list[TargetResult]:
+    specs = [rt.spec(name) for name in names]   # unknown names fail before anything runs
+    runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
+                    holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl)
+    results = []
+    for spec in specs:
+        try:
+            report = runner.rotate(spec, trigger=trigger, actor=actor, grace=grace, wait=wait)
+        except RotatorError as exc:
+            log.error("target_failed", target=spec.name, error=str(exc))
+            results.append(TargetResult(spec.name, "error", None, str(exc)))
+            continue
+        rot = report.rotation
+        outcome = rot.status.value if rot.is_terminal else "in_progress"
+        detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason}"
+        results.append(TargetResult(spec.name, outcome, rot.rotation_id, detail,
+                                    report.resumed))
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    target: str
+    lines: list[str]
+    ok: bool
+
+
+def dry_run(rt: Runtime, names: list[str], grace: float | None) -> list[DryRun]:
+    """What a rotation would do, from reads only: nothing is created, written or recorded."""
+    plans = []
+    for name in names:
+        spec = rt.spec(name)
+        ref = spec.ref
+        lines = [f"service account {spec.service_account}; Vault {ref.mount}/{ref.path} "
+                 f"field {ref.field!r}"]
+        with rt.engine.connect() as conn:
+            running = [r for r in queries.all_running(conn) if r.target == name]
+        if running:
+            lines.append(f"would resume rotation {running[0].rotation_id} "
+                         f"at step {running[0].step.value}")
+            plans.append(DryRun(name, lines, True))
+            continue
+        try:
+            current = rt.store.read_current(ref)
+            who = rt.providers[spec.provider].whoami(current.secret)
+        except RotatorError as exc:
+            plans.append(DryRun(name, [*lines, f"would refuse: {exc}"], False))
+            continue
+        wait = spec.grace_seconds if grace is None else grace
+        lines += [
+            f"current key {who.key_id} (Vault version {current.version}) authenticates",
+            f"would create a key named {key_name(name, '<rotation id>')!r}",
+            f"would probe it for up to {spec.probe_timeout:g}s",
+            f"would write it to Vault with check-and-set {current.version}",
+            f"would wait {wait:g}s of grace, then delete key {who.key_id}",
+        ]
+        plans.append(DryRun(name, lines, True))
+    return plans
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    target: str
+    current_key_id: str | None
+    key_since: datetime | None
+    in_flight: Rotation | None
+    last: Rotation | None
+    pending_cleanups: int
+
+
+def status(rt: Runtime) -> list[TargetStatus]:
+    out = []
+    with rt.engine.connect() as conn:
+        latest = queries.latest_rotations(conn)
+        running = {r.target: r for r in queries.all_running(conn)}
+        cleanups = queries.unresolved_cleanups(conn)
+        for name in sorted(rt.config.targets):
+            done = queries.last_completed(conn, name)
+            last = latest.get(name)
+            if last is not None and last.status is Status.RUNNING:
+                last = done
+            out.append(TargetStatus(
+                target=name,
+                current_key_id=done.new_key_id if done else None,
+                key_since=_stored_at(done) if done else None,
+                in_flight=running.get(name), last=last,
+                pending_cleanups=sum(c.target == name for c in cleanups)))
+    return out
+
+
+def _stored_at(rot: Rotation) -> datetime | None:
+    """When the rotation's key went into Vault: the start of its grace window."""
+    if rot.grace_ends_at is None:
+        return rot.finished_at
+    return rot.grace_ends_at - timedelta(seconds=rot.grace_seconds)

@@ -1,0 +1,119 @@
+"""From a validated ``Config`` to live adapters: the one place that builds them.
+
+Secrets named in the config are resolved here (environment or file) and registered
+with the log redactor before anything can log them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from rotator.adapters.count import CountPaths, CountProvider
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.adapters.sql.schema import check_schema, make_engine
+from rotator.adapters.vault import VaultStore
+from rotator.adapters.vault_auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
+from rotator.clock import SystemClock
+from rotator.config import Config, RetryConfig, VaultAppRoleAuth, VaultTokenAuth
+from rotator.core.ports import Clock, SecretRef
+from rotator.core.secret import Secret
+from rotator.errors import UsageError
+from rotator.logs import remember_secret
+from rotator.retry import RetryPolicy
+from rotator.secrets import resolve_secret
+from rotator.targets import TargetSpec
+
+__all__ = ["Runtime", "build_runtime", "retry_policy", "target_spec", "vault_auth"]
+
+
+def retry_policy(cfg: RetryConfig) -> RetryPolicy:
+    return RetryPolicy(max_attempts=cfg.max_attempts, base_delay=cfg.base_delay,
+                       max_delay=cfg.max_delay, max_elapsed=cfg.max_elapsed)
+
+
+def vault_auth(config: Config) -> VaultAuth:
+    auth = config.vault.auth
+    if isinstance(auth, VaultTokenAuth):
+        token = resolve_secret("vault.auth.token", auth.token_env, auth.token_file)
+        remember_secret(token)
+        return TokenAuth(token)
+    if isinstance(auth, VaultAppRoleAuth):
+        secret_id = resolve_secret("vault.auth.secret_id", auth.secret_id_env,
+                                   auth.secret_id_file)
+        remember_secret(secret_id)
+        return AppRoleAuth(role_id=auth.role_id, secret_id=secret_id, mount=auth.mount)
+    return KubernetesAuth(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)
+
+
+def management_keys(config: Config) -> dict[str, Secret | None]:
+    keys: dict[str, Secret | None] = {}
+    for name, provider in config.providers.items():
+        if provider.auth_mode == "self":
+            keys[name] = None
+            continue
+        key = resolve_secret(f"providers.{name}.management_key", provider.management_key_env,
+                             provider.management_key_file)
+        remember_secret(key)
+        keys[name] = key
+    return keys
+
+
+def target_spec(config: Config, name: str, keys: dict[str, Secret | None]) -> TargetSpec:
+    if name not in config.targets:
+        known = ", ".join(sorted(config.targets))
+        raise UsageError(f"unknown target {name!r} (configured: {known})", target=name)
+    target = config.targets[name]
+    probe = config.probe_for(name)
+    return TargetSpec(
+        name=name, provider=target.provider, service_account=target.service_account,
+        ref=SecretRef(target.vault_mount, target.vault_path, target.vault_field),
+        grace_seconds=config.grace_for(name), probe_timeout=probe.timeout,
+        probe_interval=probe.interval, management_key=keys[target.provider])
+
+
+@dataclass
+class Runtime:
+    config: Config
+    engine: Engine
+    repo: SqlRepository
+    store: VaultStore
+    providers: dict[str, CountProvider]
+    keys: dict[str, Secret | None]
+    clock: Clock = field(default_factory=SystemClock)
+
+    def spec(self, name: str) -> TargetSpec:
+        return target_spec(self.config, name, self.keys)
+
+    def close(self) -> None:
+        for provider in self.providers.values():
+            provider.close()
+        self.store.close()
+        self.engine.dispose()
+
+
+def build_runtime(config: Config, *, require_schema: bool = True) -> Runtime:
+    keys = management_keys(config)
+    store = VaultStore(
+        config.vault.url, vault_auth(config), namespace=config.vault.namespace,
+        timeout=config.vault.timeout, retry=retry_policy(config.vault.retry),
+        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True)
+    providers = {
+        name: CountProvider(
+            p.base_url, paths=CountPaths(**p.paths.model_dump()), timeout=p.timeout,
+            retry=retry_policy(p.retry), verify=str(p.ca_bundle) if p.ca_bundle else True)
+        for name, p in config.providers.items()
+    }
+    engine = make_engine(config.database.url)
+    try:
+        if require_schema:
+            check_schema(engine)
+    except BaseException:
+        engine.dispose()
+        store.close()
+        for provider in providers.values():
+            provider.close()
+        raise
+    return Runtime(config=config, engine=engine, repo=SqlRepository(engine), store=store,
+                   providers=providers, keys=keys)

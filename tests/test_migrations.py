@@ -1,0 +1,196 @@
+"""The Alembic migrations and schema checks, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from rotator.adapters.sql import tables
+from rotator.adapters.sql.schema import (
+    MIGRATIONS_DIR,
+    MIGRATIONS_DIR_ENV,
+    alembic_config,
+    check_schema,
+    current_revision,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+from rotator.errors import SchemaError
+
+ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
+
+SECOND_REVISION = '''"""A later revision, only for tests."""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("extra", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade():
+    op.drop_table("extra")
+'''
+
+
+def _stamp(url: str, revision: str) -> None:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+            ))
+            conn.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": revision})
+    finally:
+        engine.dispose()
+
+
+def _check(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_dir_is_found_from_the_package() -> None:
+    assert (MIGRATIONS_DIR / "env.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert head_revision() == "0001"
+
+
+def test_upgrade_from_empty(database_url: str) -> None:
+    assert current_revision(database_url) is None
+    assert upgrade(database_url) == head_revision()
+    assert current_revision(database_url) == head_revision()
+    engine = make_engine(database_url)
+    try:
+        names = set(inspect(engine).get_table_names())
+        assert ROTATOR_TABLES | {"alembic_version"} <= names
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
+    upgrade(database_url)
+    assert upgrade(database_url) == head_revision()
+    _check(database_url)
+
+
+def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert ROTATOR_TABLES.isdisjoint(inspect(engine).get_table_names())
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_migrations_match_the_tables_module(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, tables.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_check_schema_refuses_an_empty_database(database_url: str) -> None:
+    with pytest.raises(SchemaError, match=r"has no rotator schema: run `rotator db upgrade`"):
+        _check(database_url)
+
+
+def test_check_schema_passes_after_upgrade(migrated_url: str) -> None:
+    _check(migrated_url)
+
+
+def test_check_schema_refuses_an_unknown_revision(database_url: str) -> None:
+    _stamp(database_url, "deadbeef")
+    with pytest.raises(SchemaError, match=r"is at deadbeef, unknown to this rotator"):
+        _check(database_url)
+    with pytest.raises(SchemaError, match="cannot upgrade"):
+        upgrade(database_url)
+
+
+def test_check_schema_refuses_an_older_revision(
+    migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    newer = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    (newer / "versions" / "0002_extra.py").write_text(SECOND_REVISION)
+    monkeypatch.setenv(MIGRATIONS_DIR_ENV, str(newer))
+    assert head_revision() == "0002"
+    with pytest.raises(
+        SchemaError,
+        match=r"^database schema is at 0001, this rotator needs 0002: run `rotator db upgrade`$",
+    ):
+        _check(migrated_url)
+    assert upgrade(migrated_url) == "0002"
+    _check(migrated_url)
+
+
+def test_sqlite_engine_settings(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgres_schema_holds_everything(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        with engine.connect() as conn:
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+            assert schema.startswith("t_")
+            found = set(conn.execute(text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"
+            ), {"s": schema}).scalars())
+            functions = set(conn.execute(text(
+                "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                " WHERE n.nspname = :s"
+            ), {"s": schema}).scalars())
+    finally:
+        engine.dispose()
+    assert ROTATOR_TABLES | {"alembic_version"} <= found
+    assert "rotation_events_append_only" in functions
+
+
+def test_no_column_can_hold_key_material(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        inspector = inspect(engine)
+        columns = {
+            column["name"] for table in ROTATOR_TABLES for column in inspector.get_columns(table)
+        }
+    finally:
+        engine.dispose()
+    for word in ("secret", "token", "password", "api_key", "material", "value"):
+        assert not [c for c in columns if word in c], word
+    assert {"old_key_id", "new_key_id", "new_fingerprint", "key_id", "fingerprint"} <= columns

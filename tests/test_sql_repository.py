@@ -1,0 +1,309 @@
+"""SqlRepository and the CLI queries, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+
+from rotator.adapters.sql import SqlRepository, StoredEvent
+from rotator.adapters.sql.tables import leases
+from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.ports import PendingCleanup, RotationRepository
+from rotator.errors import LeaseHeld
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+CEST = timezone(timedelta(hours=2))
+
+
+def rotation(rotation_id: str = "r1", target: str = "count-prod", **changes: Any) -> Rotation:
+    base = Rotation(
+        rotation_id=rotation_id, target=target, service_account="sa-1", trigger="manual",
+        actor="alice@host", grace_seconds=300.0, started_at=T0,
+    )
+    return base.evolve(**changes)
+
+
+def event(kind: EventKind, op_id: str | None = None, rotation_id: str = "r1",
+          target: str = "count-prod", **changes: Any) -> AuditEvent:
+    return AuditEvent(rotation_id=rotation_id, target=target, step="create", kind=kind,
+                      action=changes.pop("action", "create_key"), op_id=op_id, **changes)
+
+
+def test_satisfies_the_port(repository: SqlRepository) -> None:
+    port: RotationRepository = repository
+    assert port is repository
+
+
+# --- rotations ------------------------------------------------------------------------------
+
+def test_rotation_round_trip_with_every_field(repository: SqlRepository) -> None:
+    full = rotation(
+        step=Step.GRACE, old_key_id="key-old", old_version=3, new_key_id="key-new",
+        new_fingerprint="sha256:0123456789ab", new_version=4,
+        started_at=datetime(2024, 5, 1, 14, 0, 0, 500, tzinfo=CEST),
+        grace_ends_at=T0 + timedelta(minutes=5), finished_at=None,
+        reason="scheduled: 90 days", recreate_count=2, grace_seconds=12.5,
+    )
+    repository.insert_rotation(full)
+    got = repository.get_rotation("r1")
+    assert got == full
+    assert got is not None
+    assert got.started_at.tzinfo is UTC
+    assert got.started_at == datetime(2024, 5, 1, 12, 0, 0, 500, tzinfo=UTC)
+
+    done = full.evolve(step=Step.DONE, status=Status.COMPLETED,
+                       finished_at=T0 + timedelta(minutes=6), reason=None)
+    repository.save_rotation(done)
+    assert repository.get_rotation("r1") == done
+    assert repository.get_rotation("nope") is None
+
+
+def test_naive_datetimes_are_refused(repository: SqlRepository) -> None:
+    with pytest.raises(StatementError, match="naive datetime"):
+        repository.insert_rotation(rotation(started_at=datetime(2024, 5, 1, 12)))
+
+
+def test_saving_an_unknown_rotation_fails(repository: SqlRepository) -> None:
+    with pytest.raises(LookupError, match="r9"):
+        repository.save_rotation(rotation("r9"))
+
+
+def test_second_running_rotation_of_a_target_is_refused(repository: SqlRepository) -> None:
+    repository.insert_rotation(rotation("r1"))
+    with pytest.raises(LeaseHeld, match="count-prod") as info:
+        repository.insert_rotation(rotation("r2"))
+    assert info.value.context == {"target": "count-prod", "rotation_id": "r1"}
+    running = repository.running_rotation("count-prod")
+    assert running is not None
+    assert running.rotation_id == "r1"
+    repository.insert_rotation(rotation("r3", target="other"))
+
+
+def test_terminal_rotation_does_not_block_a_new_one(repository: SqlRepository) -> None:
+    repository.insert_rotation(rotation("r1"))
+    repository.save_rotation(rotation("r1", status=Status.ROLLED_BACK, step=Step.DONE))
+    assert repository.running_rotation("count-prod") is None
+    repository.insert_rotation(rotation("r2"))
+    # ...and reviving the old one now collides with the new one.
+    with pytest.raises(LeaseHeld):
+        repository.save_rotation(rotation("r1"))
+
+
+def test_duplicate_rotation_id_is_not_mistaken_for_a_lease(repository: SqlRepository) -> None:
+    repository.insert_rotation(rotation("r1"))
+    with pytest.raises(IntegrityError):
+        repository.insert_rotation(rotation("r1"))
+
+
+def test_protected_key_ids(repository: SqlRepository) -> None:
+    repository.insert_rotation(rotation("r1", target="a", old_key_id="k1", new_key_id="k2"))
+    repository.insert_rotation(rotation("r2", target="b", old_key_id="k3"))
+    repository.insert_rotation(rotation("r3", target="c", old_key_id="k4", new_key_id="k5"))
+    repository.save_rotation(rotation("r3", target="c", old_key_id="k4", new_key_id="k5",
+                                      status=Status.COMPLETED))
+    repository.insert_rotation(rotation("r4", target="d", service_account="sa-2",
+                                        old_key_id="k6"))
+    assert repository.protected_key_ids("sa-1", except_rotation="r2") == {"k1", "k2"}
+    assert repository.protected_key_ids("sa-1", except_rotation="r1") == {"k3"}
+    assert repository.protected_key_ids("sa-2", except_rotation="r1") == {"k6"}
+    assert repository.protected_key_ids("sa-3", except_rotation="r1") == set()
+
+
+# --- the audit trail ------------------------------------------------------------------------
+
+def test_events_are_appended_with_a_time(repository: SqlRepository) -> None:
+    before = datetime.now(UTC)
+    repository.record(event(EventKind.INTENT, "op1", key_id="k1", request_id="req-1"))
+    at = datetime(2024, 5, 1, 15, 0, tzinfo=CEST)
+    repository.record(event(EventKind.OUTCOME, "op1", result="ok", key_id="k1",
+                            fingerprint="sha256:abcd", vault_version=7, detail="fine", at=at))
+    first, second = repository.events()
+    assert isinstance(first, StoredEvent)
+    assert first.id < second.id
+    assert first.at.tzinfo is UTC
+    assert before - timedelta(seconds=1) <= first.at <= datetime.now(UTC)
+    assert second.at == at
+    assert second.to_event() == event(
+        EventKind.OUTCOME, "op1", result="ok", key_id="k1", fingerprint="sha256:abcd",
+        vault_version=7, detail="fine", at=at,
+    )
+    assert second.as_dict()["at"] == "2024-05-01T13:00:00+00:00"
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE rotation_events SET result = 'tampered'",
+    "DELETE FROM rotation_events",
+])
+def test_the_database_rejects_rewriting_the_audit_trail(
+    repository: SqlRepository, statement: str
+) -> None:
+    repository.record(event(EventKind.NOTE, action="plan"))
+    with pytest.raises(DBAPIError, match="rotation_events is append-only"), \
+            repository.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert [e.result for e in repository.events()] == [None]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgres_rejects_truncate_of_the_audit_trail(repository: SqlRepository) -> None:
+    with pytest.raises(DBAPIError, match="append-only"), repository.engine.begin() as conn:
+        conn.execute(text("TRUNCATE rotation_events"))
+
+
+def test_open_intents_are_intents_without_outcome(repository: SqlRepository) -> None:
+    repository.record(event(EventKind.NOTE, action="plan"))
+    repository.record(event(EventKind.INTENT, "op-a"))
+    repository.record(event(EventKind.OUTCOME, "op-a", result="ok"))
+    repository.record(event(EventKind.INTENT, "op-b", action="store"))
+    repository.record(event(EventKind.INTENT, "op-c", action="revoke"))
+    repository.record(event(EventKind.OUTCOME, "op-c", rotation_id="r2", result="ok"))
+    repository.record(event(EventKind.INTENT, "op-d", rotation_id="r2"))
+    assert [(e.op_id, e.action) for e in repository.open_intents("r1")] == [
+        ("op-b", "store"), ("op-c", "revoke"),
+    ]
+    assert all(e.at is not None for e in repository.open_intents("r1"))
+    repository.record(event(EventKind.OUTCOME, "op-b", result="unknown"))
+    assert [e.op_id for e in repository.open_intents("r1")] == ["op-c"]
+    assert [e.op_id for e in repository.open_intents("r2")] == ["op-d"]
+
+
+# --- leases ---------------------------------------------------------------------------------
+
+def test_lease_lifecycle(repository: SqlRepository) -> None:
+    repo = repository
+    assert repo.acquire_lease("t", "alice", 30, T0)
+    assert not repo.acquire_lease("t", "bob", 30, T0 + timedelta(seconds=10))
+    assert repo.acquire_lease("t", "alice", 30, T0 + timedelta(seconds=10))  # re-entrant
+    assert not repo.renew_lease("t", "bob", 30, T0 + timedelta(seconds=20))
+    assert repo.renew_lease("t", "alice", 30, T0 + timedelta(seconds=20))
+    # Renewed until T0+50s: still alice's at T0+45s.
+    assert not repo.acquire_lease("t", "bob", 30, T0 + timedelta(seconds=45))
+    with repo.engine.connect() as conn:
+        row = conn.execute(select(leases)).mappings().one()
+    assert (row["holder"], row["acquired_at"]) == ("alice", T0)
+    assert row["expires_at"] == T0 + timedelta(seconds=50)
+
+    # Expired: bob takes over; alice can neither renew nor release it any more.
+    assert repo.acquire_lease("t", "bob", 30, T0 + timedelta(seconds=51))
+    assert not repo.renew_lease("t", "alice", 30, T0 + timedelta(seconds=52))
+    repo.release_lease("t", "alice")
+    assert not repo.acquire_lease("t", "alice", 30, T0 + timedelta(seconds=53))
+    repo.release_lease("t", "bob")
+    assert repo.acquire_lease("t", "alice", 30, T0 + timedelta(seconds=54))
+    assert repo.acquire_lease("other", "bob", 30, T0 + timedelta(seconds=54))
+
+
+def test_exactly_one_of_eight_racers_wins_a_lease(repository: SqlRepository) -> None:
+    racers = 8
+    for round_ in range(3):
+        target = f"race-{round_}"
+        barrier = threading.Barrier(racers)
+        results: dict[int, bool] = {}
+        errors: list[BaseException] = []
+
+        def race(i: int, target: str = target, barrier: threading.Barrier = barrier,
+                 results: dict[int, bool] = results,
+                 errors: list[BaseException] = errors) -> None:
+            try:
+                with repository.engine.connect() as own:  # each racer has its connection
+                    own.exec_driver_sql("SELECT 1")
+                    barrier.wait(timeout=10)
+                    results[i] = repository.acquire_lease(target, f"replica-{i}", 30, T0)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors
+        assert sorted(results.values()) == [False] * (racers - 1) + [True]
+
+
+# --- pending cleanups -----------------------------------------------------------------------
+
+def test_cleanup_lifecycle(repository: SqlRepository) -> None:
+    item = PendingCleanup(target="t", service_account="sa-1", key_id="k1", rotation_id="r1",
+                          reason="revoke failed: 503")
+    other = PendingCleanup(target="t", service_account="sa-1", key_id="k2", rotation_id="r2",
+                           reason="orphan")
+    repository.add_cleanup(item, T0)
+    repository.add_cleanup(item, T0 + timedelta(seconds=1))  # idempotent while unresolved
+    repository.add_cleanup(other, T0 + timedelta(seconds=2))
+    repository.add_cleanup(PendingCleanup("u", "sa-2", "k1", "r3", "orphan"), T0)
+    assert repository.pending_cleanups("t") == [item, other]
+    repository.resolve_cleanup("t", "k1", T0 + timedelta(seconds=3))
+    repository.resolve_cleanup("t", "k1", T0 + timedelta(seconds=4))  # no-op
+    assert repository.pending_cleanups("t") == [other]
+    assert [c.target for c in repository.all_pending_cleanups()] == ["u", "t"]
+    repository.add_cleanup(item, T0 + timedelta(seconds=5))  # back again after resolution
+    assert repository.pending_cleanups("t") == [other, item]
+    assert repository.pending_cleanups("nobody") == []
+
+
+# --- queries for the CLI ---------------------------------------------------------------------
+
+def test_event_queries(repository: SqlRepository) -> None:
+    for i in range(5):
+        repository.record(event(EventKind.NOTE, target="a" if i % 2 == 0 else "b",
+                                action=f"n{i}", at=T0 + timedelta(minutes=i)))
+    assert [e.action for e in repository.events()] == ["n0", "n1", "n2", "n3", "n4"]
+    assert [e.action for e in repository.events(target="a")] == ["n0", "n2", "n4"]
+    assert [e.action for e in repository.events(since=T0 + timedelta(minutes=2))] == [
+        "n2", "n3", "n4",
+    ]
+    assert [e.action for e in repository.events(limit=2)] == ["n3", "n4"]
+    assert [e.action for e in repository.events(target="a", since=T0, limit=2)] == ["n2", "n4"]
+    assert repository.events(limit=0) == []
+    assert repository.events(target="zzz") == []
+
+
+def test_rotation_queries(repository: SqlRepository) -> None:
+    def at(minutes: int) -> datetime:
+        return T0 + timedelta(minutes=minutes)
+
+    repo = repository
+    repo.insert_rotation(rotation("a1", target="a", started_at=at(0)))
+    repo.save_rotation(rotation("a1", target="a", started_at=at(0), status=Status.COMPLETED,
+                                step=Step.DONE, finished_at=at(5)))
+    repo.insert_rotation(rotation("a2", target="a", started_at=at(10)))
+    repo.save_rotation(rotation("a2", target="a", started_at=at(10), status=Status.COMPLETED,
+                                step=Step.DONE, finished_at=at(15)))
+    repo.insert_rotation(rotation("a3", target="a", started_at=at(20)))
+    repo.save_rotation(rotation("a3", target="a", started_at=at(20), status=Status.FAILED,
+                                step=Step.DONE, finished_at=at(21)))
+    repo.insert_rotation(rotation("a4", target="a", started_at=at(30)))
+    repo.insert_rotation(rotation("b1", target="b", started_at=at(25)))
+    repo.insert_rotation(rotation("c1", target="c", started_at=at(1)))
+    repo.save_rotation(rotation("c1", target="c", started_at=at(1), status=Status.ROLLED_BACK,
+                                step=Step.DONE))
+
+    latest = repo.latest_rotations()
+    assert {t: r.rotation_id for t, r in latest.items()} == {"a": "a4", "b": "b1", "c": "c1"}
+    assert latest["a"] == repo.get_rotation("a4")
+
+    last = repo.last_completed("a")
+    assert last is not None
+    assert (last.rotation_id, last.finished_at) == ("a2", at(15))
+    assert repo.last_completed("b") is None
+
+    assert [r.rotation_id for r in repo.rotations()] == ["a1", "c1", "a2", "a3", "b1", "a4"]
+    assert [r.rotation_id for r in repo.rotations(target="a")] == ["a1", "a2", "a3", "a4"]
+    assert [r.rotation_id for r in repo.rotations(status=Status.COMPLETED)] == ["a1", "a2"]
+    assert [r.rotation_id for r in repo.rotations("a", Status.RUNNING)] == ["a4"]
+    assert [r.rotation_id for r in repo.all_running()] == ["b1", "a4"]
+
+
+def test_public_api_is_exported() -> None:
+    for name in ("", ".tables", ".schema", ".queries", ".repository"):
+        module = importlib.import_module(f"rotator.adapters.sql{name}")
+        for attr in module.__all__:
+            assert hasattr(module, attr), f"{module.__name__}.{attr}"

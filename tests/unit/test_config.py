@@ -1,0 +1,172 @@
+"""Config validation: every malformed file gives exit code 2 and names the key and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rotator.cli import main
+from rotator.config import load_config
+from rotator.durations import parse_duration
+from rotator.errors import ConfigError
+
+VALID = """\
+[database]
+url = "sqlite:///rotator.db"
+
+[vault]
+url = "https://vault.example:8200"
+[vault.auth]
+method = "token"
+token_env = "TEST_VAULT_TOKEN"
+
+[providers.count]
+type = "count"
+base_url = "https://api.count.example"
+management_key_env = "TEST_COUNT_KEY"
+
+[targets.app]
+provider = "count"
+service_account = "sa_1"
+vault_path = "count/app"
+grace = "10m"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rotator.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert config.grace_for("app") == 600
+    assert config.targets["app"].vault_mount == "secret"
+    assert config.probe_for("app").timeout == 60
+    assert config.providers["count"].paths.whoami == "/v1/whoami"
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    assert "billing-export" in load_config(example).targets
+
+
+BAD = [
+    ("missing vault", VALID.replace('[vault]\nurl = "https://vault.example:8200"\n', ""),
+     "vault.url", "required key is missing"),
+    ("no targets", VALID.split("[targets.app]")[0], "targets", "required key is missing"),
+    ("wrong type", VALID.replace('service_account = "sa_1"', "service_account = 12"),
+     "targets.app.service_account", "valid string"),
+    ("bool grace", VALID.replace('grace = "10m"', "grace = true"),
+     "targets.app.grace", "duration"),
+    ("unknown provider", VALID.replace('provider = "count"', 'provider = "cuont"'),
+     "targets.app.provider", "unknown provider 'cuont'"),
+    ("unknown provider type", VALID.replace('type = "count"', 'type = "github"'),
+     "providers.count.type", "'count'"),
+    ("inline vault token", VALID.replace('token_env = "TEST_VAULT_TOKEN"',
+                                         'token = "hvs.abcdefghijklmnopqrstuvwx"'),
+     "vault.auth", "'token' must not be written in the config file"),
+    ("inline management key", VALID.replace('management_key_env = "TEST_COUNT_KEY"',
+                                            'management_key = "cnt_abc"'),
+     "providers.count", "'management_key' must not be written"),
+    ("negative grace", VALID.replace('grace = "10m"', 'grace = "-5m"'),
+     "targets.app.grace", "must not be negative"),
+    ("bad duration", VALID.replace('grace = "10m"', 'grace = "5 parsecs"'),
+     "targets.app.grace", "invalid duration"),
+    ("bad url", VALID.replace('url = "https://vault.example:8200"', 'url = "vault:8200"'),
+     "vault.url", "invalid URL"),
+    ("plain http remote", VALID.replace("https://api.count.example", "http://api.count.example"),
+     "providers.count", "plain http://"),
+    ("typo key", VALID.replace('grace = "10m"', 'gracee = "10m"'),
+     "targets.app.gracee", "unknown key"),
+    ("admin without key", VALID.replace('management_key_env = "TEST_COUNT_KEY"\n', ""),
+     "providers.count", "needs exactly one of management_key_env"),
+    ("approle without secret id", VALID.replace(
+        'method = "token"\ntoken_env = "TEST_VAULT_TOKEN"', 'method = "approle"\nrole_id = "r"'),
+     "vault.auth", "secret_id_env or secret_id_file"),
+    ("bad database url", VALID.replace('url = "sqlite:///rotator.db"', 'url = "mysql://x"'),
+     "database.url", "postgresql"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "message"), [b[1:] for b in BAD],
+                         ids=[b[0] for b in BAD])
+def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, message: str,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert key in info.value.problems, info.value.problems
+    assert message in info.value.problems[key]
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and key in err and message in err
+    assert "Traceback" not in err
+
+
+def test_problem_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace('grace = "10m"', 'grace = "-5m"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    line = VALID.splitlines().index('grace = "10m"') + 1
+    assert info.value.problems["targets.app.grace"].endswith(f"(line {line})")
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = VALID.replace('grace = "10m"', 'grace = "-5m"').replace(
+        'url = "https://vault.example:8200"', 'url = "nope"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert {"targets.app.grace", "vault.url"} <= info.value.problems.keys()
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID + "\n[targets.broken\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err and "line" in err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_check_config_reports_unreadable_secrets(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("TEST_VAULT_TOKEN", raising=False)
+    monkeypatch.delenv("TEST_COUNT_KEY", raising=False)
+    assert main(["check-config", str(write(tmp_path, VALID))]) == 2
+    err = capsys.readouterr().err
+    assert "TEST_VAULT_TOKEN" in err and "TEST_COUNT_KEY" in err
+    monkeypatch.setenv("TEST_VAULT_TOKEN", "t0ken-value")
+    monkeypatch.setenv("TEST_COUNT_KEY", "cnt_value")
+    assert main(["check-config", str(write(tmp_path, VALID))]) == 0
+    assert "t0ken-value" not in capsys.readouterr().out
+
+
+def test_unknown_target_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, VALID)
+    assert main(["--config", str(path), "rotate", "nope"]) == 2
+    assert "unknown target 'nope'" in capsys.readouterr().err
+
+
+def test_rotate_needs_targets_or_all(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    assert main(["--config", str(path), "rotate"]) == 2
+    assert main(["--config", str(path), "rotate", "--all", "app"]) == 2
+
+
+def test_bad_cli_duration_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["rotate", "--grace", "soon", "app"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("1h30m", 5400), ("500ms", 0.5),
+                                               ("30d", 2592000), (12, 12), ("0s", 0)])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
