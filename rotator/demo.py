@@ -90,7 +90,7 @@ def run_demo(grace: float = 3.0) -> int:
             if code != 0:
                 print(f"demo: '{title}' exited {code}")
                 return code
-        state = emulator.state
-        print(f"\nemulator: keys created {state.counters()['creates']}, "
-              f"deleted {state.counters()['deletes']}")
+        counters = emulator.state.counters()
+        print(f"\nemulator: {sum(counters.creates.values())} key(s) created, "
+              f"{sum(counters.deletes.values())} deleted, {counters.requests} requests")
     return 0

@@ -1,0 +1,23 @@
+"""Integration fixtures: a ``world`` on real OpenBao, the emulator, and SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rotator.emulator import Emulator
+from tests.fixtures.openbao import OpenBao
+from tests.integration.world import World, build_world
+
+MakeWorld = Callable[..., World]
+
+
+@pytest.fixture
+def make_world(emulator: Emulator, openbao: OpenBao, vault_mount: str, migrated_url: str,
+               tmp_path: Path) -> MakeWorld:
+    def make(*names: str, **kw: object) -> World:
+        return build_world(emulator, openbao.url, openbao.root_token, vault_mount,
+                           migrated_url, tmp_path, names or ("app",), **kw)  # type: ignore[arg-type]
+    return make

@@ -1,0 +1,157 @@
+"""A whole rotator world for integration tests: emulator accounts, keys in real OpenBao,
+a config file, and a migrated database (SQLite or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hvac
+import httpx
+
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.adapters.sql.schema import make_engine
+from rotator.core.model import EventKind
+from rotator.emulator import Emulator, SeededAccount
+
+CONFIG = """\
+[database]
+url = "{db_url}"
+
+[vault]
+url = "{vault_url}"
+[vault.auth]
+method = "token"
+token_env = "IT_VAULT_TOKEN"
+[vault.retry]
+max_attempts = 3
+base_delay = "50ms"
+max_elapsed = "2s"
+
+[providers.count]
+type = "count"
+base_url = "{count_url}"
+auth_mode = "{auth_mode}"
+{management}
+[providers.count.retry]
+max_attempts = 6
+base_delay = "20ms"
+max_delay = "200ms"
+max_elapsed = "5s"
+
+[defaults]
+grace = "{grace}"
+lease_ttl = "2s"
+[defaults.probe]
+timeout = "{probe_timeout}"
+interval = "50ms"
+{targets}"""
+
+TARGET = """
+[targets.{name}]
+provider = "count"
+service_account = "{sa}"
+vault_mount = "{mount}"
+vault_path = "count/{name}"
+"""
+
+
+@dataclass
+class World:
+    emulator: Emulator
+    vault_url: str
+    vault_token: str
+    mount: str
+    db_url: str
+    config_path: Path
+    admin: SeededAccount
+    accounts: dict[str, SeededAccount] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "IT_VAULT_TOKEN": self.vault_token,
+                "IT_COUNT_ADMIN_KEY": self.admin.secret}
+
+    def vault(self) -> hvac.Client:
+        return hvac.Client(url=self.vault_url, token=self.vault_token)
+
+    def vault_secret(self, name: str) -> tuple[int, str, dict[str, str]]:
+        client = self.vault()
+        try:
+            got = client.secrets.kv.v2.read_secret_version(
+                path=f"count/{name}", mount_point=self.mount, raise_on_deleted_version=True)
+            meta = client.secrets.kv.v2.read_secret_metadata(path=f"count/{name}",
+                                                             mount_point=self.mount)
+        finally:
+            client.adapter.close()
+        return (got["data"]["metadata"]["version"], got["data"]["data"]["api_key"],
+                meta["data"].get("custom_metadata") or {})
+
+    def whoami(self, secret: str) -> httpx.Response:
+        return httpx.get(f"{self.emulator.url}/v1/whoami",
+                         headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+
+    def live_key_ids(self, name: str) -> set[str]:
+        account = self.accounts[name]
+        return {k.key_id for k in self.emulator.state.keys(account.account_id)}
+
+    def cli_args(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rotator.cli", "--config", str(self.config_path),
+                "--log-format", "json", "--log-level", "debug", *args]
+
+    def cli(self, *args: str, crash_at: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = self.env
+        if crash_at:
+            env |= {"ROTATOR_TEST_HOOKS": "1", "ROTATOR_TEST_CRASH_AT": crash_at}
+        return subprocess.run(
+            self.cli_args(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def repository(self) -> SqlRepository:
+        return SqlRepository(make_engine(self.db_url))
+
+    def assert_invariants(self, name: str) -> None:
+        """Vault's key authenticates, no key leaked, every side effect is paired."""
+        _, secret, _ = self.vault_secret(name)
+        who = self.whoami(secret)
+        assert who.status_code == 200, who.text
+        served = who.json()["result"]["key_id"]
+        assert self.live_key_ids(name) == {served}, "a key leaked at the provider"
+        repo = self.repository()
+        try:
+            events = repo.events(target=name)
+        finally:
+            repo.engine.dispose()
+        closed = {e.op_id for e in events if e.kind is EventKind.OUTCOME}
+        dangling = [e for e in events if e.kind is EventKind.INTENT and e.op_id not in closed]
+        assert not dangling, dangling
+
+
+def build_world(emulator: Emulator, vault_url: str, vault_token: str, mount: str,
+                db_url: str, tmp_path: Path, names: tuple[str, ...] = ("app",), *,
+                grace: str = "300ms", probe_timeout: str = "5s",
+                auth_mode: str = "admin") -> World:
+    admin = emulator.seed_account("admin", role="admin")
+    world = World(emulator, vault_url, vault_token, mount, db_url, tmp_path / "rotator.toml",
+                  admin)
+    client = hvac.Client(url=vault_url, token=vault_token)
+    try:
+        for name in names:
+            account = emulator.seed_account(name)
+            world.accounts[name] = account
+            client.secrets.kv.v2.create_or_update_secret(
+                path=f"count/{name}", secret={"api_key": account.secret, "note": "keep me"},
+                mount_point=mount)
+    finally:
+        client.adapter.close()
+    management = ('management_key_env = "IT_COUNT_ADMIN_KEY"' if auth_mode == "admin" else "")
+    targets = "".join(TARGET.format(name=n, sa=world.accounts[n].account_id, mount=mount)
+                      for n in names)
+    world.config_path.write_text(CONFIG.format(
+        db_url=db_url, vault_url=vault_url, count_url=emulator.url, auth_mode=auth_mode,
+        management=management, grace=grace, probe_timeout=probe_timeout, targets=targets))
+    return world
