@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--all", action="store_true", help="every configured target")
     rotate.add_argument("--grace", type=_duration, default=None,
                         help="override the grace window ('0s' for a leaked key)")
+    rotate.add_argument("--wait-lease", type=_duration, default=0.0, metavar="DURATION",
+                        help="wait this long for another process's lease on a target")
     rotate.add_argument("--dry-run", action="store_true",
                         help="print what would happen; change nothing")
     rotate.set_defaults(handler=_cmd_rotate)
@@ -148,7 +150,8 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
                 print("\n".join(f"  {line}" for line in plan.lines))
             return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
         results = service.rotate_targets(rt, names, grace=args.grace,
-                                         actor=service.whoami_actor())
+                                         actor=service.whoami_actor(),
+                                         lease_wait=args.wait_lease)
     finally:
         rt.close()
     print(report.render_results(results))

@@ -61,11 +61,14 @@ class Runner:
         self._fresh: dict[str, Secret] = {}
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
-               grace: float | None = None, wait: bool = True) -> RotationReport:
-        """Finish the target's in-flight rotation if it has one, else run a new one."""
-        if not self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
-                                        self._clock.now()):
-            raise LeaseHeld("another process is rotating this target", target=spec.name)
+               grace: float | None = None, wait: bool = True,
+               lease_wait: float = 0.0) -> RotationReport:
+        """Finish the target's in-flight rotation if it has one, else run a new one.
+
+        ``lease_wait``: how long to wait for another holder's lease (a crashed process's
+        lease lapses after ``lease_ttl``) before giving up with ``LeaseHeld``.
+        """
+        self._acquire(spec, lease_wait)
         structlog.contextvars.bind_contextvars(target=spec.name)
         try:
             steps, unwind = self._workers(spec)
@@ -83,6 +86,17 @@ class Runner:
         finally:
             self._repo.release_lease(spec.name, self._holder)
             structlog.contextvars.unbind_contextvars("target", "rotation_id")
+
+    def _acquire(self, spec: TargetSpec, lease_wait: float) -> None:
+        deadline = self._clock.now().timestamp() + lease_wait
+        while not self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
+                                           self._clock.now()):
+            if self._clock.now().timestamp() >= deadline:
+                raise LeaseHeld(
+                    "another process holds this target's lease; if it died, the lease "
+                    f"lapses within {self._lease_ttl:g}s (retry, or pass --wait-lease)",
+                    target=spec.name)
+            self._clock.sleep(min(0.5, self._lease_ttl / 4))
 
     def _workers(self, spec: TargetSpec) -> tuple[StepRunner, Unwinder]:
         provider = self._providers[spec.provider]

@@ -53,14 +53,16 @@ class TargetResult:
 
 
 def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
-                   trigger: str = "manual", wait: bool = True) -> list[TargetResult]:
+                   trigger: str = "manual", wait: bool = True,
+                   lease_wait: float = 0.0) -> list[TargetResult]:
     specs = [rt.spec(name) for name in names]   # unknown names fail before anything runs
     runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
                     holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl)
     results = []
     for spec in specs:
         try:
-            report = runner.rotate(spec, trigger=trigger, actor=actor, grace=grace, wait=wait)
+            report = runner.rotate(spec, trigger=trigger, actor=actor, grace=grace, wait=wait,
+                                   lease_wait=lease_wait)
         except RotatorError as exc:
             log.error("target_failed", target=spec.name, error=str(exc))
             results.append(TargetResult(spec.name, "error", None, str(exc)))

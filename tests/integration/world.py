@@ -45,7 +45,7 @@ max_elapsed = "5s"
 
 [defaults]
 grace = "{grace}"
-lease_ttl = "2s"
+lease_ttl = "1s"
 [defaults.probe]
 timeout = "{probe_timeout}"
 interval = "50ms"

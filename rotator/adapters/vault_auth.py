@@ -1,0 +1,360 @@
+"""The authenticated connection to Vault: auth methods, login, renewal, errors, retries.
+
+Owns:
+
+- ``TokenAuth``, ``AppRoleAuth``, ``KubernetesAuth``: frozen values; the secret parts are
+  ``Secret``s, so a repr of a config never shows them.
+- ``renewal_action()``: the pure decision behind ``renew_if_needed`` (decide, then act).
+- ``VaultSession``: the hvac client, the login (the token is kept in memory only, never
+  written to disk; ``VAULT_TOKEN`` and ``~/.vault-token`` are never read), renewal,
+  readiness, and ``call()``, through which every hvac call of the adapter runs.
+- The translation of hvac and requests exceptions into rotator's tree, at this boundary:
+
+    connection refused, timeout, sealed, 408/412/429, 5xx  -> VaultUnavailable (retried)
+    400 "check-and-set parameter did not match"            -> CasConflict
+    404 on a KV read (also a deleted/destroyed version)    -> SecretNotFound
+    403 permission denied, anything else                   -> VaultError
+
+  Context names mount, path, field, version, status, operation, auth method; never a
+  token, secret id, JWT or secret value. The error is raised ``from None`` outside the
+  handler, so no third-party exception (which may hold the ``X-Vault-Token`` header) is
+  chained to it. With AppRole or Kubernetes auth a 403 triggers one re-login and retry.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeAlias, TypeVar
+
+import hvac
+import requests
+from hvac import exceptions as hvac_errors
+from hvac.adapters import JSONAdapter
+
+from rotator.core.secret import Secret
+from rotator.errors import (
+    CasConflict,
+    RotatorError,
+    SecretNotFound,
+    TransientError,
+    VaultError,
+    VaultUnavailable,
+)
+from rotator.retry import RetryPolicy, call_with_retry
+
+__all__ = [
+    "AppRoleAuth",
+    "KubernetesAuth",
+    "RenewalAction",
+    "RenewalOutcome",
+    "TokenAuth",
+    "VaultAuth",
+    "VaultSession",
+    "expect_mapping",
+    "renewal_action",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """A Vault token handed to rotator (from the environment or a file)."""
+
+    token: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class AppRoleAuth:
+    """AppRole login. ``role_id`` identifies the role; ``secret_id`` is the credential."""
+
+    role_id: str
+    secret_id: Secret
+    mount: str = "approle"
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesAuth:
+    """Kubernetes login with the pod's service-account JWT, read afresh at each login."""
+
+    role: str
+    jwt_path: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    mount: str = "kubernetes"
+
+
+VaultAuth: TypeAlias = TokenAuth | AppRoleAuth | KubernetesAuth
+RenewalAction: TypeAlias = Literal["none", "renew", "relogin"]
+RenewalOutcome: TypeAlias = Literal["unchanged", "renewed", "relogged_in"]
+
+
+def renewal_action(*, ttl: float, renewable: bool, relogin_possible: bool,
+                   min_ttl: float) -> RenewalAction:
+    """What to do about a token with ``ttl`` seconds left.
+
+    TTL zero means the token never expires (a root token). At or above ``min_ttl``: nothing.
+    Below it: renew a renewable token; else log in again if the auth method can (AppRole,
+    Kubernetes). A plain token that cannot be renewed is left alone: nothing can replace it.
+    """
+    if ttl <= 0 or ttl >= min_ttl:
+        return "none"
+    if renewable:
+        return "renew"
+    return "relogin" if relogin_possible else "none"
+
+
+def expect_mapping(value: object, what: str, context: Mapping[str, object]) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else ``VaultError`` (a response we cannot read)."""
+    if not isinstance(value, Mapping):
+        raise VaultError(f"unexpected Vault response: {what} is missing", **context)
+    return value
+
+
+# --- translation -------------------------------------------------------------------------
+
+# hvac's classes for these statuses; any other status becomes _OtherStatus, which keeps it.
+_HVAC_STATUS: dict[type[hvac_errors.VaultError], int] = {
+    hvac_errors.InvalidRequest: 400, hvac_errors.Unauthorized: 401, hvac_errors.Forbidden: 403,
+    hvac_errors.InvalidPath: 404, hvac_errors.RateLimitExceeded: 429,
+    hvac_errors.InternalServerError: 500, hvac_errors.VaultNotInitialized: 501,
+    hvac_errors.BadGateway: 502, hvac_errors.VaultDown: 503,
+}
+_MAPPED_STATUSES = frozenset(_HVAC_STATUS.values())
+_CAS_MISMATCH = "check-and-set parameter did not match"
+_MAX_DETAIL = 200
+
+
+class _OtherStatus(hvac_errors.UnexpectedError):
+    """An error status hvac has no class for (504, 412, ...); hvac would drop the status."""
+
+    def __init__(self, status: int, method: str, url: str) -> None:
+        super().__init__(f"HTTP {status}", method=method, url=url)
+        self.status = status
+
+
+class _StatusAdapter(JSONAdapter):
+    """hvac's JSON adapter, except that an unmapped error status is not lost."""
+
+    def _raise_for_error(self, method: str, url: str, response: requests.Response) -> None:
+        if response.status_code in _MAPPED_STATUSES:
+            # a private hook of hvac's RawAdapter, absent from types-hvac
+            super()._raise_for_error(method, url, response)  # type: ignore[misc]
+        raise _OtherStatus(response.status_code, method, url)
+
+
+def _detail(exc: hvac_errors.VaultError, redact: tuple[str, ...]) -> str:
+    """Vault's own error messages, one line, known secrets masked, bounded."""
+    errors = exc.errors or []
+    parts = [errors] if isinstance(errors, str) else list(errors)
+    text = "; ".join(" ".join(part.replace("*", " ").split()) for part in parts)
+    text = text.removeprefix("1 error occurred: ")
+    for secret in redact:
+        text = text.replace(secret, "****")
+    return text[:_MAX_DETAIL]
+
+
+def _translate(exc: Exception, context: Mapping[str, object], *, kv_read: bool,
+               redact: tuple[str, ...]) -> RotatorError:
+    """A new error of ours for a third-party one; it keeps nothing of ``exc``."""
+    if isinstance(exc, requests.exceptions.SSLError):  # retrying will not fix a CA mismatch
+        return VaultError("TLS handshake with Vault failed (check the CA bundle)", **context)
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return VaultUnavailable(f"Vault is unreachable ({type(exc).__name__})", **context)
+    if not isinstance(exc, hvac_errors.VaultError):
+        return VaultError(f"request to Vault failed ({type(exc).__name__})", **context)
+    status = exc.status if isinstance(exc, _OtherStatus) else _HVAC_STATUS.get(type(exc))
+    if status == 404 and kv_read:
+        return _not_found(exc.json, context)
+    return _http_error(status, _detail(exc, redact), {**context, "status": status})
+
+
+def _not_found(body: object, context: Mapping[str, object]) -> SecretNotFound:
+    """A KV v2 404: no secret, no such version, or a version deleted or destroyed."""
+    data = body.get("data") if isinstance(body, Mapping) else None
+    meta = data.get("metadata") if isinstance(data, Mapping) else None
+    ctx = {**context, "status": 404}
+    if not isinstance(meta, Mapping):
+        return SecretNotFound("no secret at this path (or no such version)", **ctx)
+    ctx["version"] = context.get("version") or meta.get("version")
+    state = "destroyed" if meta.get("destroyed") else "deleted"
+    return SecretNotFound(f"this version of the secret is {state}", **ctx)
+
+
+def _http_error(status: int | None, detail: str, ctx: Mapping[str, object]) -> RotatorError:
+    if status is not None and (status >= 500 or status in (408, 412, 429)):
+        sealed = status == 503 and "sealed" in detail.lower()
+        return VaultUnavailable("Vault is sealed" if sealed
+                                else f"Vault is unavailable: {detail or status}", **ctx)
+    if status == 400 and _CAS_MISMATCH in detail:
+        return CasConflict("check-and-set failed: the secret changed since it was read", **ctx)
+    verb = "denied" if status == 403 else "refused"
+    return VaultError(f"Vault {verb} the request: {detail or f'HTTP {status}'}", **ctx)
+
+
+# --- the session -------------------------------------------------------------------------
+
+class VaultSession:
+    """An hvac client with its auth kept alive; every call goes through ``call()``."""
+
+    def __init__(self, url: str, auth: VaultAuth, *, namespace: str | None, timeout: float,
+                 retry: RetryPolicy, verify: bool | str,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.auth = auth
+        self._retry = retry
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        # token="" rather than None: hvac would read VAULT_TOKEN or ~/.vault-token.
+        self.client = hvac.Client(
+            url=url, token="", verify=verify, namespace=namespace, adapter=_StatusAdapter,
+            timeout=timeout,  # type: ignore[arg-type]  # requests takes a float; stub says int
+        )
+        self._logged_in = isinstance(auth, TokenAuth)
+        if isinstance(auth, TokenAuth):
+            self.client.token = auth.token.reveal()
+        self.logins = 0  # completed logins, so renewal can tell that it re-logged in
+
+    @property
+    def can_relogin(self) -> bool:
+        return not isinstance(self.auth, TokenAuth)
+
+    def auth_context(self) -> dict[str, object]:
+        """Identifiers of the auth method; never the token, secret id or JWT."""
+        if isinstance(self.auth, TokenAuth):
+            return {"auth": "token"}
+        if isinstance(self.auth, AppRoleAuth):
+            return {"auth": "approle", "auth_mount": self.auth.mount}
+        return {"auth": "kubernetes", "auth_mount": self.auth.mount, "role": self.auth.role}
+
+    def call(self, op: Callable[[], T], context: Mapping[str, object], *,
+             kv_read: bool = False, relogin: bool = True, redact: tuple[str, ...] = (),
+             on_retry: Callable[[int, TransientError, float], None] | None = None) -> T:
+        """Run ``op``: translated errors, one re-login on 403, transient errors retried.
+
+        ``kv_read`` makes a 404 mean ``SecretNotFound``; ``redact`` lists values to mask in
+        Vault's messages (the token and the auth's secret always are).
+        """
+        ctx = {**self.auth_context(), **context}
+
+        def attempt() -> T:
+            if relogin and not self._logged_in:
+                self._translated(self._log_in, {**ctx, "operation": "login"})
+            try:
+                return self._translated(op, ctx, kv_read=kv_read, redact=redact)
+            except VaultError as exc:
+                if not (relogin and self.can_relogin and exc.context.get("status") == "403"):
+                    raise
+            self._translated(self._log_in, {**ctx, "operation": "login"})
+            return self._translated(op, ctx, kv_read=kv_read, redact=redact)
+
+        return call_with_retry(attempt, self._retry, sleep=self._sleep, on_retry=on_retry)
+
+    def login(self) -> None:
+        self.call(self._log_in, {"operation": "login"}, relogin=False)
+
+    def renew_if_needed(self, min_ttl_seconds: float) -> RenewalOutcome:
+        logins = self.logins
+        context: dict[str, object] = {"operation": "lookup-self"}
+        info = self.call(self._lookup_self, context)
+        if self.logins != logins:
+            return "relogged_in"  # the token had expired (403); the fresh one is fine
+        data = expect_mapping(expect_mapping(info, "response", context).get("data"),
+                              "data", context)
+        ttl = float(data.get("ttl") or 0)
+        action = renewal_action(ttl=ttl, renewable=data.get("renewable") is True,
+                                relogin_possible=self.can_relogin, min_ttl=min_ttl_seconds)
+        if action == "none":
+            return "unchanged"
+        if action == "renew":
+            # Ask for the threshold (at least the token's own TTL); Vault caps it at max TTL.
+            increment = math.ceil(max(min_ttl_seconds, float(data.get("creation_ttl") or 0)))
+            context = {"operation": "renew-self"}
+            renewed = self.call(lambda: self._renew_self(increment), context)
+            auth = expect_mapping(expect_mapping(renewed, "response", context).get("auth"),
+                                  "auth", context)
+            # Below the threshold even so: the max TTL is reached; only a login helps.
+            if float(auth.get("lease_duration") or 0) >= min_ttl_seconds or not self.can_relogin:
+                return "renewed"
+        self.login()
+        return "relogged_in"
+
+    def is_ready(self) -> bool:
+        try:
+            health = self.client.sys.read_health_status(method="GET")
+            if isinstance(health, Mapping):
+                unsealed = health.get("initialized") is True and health.get("sealed") is False
+            else:  # a standby answers 429 (473: performance standby), unsealed
+                unsealed = getattr(health, "status_code", None) in (429, 473)
+            if not unsealed:
+                return False
+            if not self._logged_in:
+                self._log_in()
+            self._lookup_self()
+        except Exception:  # a readiness probe answers False whatever broke; nothing escapes
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.token = ""
+        self._logged_in = False
+        self.client.adapter.close()
+
+    def _translated(self, op: Callable[[], T], context: Mapping[str, object], *,
+                    kv_read: bool = False, redact: tuple[str, ...] = ()) -> T:
+        try:
+            return op()
+        except (hvac_errors.VaultError, requests.RequestException) as exc:
+            error = _translate(exc, context, kv_read=kv_read,
+                               redact=(*redact, *self._credentials()))
+        raise error from None  # outside the handler: not even __context__ holds hvac's error
+
+    def _credentials(self) -> tuple[str, ...]:
+        """What must never show in a message: the token in use and the auth's secret."""
+        held = [self.client.token]
+        if isinstance(self.auth, TokenAuth):
+            held.append(self.auth.token.reveal())
+        elif isinstance(self.auth, AppRoleAuth):
+            held.append(self.auth.secret_id.reveal())
+        return tuple(value for value in held if value)
+
+    def _log_in(self) -> None:
+        """Authenticate the client (for ``TokenAuth``: verify the token with lookup-self)."""
+        with self._lock:
+            self._logged_in = False
+            auth, client = self.auth, self.client
+            if isinstance(auth, TokenAuth):
+                client.token = auth.token.reveal()
+                client.auth.token.lookup_self()
+            elif isinstance(auth, AppRoleAuth):
+                client.token = ""  # do not send an expired token along with the login
+                client.auth.approle.login(role_id=auth.role_id, secret_id=auth.secret_id.reveal(),
+                                          use_token=True, mount_point=auth.mount)
+            else:
+                client.token = ""
+                client.auth.kubernetes.login(role=auth.role, jwt=self._read_jwt(auth),
+                                             use_token=True, mount_point=auth.mount)
+            self._logged_in = True
+            self.logins += 1
+
+    def _read_jwt(self, auth: KubernetesAuth) -> str:
+        try:
+            jwt = Path(auth.jwt_path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            error = VaultError("cannot read the Kubernetes service-account token",
+                               jwt_path=auth.jwt_path, reason=exc.strerror or type(exc).__name__,
+                               **self.auth_context())
+        else:
+            if jwt:
+                return jwt
+            error = VaultError("the Kubernetes service-account token file is empty",
+                               jwt_path=auth.jwt_path, **self.auth_context())
+        raise error from None
+
+    def _lookup_self(self) -> Any:
+        return self.client.auth.token.lookup_self()
+
+    def _renew_self(self, increment: int) -> Any:
+        return self.client.auth.token.renew_self(increment=increment)
