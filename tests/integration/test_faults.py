@@ -1,0 +1,98 @@
+"""Faults against the real servers: a key that never authenticates, Vault gone during
+store, 503s and 429s, a key limit filled by stale keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rotator.emulator import EmulatorSettings
+from tests.fixtures.openbao import OpenBao
+from tests.integration.conftest import MakeWorld
+from tests.integration.proxy import CuttableProxy
+
+pytestmark = pytest.mark.integration
+
+
+def test_key_that_never_authenticates_rolls_back(make_world: MakeWorld) -> None:
+    w = make_world("app", probe_timeout="600ms")
+    version, old_secret, _ = w.vault_secret("app")
+    old_ids = w.live_key_ids("app")
+    w.emulator.settings = EmulatorSettings(propagation_delay=30)  # new keys never work in time
+    result = w.cli("rotate", "app")
+    assert result.returncode == 1
+    assert "rolled_back" in result.stdout and "did not authenticate" in result.stdout
+    assert w.vault_secret("app")[:2] == (version, old_secret)      # Vault never touched
+    assert w.whoami(old_secret).status_code == 200                 # old key untouched
+    assert w.live_key_ids("app") == old_ids                        # new key deleted
+    account = w.accounts["app"].account_id
+    assert w.emulator.state.counters().deletes[account] == 1
+    w.assert_invariants("app")
+
+
+def test_vault_unreachable_during_store_deletes_the_new_key(make_world: MakeWorld,
+                                                            openbao: OpenBao,
+                                                            tmp_path: Path) -> None:
+    w = make_world("app", grace="0s")
+    proxy = CuttableProxy(openbao.port)
+    w.config_path.write_text(w.config_path.read_text().replace(openbao.url, proxy.url))
+    version, old_secret, _ = w.vault_secret("app")
+    w.emulator.settings = EmulatorSettings(propagation_delay=0.8)  # time to cut Vault
+    account = w.accounts["app"].account_id
+    log = tmp_path / "stderr.log"
+    try:
+        with log.open("w") as err:
+            proc = subprocess.Popen(w.cli_args("rotate", "app"), env=w.env,
+                                    stdout=subprocess.PIPE, stderr=err, text=True)
+            deadline = time.monotonic() + 20
+            while not w.emulator.state.counters().creates.get(account):
+                assert time.monotonic() < deadline, "no key was created"
+                time.sleep(0.02)
+            proxy.cut()                                 # Vault goes away after create
+            while "rollback_blocked" not in log.read_text():
+                assert time.monotonic() < deadline + 20, log.read_text()[-2000:]
+                time.sleep(0.05)
+            assert len(w.live_key_ids("app")) == 2      # not deleted while Vault is unknown
+            proxy.restore()                             # Vault is back
+            out, _ = proc.communicate(timeout=60)
+    finally:
+        proxy.close()
+    assert proc.returncode == 1, out
+    assert "rolled_back" in out
+    assert w.vault_secret("app")[:2] == (version, old_secret)
+    assert w.whoami(old_secret).status_code == 200
+    w.assert_invariants("app")
+    audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
+    writes = [e for e in audit if e["action"] == "vault_write" and e["kind"] == "outcome"]
+    assert writes and writes[0]["result"] == "error"
+
+
+def test_503s_and_429s_are_retried_to_success(make_world: MakeWorld) -> None:
+    w = make_world("app", grace="0s")
+    w.emulator.settings = EmulatorSettings(error_rate=0.25, rate_429=0.25, rate_window=0.1,
+                                           seed=7)
+    text = w.config_path.read_text().replace("max_attempts = 6", "max_attempts = 12")
+    w.config_path.write_text(text)
+    result = w.cli("rotate", "app")
+    assert result.returncode == 0, result.stderr[-3000:]
+    faults = w.emulator.state.counters().faults
+    assert sum(faults.values()) > 0, faults
+    w.emulator.settings = EmulatorSettings()
+    w.assert_invariants("app")
+
+
+def test_key_limit_filled_by_a_stale_key(make_world: MakeWorld) -> None:
+    w = make_world("app", grace="0s")
+    account = w.accounts["app"].account_id
+    stale = w.emulator.state.create_key(account, "forgotten-by-a-human")
+    result = w.cli("rotate", "app")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stale.key_id not in w.live_key_ids("app")
+    audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
+    reasons = [e["detail"] for e in audit if e["action"] == "delete_key" and e["kind"] == "intent"]
+    assert any("key limit reached" in r for r in reasons), reasons
+    w.assert_invariants("app")
