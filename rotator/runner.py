@@ -8,7 +8,7 @@ next action. A process killed anywhere resumes from the saved state on the next 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,7 +49,8 @@ class RotationReport:
 class Runner:
     def __init__(self, *, providers: Mapping[str, KeyProvider], store: SecretStore,
                  repo: RotationRepository, clock: Clock, holder: str,
-                 lease_ttl: float = 300.0, rollback_retry_delay: float = 5.0) -> None:
+                 lease_ttl: float = 300.0, rollback_retry_delay: float = 5.0,
+                 heartbeat: Callable[[], None] | None = None) -> None:
         self._providers = providers
         self._store = store
         self._repo = repo
@@ -58,7 +59,10 @@ class Runner:
         self._lease_ttl = lease_ttl
         self._rollback_retry_delay = rollback_retry_delay
         self._trail = AuditTrail(repo, clock)
+        # Called while waiting out a grace window: keeps the Vault token renewed.
+        self._heartbeat = heartbeat
         self._fresh: dict[str, Secret] = {}
+        self._driven: set[str] = set()   # rotations this process has run: not "resumed"
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
                grace: float | None = None, wait: bool = True,
@@ -74,13 +78,14 @@ class Runner:
             steps, unwind = self._workers(spec)
             cleaned, pending = unwind.cleanup(spec)
             rot = self._repo.running_rotation(spec.name)
-            resumed = rot is not None
+            resumed = rot is not None and rot.rotation_id not in self._driven
             if rot is None:
                 rot = self._start(spec, trigger, actor, grace)
-            else:
+            elif resumed:
                 closed = self._trail.close_open_intents(rot)
                 log.warning("rotation_resumed", rotation_id=rot.rotation_id,
                             step=rot.step.value, open_intents=closed)
+            self._driven.add(rot.rotation_id)
             rot = self._drive(rot, spec, steps, unwind, wait)
             return RotationReport(rot, resumed, cleaned, pending)
         finally:
@@ -165,6 +170,8 @@ class Runner:
             # Sleep in slices so the lease stays ours for as long as the grace lasts.
             self._clock.sleep(min(left, max(self._lease_ttl / 3, 0.05)))
             self._renew(spec)
+            if self._heartbeat is not None:
+                self._heartbeat()
 
     def _renew(self, spec: TargetSpec) -> None:
         if not self._repo.renew_lease(spec.name, self._holder, self._lease_ttl,

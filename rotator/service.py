@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from rotator.adapters.sql import queries
-from rotator.core.model import Rotation, Status, key_name
+from rotator.core.model import Rotation, Status, Step, key_name
 from rotator.errors import RotatorError
 from rotator.runner import Runner
 from rotator.wiring import Runtime
@@ -55,24 +55,53 @@ class TargetResult:
 def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
                    trigger: str = "manual", wait: bool = True,
                    lease_wait: float = 0.0) -> list[TargetResult]:
-    specs = [rt.spec(name) for name in names]   # unknown names fail before anything runs
+    """Rotate each target; grace windows of a batch run side by side, not one after another."""
+    specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
     runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
-                    holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl)
-    results = []
-    for spec in specs:
+                    holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl,
+                    heartbeat=lambda: renew_vault_token(rt))
+    renew_vault_token(rt)
+    results: dict[str, TargetResult] = {}
+    waiting: dict[str, datetime] = {}
+    resumed: set[str] = set()
+
+    def run(name: str, **kw: object) -> None:
         try:
-            report = runner.rotate(spec, trigger=trigger, actor=actor, grace=grace, wait=wait,
-                                   lease_wait=lease_wait)
+            report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
+                                   wait=False, **kw)  # type: ignore[arg-type]
         except RotatorError as exc:
-            log.error("target_failed", target=spec.name, error=str(exc))
-            results.append(TargetResult(spec.name, "error", None, str(exc)))
-            continue
+            log.error("target_failed", target=name, error=str(exc))
+            results[name] = TargetResult(name, "error", None, str(exc))
+            return
         rot = report.rotation
-        outcome = rot.status.value if rot.is_terminal else "in_progress"
-        detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason}"
-        results.append(TargetResult(spec.name, outcome, rot.rotation_id, detail,
-                                    report.resumed))
-    return results
+        if report.resumed:
+            resumed.add(name)
+        if rot.step is Step.GRACE and rot.grace_ends_at is not None and wait:
+            waiting[name] = rot.grace_ends_at
+        results[name] = _result(rot, name in resumed)
+
+    for name in specs:
+        run(name, lease_wait=lease_wait)
+    while waiting:
+        name, due = min(waiting.items(), key=lambda item: item[1])
+        rt.clock.sleep((due - rt.clock.now()).total_seconds())
+        del waiting[name]
+        run(name, lease_wait=max(lease_wait, rt.config.defaults.lease_ttl))
+    return [results[name] for name in specs]
+
+
+def renew_vault_token(rt: Runtime) -> None:
+    """Renew a renewable Vault token that is running low; a failure is logged, not fatal."""
+    try:
+        rt.store.renew_if_needed()
+    except RotatorError as exc:
+        log.warning("vault_token_renewal_failed", error=str(exc))
+
+
+def _result(rot: Rotation, resumed: bool) -> TargetResult:
+    outcome = rot.status.value if rot.is_terminal else "in_progress"
+    detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason or ''}"
+    return TargetResult(rot.target, outcome, rot.rotation_id, detail, resumed)
 
 
 @dataclass(frozen=True, slots=True)

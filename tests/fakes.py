@@ -28,7 +28,6 @@ from rotator.core.secret import Secret
 from rotator.errors import (
     CasConflict,
     KeyLimitReached,
-    KeyNotFound,
     LeaseHeld,
     SecretNotFound,
     Unauthorized,
@@ -37,7 +36,7 @@ from rotator.errors import (
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-class Crash(BaseException):  # noqa: N818 (mirrors SIGKILL, not an error)
+class Crash(BaseException):
     """The process dies here."""
 
 

@@ -70,7 +70,7 @@ def test_old_key_works_during_grace_and_dies_after(make_world: MakeWorld) -> Non
         # Grace: consumers on either key keep working.
         assert w.whoami(old_secret).status_code == 200
         assert w.whoami(current).status_code == 200
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill() if proc.poll() is None else None
     assert proc.returncode == 0, err

@@ -47,7 +47,7 @@ def test_no_secret_anywhere(make_world: MakeWorld) -> None:
         run("audit", "--format", fmt)
     run("check-config", str(w.config_path))
 
-    secrets = w.emulator.state.issued_secrets() + [w.vault_token]
+    secrets = [*w.emulator.state.issued_secrets(), w.vault_token]
     assert len(secrets) >= 6
     haystacks = {"cli": "\n".join(outputs), "database": dump_database(w.db_url)}
     assert "rotation_step" in haystacks["cli"]               # debug logs were captured

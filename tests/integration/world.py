@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hvac
 import httpx
+import hvac
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
@@ -109,7 +109,8 @@ class World:
         if crash_at:
             env |= {"ROTATOR_TEST_HOOKS": "1", "ROTATOR_TEST_CRASH_AT": crash_at}
         return subprocess.run(
-            self.cli_args(*args), env=env, capture_output=True, text=True, timeout=timeout, check=False)
+            self.cli_args(*args), env=env, capture_output=True, text=True, timeout=timeout,
+            check=False)
 
     def repository(self) -> SqlRepository:
         return SqlRepository(make_engine(self.db_url))

@@ -56,7 +56,8 @@ def test_example_config_is_valid() -> None:
 BAD = [
     ("missing vault", VALID.replace('[vault]\nurl = "https://vault.example:8200"\n', ""),
      "vault.url", "required key is missing"),
-    ("no targets", VALID.split("[targets.app]")[0], "targets", "required key is missing"),
+    ("no targets", VALID.split("[targets.app]", maxsplit=1)[0], "targets",
+     "required key is missing"),
     ("wrong type", VALID.replace('service_account = "sa_1"', "service_account = 12"),
      "targets.app.service_account", "valid string"),
     ("bool grace", VALID.replace('grace = "10m"', "grace = true"),
