@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -57,8 +58,8 @@ def test_full_rotation_through_the_cli(make_world: MakeWorld) -> None:
 def test_old_key_works_during_grace_and_dies_after(make_world: MakeWorld) -> None:
     w = make_world("app", grace="3s")
     _, old_secret, _ = w.vault_secret("app")
-    proc = __import__("subprocess").Popen(
-        [*w.cli_args("rotate", "app")], env=w.env, stdout=-1, stderr=-1, text=True)
+    proc = subprocess.Popen(w.cli_args("rotate", "app"), env=w.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -72,7 +73,9 @@ def test_old_key_works_during_grace_and_dies_after(make_world: MakeWorld) -> Non
         assert w.whoami(current).status_code == 200
         _out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill() if proc.poll() is None else None
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert w.whoami(old_secret).status_code == 401
     assert w.whoami(current).status_code == 200
@@ -138,7 +141,7 @@ def test_every_side_effect_has_intent_and_outcome_rows(make_world: MakeWorld) ->
         assert intent.id < outcomes[op_id].id
 
 
-def test_schema_behind_refuses_to_run(make_world: MakeWorld, tmp_path: object) -> None:
+def test_schema_behind_refuses_to_run(make_world: MakeWorld) -> None:
     w = make_world("app")
     text = w.config_path.read_text().replace(w.db_url, f"sqlite:///{w.config_path.parent}/e.db")
     w.config_path.write_text(text)
