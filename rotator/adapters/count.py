@@ -1,7 +1,8 @@
 """The Count provider: the ``KeyProvider`` port over Count's REST API, with httpx.
 
-Owns the wire format of count-api-contract.md (paths, envelope, status codes) and the
-translation of every httpx failure and non-2xx answer into ``rotator.errors``:
+Owns the client side of count-api-contract.md (paths, the bearer, retries, the rate-limit
+window) and the translation of every httpx failure and non-2xx answer into
+``rotator.errors`` (the status classification is ``rotator.adapters.count_wire``'s):
 
     timeout, transport error, 5xx, 408, 409 (other code)  ProviderUnavailable (retried)
     429                                                   RateLimited (retried)
@@ -17,33 +18,34 @@ built from what an ``except`` block noted and raised after it, ``from None``.
 from __future__ import annotations
 
 import itertools
-import json
-import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from string import Formatter
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from rotator.adapters.ratelimit import RateLimitState, parse_ratelimit_reset, parse_retry_after
+from rotator.adapters.count_wire import (
+    MAX_BODY_BYTES,
+    Answer,
+    Call,
+    Fields,
+    interpret,
+    read_body,
+)
+from rotator.adapters.ratelimit import RateLimitState
 from rotator.core.machine import KeyRecord
 from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
 from rotator.errors import (
     ConfigError,
-    KeyLimitReached,
-    KeyNotFound,
-    ProtocolError,
-    ProviderError,
     ProviderUnavailable,
-    RateLimited,
     RotatorError,
     TransientError,
     Unauthorized,
@@ -56,8 +58,6 @@ __all__ = ["MAX_BODY_BYTES", "CallRecord", "CountPaths", "CountProvider", "Servi
 T = TypeVar("T")
 Outcome = Literal["ok", "transient", "permanent"]
 
-MAX_BODY_BYTES = 1 << 20  # a larger answer is off contract; it is not read any further
-_TOKEN = re.compile(r"[A-Za-z0-9_.:/+=~\-]{1,128}")  # shape of an echoed request id or code
 _PLACEHOLDERS: dict[str, set[str]] = {
     "service_accounts": set(), "api_keys": {"service_account"},
     "api_key": {"service_account", "key_id"}, "whoami": set(),
@@ -103,111 +103,11 @@ class ServiceAccount:
     role: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    name: str
-    method: str
-    path: str
-    body: dict[str, str] | None = None
-    service_account: str | None = None
-    key_id: str | None = None
-    gone_is_success: bool = False   # delete: 404 key_not_found means done already
-
-    def context(self, **more: object) -> dict[str, object]:
-        return {"call": self.name, "service_account": self.service_account,
-                "key_id": self.key_id, **more}
-
-
 def _placeholders(template: str) -> set[str] | None:
     try:
         return {name for _, name, _, _ in Formatter().parse(template) if name is not None}
     except ValueError:  # an unbalanced brace
         return None
-
-
-class _Fields:
-    """Typed reads of one JSON object of an answer; failures name the call and field.
-
-    ``gone`` marks delete_key's 404 key_not_found: no object, the key was deleted before.
-    """
-
-    def __init__(self, call: _Call, obj: Mapping[str, Any], where: str,
-                 *, gone: bool = False) -> None:
-        self._call, self._obj, self._where, self.gone = call, obj, where, gone
-
-    def _bad(self, name: str, problem: str) -> ProtocolError:
-        field = f"{self._where}.{name}"
-        return ProtocolError(f"{self._call.name}: field {field!r} {problem}",
-                             **self._call.context(field=field))
-
-    def text(self, name: str, *, allow_empty: bool = False) -> str:
-        value = self._obj.get(name)
-        if not isinstance(value, str) or not (value or allow_empty):
-            raise self._bad(name, "is missing or not a " + ("string" if allow_empty
-                                                            else "non-empty string"))
-        return value
-
-    def true(self, name: str) -> None:
-        if self._obj.get(name) is not True:
-            raise self._bad(name, "is not true")
-
-    def equals(self, name: str, expected: str) -> None:
-        if self.text(name) != expected:
-            raise self._bad(name, "does not match the request")
-
-    def time(self, name: str, *, nullable: bool = False) -> datetime | None:
-        value = self._obj.get(name)
-        if value is None and nullable:
-            return None
-        moment = _rfc3339(value)
-        if moment is None:
-            raise self._bad(name, "is not an RFC 3339 timestamp with an offset")
-        return moment
-
-    def objects(self, name: str) -> list[_Fields]:
-        items = self._obj.get(name)
-        if not isinstance(items, list):
-            raise self._bad(name, "is missing or not a list")
-        if not all(isinstance(item, dict) for item in items):
-            raise self._bad(name, "holds an item that is not an object")
-        return [_Fields(self._call, item, f"{self._where}.{name}[{i}]")
-                for i, item in enumerate(items)]
-
-
-def _rfc3339(value: object) -> datetime | None:
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else None
-
-
-class _Answer:
-    """One HTTP answer, decoded as far as it goes: JSON document, request id, error code."""
-
-    def __init__(self, status: int, headers: httpx.Headers, body: bytes | None,
-                 bearer: str) -> None:
-        self.status, self.headers, self.body = status, headers, body  # body None: too large
-        self.parsed, self.document = False, None
-        if body is not None:
-            try:
-                self.parsed, self.document = True, json.loads(body)
-            except (ValueError, RecursionError):
-                self.parsed = False
-        doc = self.document if isinstance(self.document, dict) else {}
-        rid, error = doc.get("request_id"), doc.get("error")
-        rid = rid if isinstance(rid, str) else headers.get("x-request-id")
-        self.request_id = _token(rid, bearer)
-        self.code = _token(error.get("code"), bearer) if isinstance(error, dict) else None
-
-
-def _token(value: object, bearer: str) -> str | None:
-    """An identifier echoed by the server, if it looks like one: never free text, and
-    never the bearer (a server may echo what it was sent)."""
-    ok = isinstance(value, str) and _TOKEN.fullmatch(value) and bearer not in value
-    return value if ok and isinstance(value, str) else None
 
 
 def _segment(value: str, what: str) -> str:
@@ -274,14 +174,14 @@ class CountProvider:
     # --- the calls ----------------------------------------------------------------------
 
     def list_service_accounts(self, auth: Secret) -> list[ServiceAccount]:
-        call = _Call("list_service_accounts", "GET", self._paths.service_accounts)
+        call = Call("list_service_accounts", "GET", self._paths.service_accounts)
         return self._request(call, auth, lambda result, _: [
             ServiceAccount(item.text("id"), item.text("name"), item.text("role"))
             for item in result.objects("service_accounts")])
 
     def list_keys(self, account: str, auth: Secret) -> KeyListing:
         path = self._paths.api_keys.format(service_account=_segment(account, "account"))
-        call = _Call("list_keys", "GET", path, service_account=account)
+        call = Call("list_keys", "GET", path, service_account=account)
         return self._request(call, auth, lambda result, rid: KeyListing(keys=tuple(
             KeyRecord(item.text("key_id"), item.text("name", allow_empty=True),
                       item.time("created_at"), item.time("last_used_at", nullable=True))
@@ -289,9 +189,9 @@ class CountProvider:
 
     def create_key(self, account: str, name: str, auth: Secret) -> NewKey:
         path = self._paths.api_keys.format(service_account=_segment(account, "account"))
-        call = _Call("create_key", "POST", path, {"name": name}, service_account=account)
+        call = Call("create_key", "POST", path, {"name": name}, service_account=account)
 
-        def parse(result: _Fields, rid: str | None) -> NewKey:
+        def parse(result: Fields, rid: str | None) -> NewKey:
             secret = Secret(result.text("api_key"))
             return NewKey(key_id=result.text("key_id"), secret=secret,
                           name=result.text("name", allow_empty=True),
@@ -301,10 +201,10 @@ class CountProvider:
     def delete_key(self, account: str, key_id: str, auth: Secret) -> Deletion:
         path = self._paths.api_key.format(service_account=_segment(account, "account"),
                                           key_id=_segment(key_id, "key id"))
-        call = _Call("delete_key", "DELETE", path, service_account=account, key_id=key_id,
+        call = Call("delete_key", "DELETE", path, service_account=account, key_id=key_id,
                      gone_is_success=True)
 
-        def parse(result: _Fields, rid: str | None) -> Deletion:
+        def parse(result: Fields, rid: str | None) -> Deletion:
             if not result.gone:
                 result.true("deleted")
                 result.equals("key_id", key_id)
@@ -312,14 +212,14 @@ class CountProvider:
         return self._request(call, auth, parse)
 
     def whoami(self, key: Secret) -> Identity:
-        call = _Call("whoami", "GET", self._paths.whoami)
+        call = Call("whoami", "GET", self._paths.whoami)
         return self._request(call, key, lambda result, rid: Identity(
             result.text("service_account_id"), result.text("key_id"), rid))
 
     # --- one call, retried ----------------------------------------------------------------
 
-    def _request(self, call: _Call, auth: Secret,
-                 parse: Callable[[_Fields, str | None], T]) -> T:
+    def _request(self, call: Call, auth: Secret,
+                 parse: Callable[[Fields, str | None], T]) -> T:
         token = auth.reveal()
         if not (token.isascii() and token.isprintable()):
             raise Unauthorized(f"{call.name}: the key is not a valid bearer token",
@@ -328,15 +228,15 @@ class CountProvider:
         return call_with_retry(lambda: self._attempt(call, auth, next(numbers), parse),
                                self._retry, sleep=self._sleep)
 
-    def _attempt(self, call: _Call, auth: Secret, number: int,
-                 parse: Callable[[_Fields, str | None], T]) -> T:
+    def _attempt(self, call: Call, auth: Secret, number: int,
+                 parse: Callable[[Fields, str | None], T]) -> T:
         self._wait_for_window(auth.fingerprint)
         started = time.monotonic()
         answer = self._exchange(call, auth)
         status = rid = None
-        result: T | RotatorError = answer if isinstance(answer, RotatorError) else _interpret(
+        result: T | RotatorError = answer if isinstance(answer, RotatorError) else interpret(
             call, answer, parse)
-        if isinstance(answer, _Answer):
+        if isinstance(answer, Answer):
             status, rid = answer.status, answer.request_id
             self._note_window(auth.fingerprint, answer)
         outcome: Outcome = ("transient" if isinstance(result, TransientError) else
@@ -348,7 +248,7 @@ class CountProvider:
             raise _redacted(result, auth.reveal()) from None
         return result
 
-    def _exchange(self, call: _Call, auth: Secret) -> _Answer | RotatorError:
+    def _exchange(self, call: Call, auth: Secret) -> Answer | RotatorError:
         """One HTTP exchange. httpx exceptions end here, noted by class name only."""
         failure = kind = ""
         headers = {"Authorization": f"Bearer {auth.reveal()}"}
@@ -357,7 +257,7 @@ class CountProvider:
                                                  headers=headers)
             response = self._client.send(request, stream=True)
             try:
-                return _Answer(response.status_code, response.headers, _read(response),
+                return Answer(response.status_code, response.headers, read_body(response),
                                auth.reveal())
             finally:
                 response.close()
@@ -383,7 +283,7 @@ class CountProvider:
             if self._resume_at.get(bearer) == deadline:
                 del self._resume_at[bearer]
 
-    def _note_window(self, bearer: str, answer: _Answer) -> None:
+    def _note_window(self, bearer: str, answer: Answer) -> None:
         state = RateLimitState.from_headers(answer.headers, datetime.now(UTC))
         with self._lock:
             # A 429 is waited out by the retry loop (its Retry-After or RateLimit-Reset).
@@ -392,69 +292,6 @@ class CountProvider:
                 self._resume_at[bearer] = time.monotonic() + wait
             else:
                 self._resume_at.pop(bearer, None)
-
-
-def _interpret(call: _Call, answer: _Answer,
-               parse: Callable[[_Fields, str | None], T]) -> T | RotatorError:
-    """A 2xx parsed into its value, or the error that any other answer means."""
-    status, code, rid = answer.status, answer.code, answer.request_id
-    if 200 <= status < 300:
-        return _parse_success(call, answer, parse)
-    if status == 404 and call.gone_is_success and code == "key_not_found":
-        return parse(_Fields(call, {}, "result", gone=True), rid)
-    context = call.context(status=status, request_id=rid, code=code)
-    if status == 429:
-        now = datetime.now(UTC)
-        retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
-        if retry_after is None:
-            retry_after = parse_ratelimit_reset(answer.headers.get("ratelimit-reset"), now)
-        return RateLimited(f"{call.name}: Count is rate limiting", retry_after, **context)
-    kind: type[RotatorError]
-    if status == 409 and code == "key_limit_reached":
-        kind, what = KeyLimitReached, "the service account holds its maximum of keys"
-    elif status >= 500 or status in (408, 409):
-        kind, what = ProviderUnavailable, f"Count answered {status}"
-    elif status in (401, 403):
-        kind, what = Unauthorized, f"the key was refused ({status})"
-    elif status == 404:
-        kind, what = KeyNotFound, "not found (404)"
-    elif 400 <= status < 500:
-        kind, what = ProviderError, f"Count rejected the request ({status})"
-    else:
-        kind, what = ProtocolError, f"unexpected status {status}"
-    return kind(f"{call.name}: {what}", **context)
-
-
-def _parse_success(call: _Call, answer: _Answer,
-                   parse: Callable[[_Fields, str | None], T]) -> T | RotatorError:
-    document = answer.document
-    if answer.body is None:
-        problem = f"is larger than {MAX_BODY_BYTES} bytes"
-    elif not answer.parsed or not isinstance(document, dict):
-        problem = "is not a JSON object"
-    elif document.get("success") is not True:
-        problem = "has no 'success': true"
-    elif not isinstance(document.get("result"), dict):
-        problem = "has no 'result' object"
-    else:
-        try:
-            return parse(_Fields(call, document["result"], "result"), answer.request_id)
-        except ProtocolError as exc:
-            return exc.with_context(status=answer.status, request_id=answer.request_id)
-    return ProtocolError(f"{call.name}: the response {problem}",
-                         **call.context(status=answer.status, request_id=answer.request_id))
-
-
-def _read(response: httpx.Response) -> bytes | None:
-    """The (decoded) body, or None once it exceeds MAX_BODY_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _ca_bundle(path: str) -> ssl.SSLContext:

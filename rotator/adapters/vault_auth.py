@@ -8,7 +8,8 @@ Owns:
 - ``VaultSession``: the hvac client, the login (the token is kept in memory only, never
   written to disk; ``VAULT_TOKEN`` and ``~/.vault-token`` are never read), renewal,
   readiness, and ``call()``, through which every hvac call of the adapter runs.
-- The translation of hvac and requests exceptions into rotator's tree, at this boundary:
+- The translation of hvac and requests exceptions into rotator's tree, at this boundary
+  (the mapping itself is ``rotator.adapters.vault_errors``'s):
 
     connection refused, timeout, sealed, 408/412/429, 5xx  -> VaultUnavailable (retried)
     400 "check-and-set parameter did not match"            -> CasConflict
@@ -34,17 +35,10 @@ from typing import Any, Literal, TypeAlias, TypeVar
 import hvac
 import requests
 from hvac import exceptions as hvac_errors
-from hvac.adapters import JSONAdapter
 
+from rotator.adapters.vault_errors import StatusAdapter, translate
 from rotator.core.secret import Secret
-from rotator.errors import (
-    CasConflict,
-    RotatorError,
-    SecretNotFound,
-    TransientError,
-    VaultError,
-    VaultUnavailable,
-)
+from rotator.errors import TransientError, VaultError
 from rotator.retry import RetryPolicy, call_with_retry
 
 __all__ = [
@@ -114,87 +108,6 @@ def expect_mapping(value: object, what: str, context: Mapping[str, object]) -> M
     return value
 
 
-# --- translation -------------------------------------------------------------------------
-
-# hvac's classes for these statuses; any other status becomes _OtherStatus, which keeps it.
-_HVAC_STATUS: dict[type[hvac_errors.VaultError], int] = {
-    hvac_errors.InvalidRequest: 400, hvac_errors.Unauthorized: 401, hvac_errors.Forbidden: 403,
-    hvac_errors.InvalidPath: 404, hvac_errors.RateLimitExceeded: 429,
-    hvac_errors.InternalServerError: 500, hvac_errors.VaultNotInitialized: 501,
-    hvac_errors.BadGateway: 502, hvac_errors.VaultDown: 503,
-}
-_MAPPED_STATUSES = frozenset(_HVAC_STATUS.values())
-_CAS_MISMATCH = "check-and-set parameter did not match"
-_MAX_DETAIL = 200
-
-
-class _OtherStatus(hvac_errors.UnexpectedError):
-    """An error status hvac has no class for (504, 412, ...); hvac would drop the status."""
-
-    def __init__(self, status: int, method: str, url: str) -> None:
-        super().__init__(f"HTTP {status}", method=method, url=url)
-        self.status = status
-
-
-class _StatusAdapter(JSONAdapter):
-    """hvac's JSON adapter, except that an unmapped error status is not lost."""
-
-    def _raise_for_error(self, method: str, url: str, response: requests.Response) -> None:
-        if response.status_code in _MAPPED_STATUSES:
-            # a private hook of hvac's RawAdapter, absent from types-hvac
-            super()._raise_for_error(method, url, response)  # type: ignore[misc]
-        raise _OtherStatus(response.status_code, method, url)
-
-
-def _detail(exc: hvac_errors.VaultError, redact: tuple[str, ...]) -> str:
-    """Vault's own error messages, one line, known secrets masked, bounded."""
-    errors = exc.errors or []
-    parts = [errors] if isinstance(errors, str) else list(errors)
-    text = "; ".join(" ".join(part.replace("*", " ").split()) for part in parts)
-    text = text.removeprefix("1 error occurred: ")
-    for secret in redact:
-        text = text.replace(secret, "****")
-    return text[:_MAX_DETAIL]
-
-
-def _translate(exc: Exception, context: Mapping[str, object], *, kv_read: bool,
-               redact: tuple[str, ...]) -> RotatorError:
-    """A new error of ours for a third-party one; it keeps nothing of ``exc``."""
-    if isinstance(exc, requests.exceptions.SSLError):  # retrying will not fix a CA mismatch
-        return VaultError("TLS handshake with Vault failed (check the CA bundle)", **context)
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return VaultUnavailable(f"Vault is unreachable ({type(exc).__name__})", **context)
-    if not isinstance(exc, hvac_errors.VaultError):
-        return VaultError(f"request to Vault failed ({type(exc).__name__})", **context)
-    status = exc.status if isinstance(exc, _OtherStatus) else _HVAC_STATUS.get(type(exc))
-    if status == 404 and kv_read:
-        return _not_found(exc.json, context)
-    return _http_error(status, _detail(exc, redact), {**context, "status": status})
-
-
-def _not_found(body: object, context: Mapping[str, object]) -> SecretNotFound:
-    """A KV v2 404: no secret, no such version, or a version deleted or destroyed."""
-    data = body.get("data") if isinstance(body, Mapping) else None
-    meta = data.get("metadata") if isinstance(data, Mapping) else None
-    ctx = {**context, "status": 404}
-    if not isinstance(meta, Mapping):
-        return SecretNotFound("no secret at this path (or no such version)", **ctx)
-    ctx["version"] = context.get("version") or meta.get("version")
-    state = "destroyed" if meta.get("destroyed") else "deleted"
-    return SecretNotFound(f"this version of the secret is {state}", **ctx)
-
-
-def _http_error(status: int | None, detail: str, ctx: Mapping[str, object]) -> RotatorError:
-    if status is not None and (status >= 500 or status in (408, 412, 429)):
-        sealed = status == 503 and "sealed" in detail.lower()
-        return VaultUnavailable("Vault is sealed" if sealed
-                                else f"Vault is unavailable: {detail or status}", **ctx)
-    if status == 400 and _CAS_MISMATCH in detail:
-        return CasConflict("check-and-set failed: the secret changed since it was read", **ctx)
-    verb = "denied" if status == 403 else "refused"
-    return VaultError(f"Vault {verb} the request: {detail or f'HTTP {status}'}", **ctx)
-
-
 # --- the session -------------------------------------------------------------------------
 
 class VaultSession:
@@ -209,7 +122,7 @@ class VaultSession:
         self._lock = threading.Lock()
         # token="" rather than None: hvac would read VAULT_TOKEN or ~/.vault-token.
         self.client = hvac.Client(
-            url=url, token="", verify=verify, namespace=namespace, adapter=_StatusAdapter,
+            url=url, token="", verify=verify, namespace=namespace, adapter=StatusAdapter,
             timeout=timeout,  # type: ignore[arg-type]  # requests takes a float; stub says int
         )
         self._logged_in = isinstance(auth, TokenAuth)
@@ -307,8 +220,8 @@ class VaultSession:
         try:
             return op()
         except (hvac_errors.VaultError, requests.RequestException) as exc:
-            error = _translate(exc, context, kv_read=kv_read,
-                               redact=(*redact, *self._credentials()))
+            error = translate(exc, context, kv_read=kv_read,
+                              redact=(*redact, *self._credentials()))
         raise error from None  # outside the handler: not even __context__ holds hvac's error
 
     def _credentials(self) -> tuple[str, ...]:
