@@ -69,13 +69,17 @@ def make_engine(url: str) -> Engine:
     SQLite: WAL journal, a 5 s busy timeout and foreign keys, set on every new connection.
     PostgreSQL: ``pool_pre_ping``, so a replica survives a database restart.
     """
-    backend = make_url(url).get_backend_name()
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(url)
+        engine = create_engine(parsed)
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
     if backend == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        # A plain postgresql:// URL would pick psycopg2; rotator ships psycopg 3.
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
     raise SchemaError(f"unsupported database {backend!r}: use sqlite or postgresql", url=_safe(url))
 
 
