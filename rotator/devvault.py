@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def find_bao() -> str:
     beside = Path(sys.executable).with_name("bao")
-    if beside.exists():
+    if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     found = shutil.which("bao")
     if found is None:
@@ -50,7 +50,9 @@ class DevVault:
 
     def start(self, timeout: float = 30.0) -> DevVault:
         self._process = subprocess.Popen(  # noqa: S603 (our own binary, fixed arguments)
-            [find_bao(), "server", "-dev", f"-dev-root-token-id={self.root_token}",
+            # -dev-no-store-token: the root token is never written to ~/.vault-token.
+            [find_bao(), "server", "-dev", "-dev-no-store-token",
+             f"-dev-root-token-id={self.root_token}",
              f"-dev-listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")},  # noqa: S108
