@@ -16,7 +16,7 @@ import structlog
 
 from rotator.audit_trail import AuditTrail
 from rotator.core import machine as m
-from rotator.core.model import Rotation
+from rotator.core.model import Rotation, Status
 from rotator.core.ports import Clock, KeyProvider, RotationRepository, SecretStore
 from rotator.core.secret import Secret
 from rotator.crashpoints import crash_point
@@ -184,7 +184,7 @@ class Runner:
         self._trail.note(rot, rot.status.value, result=rot.status.value,
                          key_id=rot.new_key_id, vault_version=rot.new_version,
                          detail=rot.reason)
-        if rot.status is rot.status.COMPLETED:
+        if rot.status is Status.COMPLETED:
             log.info("rotation_completed", new_key_id=rot.new_key_id,
                      revoked_key_id=rot.old_key_id, note=rot.reason)
         else:

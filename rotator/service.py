@@ -65,10 +65,10 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     waiting: dict[str, datetime] = {}
     resumed: set[str] = set()
 
-    def run(name: str, **kw: object) -> None:
+    def run(name: str, lease: float) -> None:
         try:
             report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
-                                   wait=False, **kw)  # type: ignore[arg-type]
+                                   wait=False, lease_wait=lease)
         except RotatorError as exc:
             log.error("target_failed", target=name, error=str(exc))
             results[name] = TargetResult(name, "error", None, str(exc))
@@ -81,12 +81,12 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
         results[name] = _result(rot, name in resumed)
 
     for name in specs:
-        run(name, lease_wait=lease_wait)
+        run(name, lease_wait)
     while waiting:
         name, due = min(waiting.items(), key=lambda item: item[1])
         rt.clock.sleep((due - rt.clock.now()).total_seconds())
         del waiting[name]
-        run(name, lease_wait=max(lease_wait, rt.config.defaults.lease_ttl))
+        run(name, max(lease_wait, rt.config.defaults.lease_ttl))
     return [results[name] for name in specs]
 
 
@@ -119,11 +119,10 @@ def dry_run(rt: Runtime, names: list[str], grace: float | None) -> list[DryRun]:
         ref = spec.ref
         lines = [f"service account {spec.service_account}; Vault {ref.mount}/{ref.path} "
                  f"field {ref.field!r}"]
-        with rt.engine.connect() as conn:
-            running = [r for r in queries.all_running(conn) if r.target == name]
-        if running:
-            lines.append(f"would resume rotation {running[0].rotation_id} "
-                         f"at step {running[0].step.value}")
+        running = rt.repo.running_rotation(name)
+        if running is not None:
+            lines.append(f"would resume rotation {running.rotation_id} "
+                         f"at step {running.step.value}")
             plans.append(DryRun(name, lines, True))
             continue
         try:
