@@ -9,7 +9,7 @@ repository.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
@@ -19,6 +19,7 @@ from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
 from rotator.core.ports import PendingCleanup
 
 __all__ = [
+    "ScheduleFacts",
     "StoredEvent",
     "all_running",
     "event_from_row",
@@ -27,6 +28,7 @@ __all__ = [
     "latest_rotations",
     "rotation_from_row",
     "rotations_where",
+    "schedule_facts",
     "unresolved_cleanups",
 ]
 
@@ -183,3 +185,27 @@ def unresolved_cleanups(conn: Connection, target: str | None = None) -> list[Pen
         )
         for row in conn.execute(query).mappings()
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFacts:
+    """What the daemon's schedule needs to know about one target, from one read."""
+
+    last_completed: Rotation | None
+    failures_since: int                  # failed or rolled back since that completion
+    last_failure_at: datetime | None
+
+
+_FAILED = (str(Status.FAILED), str(Status.ROLLED_BACK))
+
+
+def schedule_facts(conn: Connection, target: str) -> ScheduleFacts:
+    done = last_completed(conn, target)
+    query = select(func.count(), func.max(rotations.c.finished_at)).where(
+        rotations.c.target == target, rotations.c.status.in_(_FAILED))
+    if done is not None:
+        query = query.where(rotations.c.started_at > done.started_at)
+    count, latest = conn.execute(query).one()
+    if isinstance(latest, str):  # SQLite's max() drops the column type
+        latest = datetime.fromisoformat(latest).replace(tzinfo=UTC)
+    return ScheduleFacts(done, int(count), latest)

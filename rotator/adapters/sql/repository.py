@@ -215,6 +215,13 @@ class SqlRepository:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
+    def lease_of(self, target: str) -> tuple[str, datetime] | None:
+        """Who holds the lease of ``target`` and until when (possibly already lapsed)."""
+        query = select(leases.c.holder, leases.c.expires_at).where(leases.c.target == target)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (row.holder, row.expires_at)
+
     def release_lease(self, target: str, holder: str) -> None:
         """Give the lease back, if it is ours (someone else's lease is left alone)."""
         with self.engine.begin() as conn:
@@ -283,6 +290,11 @@ class SqlRepository:
         """Every running rotation, oldest first."""
         with self.engine.connect() as conn:
             return queries.all_running(conn)
+
+    def schedule_facts(self, target: str) -> queries.ScheduleFacts:
+        """The last completed rotation of ``target`` and the failures since."""
+        with self.engine.connect() as conn:
+            return queries.schedule_facts(conn, target)
 
     def all_pending_cleanups(self) -> list[PendingCleanup]:
         """Unresolved cleanups of every target, oldest first."""

@@ -63,6 +63,9 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+PG_CONNECT_TIMEOUT_S = 5
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``, tuned per backend.
 
@@ -79,7 +82,9 @@ def make_engine(url: str) -> Engine:
         # A plain postgresql:// URL would pick psycopg2; rotator ships psycopg 3.
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        # A bounded connect: an unreachable database must fail a readiness check, not hang it.
+        return create_engine(parsed, pool_pre_ping=True,
+                             connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
     raise SchemaError(f"unsupported database {backend!r}: use sqlite or postgresql", url=_safe(url))
 
 
