@@ -8,9 +8,11 @@ next action. A process killed anywhere resumes from the saved state on the next 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -25,7 +27,7 @@ from rotator.steps import StepRunner
 from rotator.targets import TargetSpec
 from rotator.unwind import Unwinder
 
-__all__ = ["RotationReport", "Runner", "new_rotation_id"]
+__all__ = ["RotationReport", "RunObserver", "Runner", "new_rotation_id"]
 
 log = structlog.get_logger("rotator.runner")
 
@@ -46,11 +48,38 @@ class RotationReport:
     cleanup_pending: int = 0
 
 
+class RunObserver(Protocol):
+    """What the daemon's metrics hear from the runner; every call is synchronous."""
+
+    def rotation_started(self, rotation: Rotation) -> None: ...
+
+    def step_done(self, rotation: Rotation, action: str, seconds: float) -> None: ...
+
+    def rotation_finished(self, rotation: Rotation, last_step: str) -> None: ...
+
+
+class _Unobserved:
+    def rotation_started(self, rotation: Rotation) -> None:
+        pass
+
+    def step_done(self, rotation: Rotation, action: str, seconds: float) -> None:
+        pass
+
+    def rotation_finished(self, rotation: Rotation, last_step: str) -> None:
+        pass
+
+
+def _never() -> bool:
+    return False
+
+
 class Runner:
     def __init__(self, *, providers: Mapping[str, KeyProvider], store: SecretStore,
                  repo: RotationRepository, clock: Clock, holder: str,
                  lease_ttl: float = 300.0, rollback_retry_delay: float = 5.0,
-                 heartbeat: Callable[[], None] | None = None) -> None:
+                 heartbeat: Callable[[], None] | None = None,
+                 observer: RunObserver | None = None,
+                 stopping: Callable[[], bool] = _never) -> None:
         self._providers = providers
         self._store = store
         self._repo = repo
@@ -61,6 +90,9 @@ class Runner:
         self._trail = AuditTrail(repo, clock)
         # Called while waiting out a grace window: keeps the Vault token renewed.
         self._heartbeat = heartbeat
+        self._observer = observer or _Unobserved()
+        # Asked between steps: a shutting-down daemon parks the rotation at a step boundary.
+        self._stopping = stopping
         self._fresh: dict[str, Secret] = {}
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
 
@@ -72,6 +104,20 @@ class Runner:
         ``lease_wait``: how long to wait for another holder's lease (a crashed process's
         lease lapses after ``lease_ttl``) before giving up with ``LeaseHeld``.
         """
+        report = self.rotate_if(spec, None, trigger=trigger, actor=actor, grace=grace,
+                                wait=wait, lease_wait=lease_wait)
+        assert report is not None  # without a condition it always runs
+        return report
+
+    def rotate_if(self, spec: TargetSpec, start_if: Callable[[], bool] | None, *,
+                  trigger: str, actor: str, grace: float | None = None, wait: bool = True,
+                  lease_wait: float = 0.0) -> RotationReport | None:
+        """``rotate``, but a new rotation starts only if ``start_if()`` still says so.
+
+        ``start_if`` is asked while the lease is held, so a decision made from an earlier
+        read (the daemon's "this target is due") cannot start a second rotation after
+        another replica has just finished one. ``None``: nothing was started or resumed.
+        """
         self._acquire(spec, lease_wait)
         structlog.contextvars.bind_contextvars(target=spec.name)
         try:
@@ -80,6 +126,8 @@ class Runner:
             rot = self._repo.running_rotation(spec.name)
             resumed = rot is not None and rot.rotation_id not in self._driven
             if rot is None:
+                if start_if is not None and not start_if():
+                    return None
                 rot = self._start(spec, trigger, actor, grace)
             elif resumed:
                 closed = self._trail.close_open_intents(rot)
@@ -91,6 +139,19 @@ class Runner:
         finally:
             self._repo.release_lease(spec.name, self._holder)
             structlog.contextvars.unbind_contextvars("target", "rotation_id")
+
+    def cleanup(self, spec: TargetSpec) -> tuple[int, int] | None:
+        """Retry the target's queued key deletions; ``None`` if another process holds it."""
+        try:
+            self._acquire(spec, 0.0)
+        except LeaseHeld:
+            return None
+        structlog.contextvars.bind_contextvars(target=spec.name)
+        try:
+            return self._workers(spec)[1].cleanup(spec)
+        finally:
+            self._repo.release_lease(spec.name, self._holder)
+            structlog.contextvars.unbind_contextvars("target")
 
     def _acquire(self, spec: TargetSpec, lease_wait: float) -> None:
         deadline = self._clock.now().timestamp() + lease_wait
@@ -119,6 +180,7 @@ class Runner:
         self._trail.note(rot, "started", detail=f"{trigger} rotation by {actor}; "
                                                 f"grace {rot.grace_seconds:g}s")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
+        self._observer.rotation_started(rot)
         crash_point("started")
         return rot
 
@@ -133,7 +195,14 @@ class Runner:
                     return rot
                 self._wait_for_grace(rot, spec)
                 continue
+            # Never park while a new key's secret exists only in this process's memory
+            # (create to store): a restart would have to delete that key and make another.
+            if self._stopping() and rot.rotation_id not in self._fresh:
+                log.info("rotation_parked", step=rot.step.value)
+                return rot
+            started = time.monotonic()
             outcome = self._perform(action, rot, spec, steps, unwind)
+            self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
             self._repo.save_rotation(new)
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
@@ -142,12 +211,13 @@ class Runner:
             if isinstance(outcome, m.RollbackBlocked):
                 blocked += 1
                 log.error("rollback_blocked", reason=outcome.reason, attempt=blocked)
-                if blocked >= _ROLLBACK_TRIES:
+                if blocked >= _ROLLBACK_TRIES or self._stopping():
                     return new
                 self._clock.sleep(self._rollback_retry_delay * blocked)
+            if new.is_terminal:
+                self._finished(new, rot.step.value)
             rot = new
             self._renew(spec)
-        self._finished(rot)
         return rot
 
     def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, steps: StepRunner,
@@ -179,8 +249,9 @@ class Runner:
             raise LeaseHeld("lost the lease mid-rotation; another process took over",
                             target=spec.name)
 
-    def _finished(self, rot: Rotation) -> None:
+    def _finished(self, rot: Rotation, last_step: str) -> None:
         self._fresh.pop(rot.rotation_id, None)
+        self._observer.rotation_finished(rot, last_step)
         self._trail.note(rot, rot.status.value, result=rot.status.value,
                          key_id=rot.new_key_id, vault_version=rot.new_version,
                          detail=rot.reason)
