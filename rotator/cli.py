@@ -56,10 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", type=Path,
                         default=Path(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
                         help="config file (default: $ROTATOR_CONFIG or ./rotator.toml)")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], default=None,
+                        help="default: [logging] format for run, else auto")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default="warning")
+                        default=None, help="default: [logging] level for run, else warning")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the daemon: rotate on schedule; serve health and metrics")
+    run.add_argument("--rotate", action="append", default=[], metavar="TARGET",
+                     help="rotate this target now, then keep running (repeatable)")
+    run.add_argument("--rotate-all", action="store_true", help="rotate every target now")
+    run.add_argument("--once", action="store_true",
+                     help="do what is due or asked for, wait out its grace, then exit "
+                          "(a Kubernetes Job or CronJob)")
+    run.set_defaults(handler=_cmd_run)
 
     rotate = sub.add_parser("rotate", help="rotate targets now, in the foreground")
     rotate.add_argument("targets", nargs="*", metavar="TARGET")
@@ -106,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    configure_logging(args.log_format or "auto", args.log_level or "warning")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -129,6 +139,28 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def _check_targets(config: Config, names: Sequence[str], source: Path) -> None:
+    for name in names:
+        if name not in config.targets:
+            raise UsageError(f"unknown target {name!r} in {source} "
+                             f"(configured: {', '.join(sorted(config.targets))})")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rotator import service  # noqa: PLC0415
+    from rotator.daemon.run import RunOptions, run_daemon  # noqa: PLC0415
+
+    config = _config(args)
+    configure_logging(args.log_format or config.logging.format,
+                      args.log_level or config.logging.level)
+    if args.rotate_all and args.rotate:
+        raise UsageError("--rotate and --rotate-all do not go together")
+    names = sorted(config.targets) if args.rotate_all else list(dict.fromkeys(args.rotate))
+    _check_targets(config, names, args.config)
+    options = RunOptions(rotate=tuple(names), once=args.once, actor=service.whoami_actor())
+    return run_daemon(config, options)
+
+
 def _cmd_rotate(args: argparse.Namespace) -> int:
     from rotator import report, service  # noqa: PLC0415
     from rotator.wiring import build_runtime  # noqa: PLC0415
@@ -137,10 +169,7 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     if args.all == bool(args.targets):
         raise UsageError("name one or more targets, or --all (not both)")
     names = sorted(config.targets) if args.all else list(dict.fromkeys(args.targets))
-    for name in names:
-        if name not in config.targets:
-            raise UsageError(f"unknown target {name!r} in {args.config} "
-                             f"(configured: {', '.join(sorted(config.targets))})")
+    _check_targets(config, names, args.config)
     rt = build_runtime(config)
     try:
         if args.dry_run:

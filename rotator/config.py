@@ -8,6 +8,7 @@ an environment variable (``*_env``) or a file (``*_file``) instead; see ``secret
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -25,14 +26,18 @@ from pydantic import (
 
 from rotator.durations import parse_duration
 from rotator.errors import ConfigError
+from rotator.scheduling.schedule import Schedule, Window, check_cron, check_timezone, parse_window
 
 __all__ = [
     "Config",
     "CountPathsConfig",
     "CountProviderConfig",
+    "DaemonConfig",
     "DatabaseConfig",
+    "LoggingConfig",
     "ProbeConfig",
     "RetryConfig",
+    "ScheduleConfig",
     "TargetConfig",
     "VaultAppRoleAuth",
     "VaultConfig",
@@ -211,10 +216,116 @@ class ProbeConfig(_Frozen):
     interval: Duration = 1.0      # first wait between probes (doubles, capped at 10 s)
 
 
+def _window(value: object) -> object:
+    return parse_window(value) if isinstance(value, str) else value
+
+
+class ScheduleConfig(_Frozen):
+    """When the daemon rotates a target. Unset keys fall back to ``[defaults.schedule]``."""
+
+    every: Duration | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    window: Annotated[Window, BeforeValidator(_window)] | None = None
+    jitter: Duration | None = None
+    max_key_age: Duration | None = None
+    retry_failed_after: Duration | None = None
+    enabled: bool | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_timezone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleConfig:
+        if self.every is not None and self.cron is not None:
+            raise ValueError("set either 'every' or 'cron', not both")
+        if self.cron is not None:
+            check_cron(self.cron, self.timezone or "UTC")
+        return self
+
+
+# What a target gets when neither it nor [defaults.schedule] says otherwise.
+_BUILTIN_SCHEDULE = Schedule(every=30 * 86400.0)
+
+
+def resolve_schedule(default: ScheduleConfig, own: ScheduleConfig | None) -> Schedule:
+    """The target's table wins key by key; ``every``/``cron`` are one choice, taken whole."""
+    own = own or ScheduleConfig()
+    if own.every is not None or own.cron is not None:
+        every, cron = own.every, own.cron
+    elif default.every is not None or default.cron is not None:
+        every, cron = default.every, default.cron
+    else:
+        every, cron = _BUILTIN_SCHEDULE.every, None
+
+    def pick(key: str, builtin: object) -> Any:
+        for table in (own, default):
+            value = getattr(table, key)
+            if value is not None:
+                return value
+        return builtin
+
+    base = _BUILTIN_SCHEDULE
+    return Schedule(
+        every=every, cron=cron, timezone=pick("timezone", base.timezone),
+        window=pick("window", base.window), jitter=pick("jitter", base.jitter),
+        max_key_age=pick("max_key_age", base.max_key_age),
+        retry_failed_after=pick("retry_failed_after", base.retry_failed_after),
+        enabled=pick("enabled", base.enabled))
+
+
 class DefaultsConfig(_Frozen):
     grace: Duration = 3600.0
     lease_ttl: Duration = 300.0
     probe: ProbeConfig = ProbeConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
+def _listen_address(value: str) -> str:
+    _, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. '0.0.0.0:9108'), got {value!r}")
+    return value
+
+
+class DaemonConfig(_Frozen):
+    """``rotator run``: where health and metrics are served, how often SQL is re-read."""
+
+    listen: Annotated[str, BeforeValidator(_listen_address)] = "0.0.0.0:9108"
+    poll_interval: Duration = 60.0
+    shutdown_timeout: Duration = 25.0
+    workers: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _sane_poll(cls, value: float) -> float:
+        if value < 0.05:
+            raise ValueError("must be at least 50ms")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LoggingConfig(_Frozen):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class TargetConfig(_Frozen):
@@ -225,10 +336,17 @@ class TargetConfig(_Frozen):
     vault_field: str = "api_key"
     grace: Duration | None = None
     probe: ProbeConfig | None = None
+    schedule: ScheduleConfig | None = None
+
+
+# Target names appear in key names, metric labels and lease rows: keep them plain.
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class Config(_Frozen):
     database: DatabaseConfig = DatabaseConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    logging: LoggingConfig = LoggingConfig()
     vault: VaultConfig
     providers: dict[str, CountProviderConfig] = Field(min_length=1)
     defaults: DefaultsConfig = DefaultsConfig()
@@ -238,6 +356,9 @@ class Config(_Frozen):
     @model_validator(mode="after")
     def _targets_name_providers(self) -> Config:
         for name, target in self.targets.items():
+            if not _TARGET_NAME.match(name):
+                raise _KeyedError(f"targets.{name}", "a target name is 1-100 letters, digits, "
+                                  "'_', '.' or '-', starting with a letter or digit")
             if target.provider not in self.providers:
                 known = ", ".join(sorted(self.providers)) or "none"
                 raise _KeyedError(f"targets.{name}.provider",
@@ -250,6 +371,9 @@ class Config(_Frozen):
 
     def probe_for(self, target: str) -> ProbeConfig:
         return self.targets[target].probe or self.defaults.probe
+
+    def schedule_for(self, target: str) -> Schedule:
+        return resolve_schedule(self.defaults.schedule, self.targets[target].schedule)
 
 
 class _KeyedError(ValueError):

@@ -102,3 +102,16 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    # Libraries (APScheduler, urllib3) log through the standard library: send their
+    # warnings through the same processors, so they are redacted and rendered alike.
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _ToStructlog)]
+    root.addHandler(_ToStructlog())
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+
+
+class _ToStructlog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = structlog.get_logger(record.name)
+        method = getattr(logger, record.levelname.lower(), logger.warning)
+        method(record.getMessage(), exc_info=record.exc_info or False)

@@ -6,11 +6,13 @@ with the log redactor before anything can log them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy.engine import Engine
 
-from rotator.adapters.count import CountPaths, CountProvider
+from rotator.adapters.count import CallRecord, CountPaths, CountProvider
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema, make_engine
 from rotator.adapters.vault import VaultStore
@@ -93,7 +95,9 @@ class Runtime:
         self.engine.dispose()
 
 
-def build_runtime(config: Config, *, require_schema: bool = True) -> Runtime:
+def build_runtime(config: Config, *, require_schema: bool = True,
+                  on_call: Callable[[str, CallRecord], None] | None = None) -> Runtime:
+    """Live adapters for ``config``; ``on_call(provider, record)`` hears every provider call."""
     keys = management_keys(config)
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
@@ -102,7 +106,8 @@ def build_runtime(config: Config, *, require_schema: bool = True) -> Runtime:
     providers = {
         name: CountProvider(
             p.base_url, paths=CountPaths(**p.paths.model_dump()), timeout=p.timeout,
-            retry=retry_policy(p.retry), verify=str(p.ca_bundle) if p.ca_bundle else True)
+            retry=retry_policy(p.retry), verify=str(p.ca_bundle) if p.ca_bundle else True,
+            on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }
     engine = make_engine(config.database.url)

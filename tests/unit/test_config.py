@@ -48,6 +48,36 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.providers["count"].paths.whoami == "/v1/whoami"
 
 
+def test_schedules_fall_back_key_by_key_and_every_or_cron_is_taken_whole(
+        tmp_path: Path) -> None:
+    text = VALID.replace("[targets.app]", """[defaults.schedule]
+every = "90d"
+jitter = "1h"
+window = "02:00-05:00"
+
+[targets.app]""") + """[targets.app.schedule]
+cron = "0 3 * * MON"
+timezone = "Europe/Berlin"
+
+[targets.other]
+provider = "count"
+service_account = "sa_2"
+vault_path = "count/other"
+"""
+    config = load_config(write(tmp_path, text))
+    app, other = config.schedule_for("app"), config.schedule_for("other")
+    assert (app.cron, app.every, app.timezone) == ("0 3 * * MON", None, "Europe/Berlin")
+    assert app.jitter == 3600 and app.window == other.window is not None
+    assert (other.every, other.cron, other.timezone) == (90 * 86400, None, "UTC")
+
+
+def test_without_any_schedule_a_target_rotates_every_30_days(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    schedule = config.schedule_for("app")
+    assert schedule.every == 30 * 86400 and schedule.enabled
+    assert config.daemon.port == 9108 and config.logging.format == "auto"
+
+
 def test_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config.example.toml"
     assert "billing-export" in load_config(example).targets
@@ -89,6 +119,22 @@ BAD = [
      "vault.auth", "secret_id_env or secret_id_file"),
     ("bad database url", VALID.replace('url = "sqlite:///rotator.db"', 'url = "mysql://x"'),
      "database.url", "postgresql"),
+    ("bad cron", VALID + '[targets.app.schedule]\ncron = "0 3 * * FUNDAY"\n',
+     "targets.app.schedule", "FUNDAY"),
+    ("every and cron", VALID + '[defaults.schedule]\nevery = "30d"\ncron = "0 3 * * *"\n',
+     "defaults.schedule", "either 'every' or 'cron'"),
+    ("unknown time zone", VALID + '[targets.app.schedule]\ntimezone = "Mars/Olympus"\n',
+     "targets.app.schedule.timezone", "unknown time zone 'Mars/Olympus'"),
+    ("bad window", VALID + '[targets.app.schedule]\nwindow = "25:00-03:00"\n',
+     "targets.app.schedule.window", "25:00-03:00"),
+    ("zero interval", VALID + '[targets.app.schedule]\nevery = "0s"\n',
+     "targets.app.schedule.every", "longer than 0s"),
+    ("bad listen", VALID + '[daemon]\nlisten = "9108"\n', "daemon.listen", "HOST:PORT"),
+    ("too few workers", VALID + '[daemon]\nworkers = 0\n', "daemon.workers",
+     "greater than or equal to 1"),
+    ("bad log level", VALID + '[logging]\nlevel = "loud"\n', "logging.level", "'debug'"),
+    ("odd target name", VALID.replace("[targets.app]", '[targets."@daemon"]'),
+     "targets.@daemon", "a target name is"),
 ]
 
 

@@ -1,0 +1,168 @@
+"""The daemon's Prometheus metrics, on a registry of its own (tests build as many as they like).
+
+    rotator_rotations_started_total{target,trigger}
+    rotator_rotations_completed_total{target}
+    rotator_rotations_failed_total{target,reason}         reason: the step that refused
+    rotator_rotations_rolled_back_total{target,reason}    reason: the step that failed
+    rotator_step_duration_seconds{step}                   histogram, one sample per action
+    rotator_provider_calls_total{provider,call,status}    status: HTTP code, or "none"
+    rotator_provider_rate_limited_total{provider}         429 answers
+    rotator_provider_retries_total{provider,call}         attempts after the first
+    rotator_rotations_in_flight                           running rotations (SQL, last sweep)
+    rotator_seconds_since_last_success{target}            computed at scrape time
+    rotator_key_age_seconds{target}                       since the key went into Vault
+    rotator_next_rotation_timestamp_seconds{target}       when the schedule next fires
+    rotator_ready                                         1 when /readyz would say ready
+    rotator_sweep_errors_total{kind}                      a sweep that could not finish
+
+Label values are target names, step names and status codes: never key material. Ages are
+computed from timestamps when scraped, so they keep growing while the database is down.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from rotator import __version__
+from rotator.adapters.count import CallRecord
+from rotator.core.model import Rotation, Status, Step
+
+__all__ = ["DaemonMetrics", "failure_reason"]
+
+# The *_created samples double the page for no use here (rotator never resets a counter).
+disable_created_metrics()
+
+_STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_FAILING_STEPS = {Step.CREATE.value, Step.VERIFY.value, Step.STORE.value}
+
+
+def failure_reason(rotation: Rotation, last_step: str) -> str:
+    """A bounded label for why a rotation ended badly: the step where it went wrong.
+
+    A rollback's reason starts with the step that failed ("verify: ..."); a refusal
+    ends the rotation at the step that refused (plan: the Vault key does not work).
+    """
+    if rotation.status is Status.ROLLED_BACK:
+        head = (rotation.reason or "").split(":", 1)[0]
+        return head if head in _FAILING_STEPS else "other"
+    return last_step
+
+
+class _Ages(Collector):
+    """Seconds since each target's last success and its key's age, at scrape time."""
+
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+        self._success: dict[str, datetime] = {}
+        self._key_since: dict[str, datetime] = {}
+
+    def set(self, target: str, last_success: datetime | None,
+            key_since: datetime | None) -> None:
+        with self._lock:
+            for table, value in ((self._success, last_success), (self._key_since, key_since)):
+                if value is None:
+                    table.pop(target, None)
+                else:
+                    table[target] = value
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self._now()
+        with self._lock:
+            tables = (("rotator_seconds_since_last_success", self._success,
+                       "Seconds since the target's last completed rotation"),
+                      ("rotator_key_age_seconds", self._key_since,
+                       "Seconds since the target's current key went into Vault"))
+            for name, table, doc in tables:
+                family = GaugeMetricFamily(name, doc, labels=["target"])
+                for target, since in sorted(table.items()):
+                    family.add_metric([target], max(0.0, (now - since).total_seconds()))
+                yield family
+
+
+class DaemonMetrics:
+    """Every metric the daemon exports; also the runner's ``RunObserver``."""
+
+    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.started = Counter("rotator_rotations_started", "Rotations started",
+                               ["target", "trigger"], registry=r)
+        self.completed = Counter("rotator_rotations_completed", "Rotations completed",
+                                 ["target"], registry=r)
+        self.failed = Counter("rotator_rotations_failed",
+                              "Rotations refused before any change (status failed)",
+                              ["target", "reason"], registry=r)
+        self.rolled_back = Counter("rotator_rotations_rolled_back", "Rotations rolled back",
+                                   ["target", "reason"], registry=r)
+        self.step_seconds = Histogram("rotator_step_duration_seconds",
+                                      "Time spent in one rotation action", ["step"],
+                                      buckets=_STEP_BUCKETS, registry=r)
+        self.provider_calls = Counter("rotator_provider_calls",
+                                      "HTTP attempts to a key provider",
+                                      ["provider", "call", "status"], registry=r)
+        self.rate_limited = Counter("rotator_provider_rate_limited",
+                                    "429 answers from a key provider", ["provider"], registry=r)
+        self.retries = Counter("rotator_provider_retries",
+                               "Provider attempts after the first one of a call",
+                               ["provider", "call"], registry=r)
+        self.in_flight = Gauge("rotator_rotations_in_flight",
+                               "Rotations running (any replica), as of the last sweep",
+                               registry=r)
+        self.next_due = Gauge("rotator_next_rotation_timestamp_seconds",
+                              "When the target's schedule next starts a rotation (Unix time)",
+                              ["target"], registry=r)
+        self.ready = Gauge("rotator_ready", "1 when database, schema and Vault are ready",
+                           registry=r)
+        self.sweep_errors = Counter("rotator_sweep_errors",
+                                    "Sweeps for due work that failed (retried next wake)",
+                                    ["kind"], registry=r)
+        build = Gauge("rotator_build_info", "The running rotator's version", ["version"],
+                      registry=r)
+        build.labels(version=__version__).set(1)
+        self.ages = _Ages(now)
+        r.register(self.ages)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # --- the runner's RunObserver -------------------------------------------------------
+
+    def rotation_started(self, rotation: Rotation) -> None:
+        self.started.labels(target=rotation.target, trigger=rotation.trigger).inc()
+
+    def step_done(self, rotation: Rotation, action: str, seconds: float) -> None:
+        self.step_seconds.labels(step=action).observe(seconds)
+
+    def rotation_finished(self, rotation: Rotation, last_step: str) -> None:
+        if rotation.status is Status.COMPLETED:
+            self.completed.labels(target=rotation.target).inc()
+        elif rotation.status is Status.ROLLED_BACK:
+            self.rolled_back.labels(target=rotation.target,
+                                    reason=failure_reason(rotation, last_step)).inc()
+        else:
+            self.failed.labels(target=rotation.target,
+                               reason=failure_reason(rotation, last_step)).inc()
+
+    # --- the Count adapter's on_call ----------------------------------------------------
+
+    def provider_call(self, provider: str, record: CallRecord) -> None:
+        status = "none" if record.status is None else str(record.status)
+        self.provider_calls.labels(provider=provider, call=record.call, status=status).inc()
+        if record.status == 429:
+            self.rate_limited.labels(provider=provider).inc()
+        if record.attempt > 1:
+            self.retries.labels(provider=provider, call=record.call).inc()

@@ -1,0 +1,82 @@
+"""What one target needs now, decided from SQL facts, its schedule and the time. No IO.
+
+    a running rotation past its grace (or mid-step)   resume it
+    a running rotation in grace                       wake when the grace ends
+    queued key deletions                              retry them
+    a schedule that is due                            start a rotation
+    a schedule due later                              wake then
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from rotator.adapters.sql.queries import ScheduleFacts
+from rotator.core.model import Rotation, Status, Step
+from rotator.scheduling.schedule import Due, History, Schedule, next_due
+
+__all__ = ["Decision", "Work", "WorkKind", "decide", "history_of", "key_since"]
+
+
+class WorkKind(StrEnum):
+    RESUME = "resume"
+    START = "start"
+    CLEANUP = "cleanup"
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    target: str
+    kind: WorkKind
+    trigger: str          # why a START starts: schedule, first_rotation, max_key_age, manual
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    work: tuple[Work, ...]
+    wake_at: datetime | None      # when this target next needs a look (None: no timer)
+    due: Due | None               # the schedule's next start, for metrics and status
+
+
+def key_since(rotation: Rotation | None) -> datetime | None:
+    """When a completed rotation's key went into Vault: the start of its grace window."""
+    if rotation is None or rotation.status is not Status.COMPLETED:
+        return None
+    if rotation.grace_ends_at is None:
+        return rotation.finished_at
+    return rotation.grace_ends_at - timedelta(seconds=rotation.grace_seconds)
+
+
+def history_of(facts: ScheduleFacts) -> History:
+    done = facts.last_completed
+    return History(
+        last_completed_started_at=None if done is None else done.started_at,
+        key_since=key_since(done),
+        last_failure_at=facts.last_failure_at,
+        failures_since_success=facts.failures_since)
+
+
+def decide(target: str, schedule: Schedule, facts: ScheduleFacts, running: Rotation | None,
+           cleanups: int, now: datetime) -> Decision:
+    if running is not None:
+        in_grace = (running.step is Step.GRACE and running.grace_ends_at is not None
+                    and running.grace_ends_at > now)
+        if in_grace:
+            return Decision((), running.grace_ends_at, None)
+        return Decision((Work(target, WorkKind.RESUME, "resume"),), None, None)
+    work: list[Work] = []
+    if cleanups:
+        work.append(Work(target, WorkKind.CLEANUP, "cleanup"))
+    due = next_due(schedule, history_of(facts), target=target, now=now)
+    if due is not None and due.at <= now:
+        work.append(Work(target, WorkKind.START, due.reason))
+        return Decision(tuple(work), None, due)
+    return Decision(tuple(work), None if due is None else due.at, due)
+
+
+def still_due(target: str, schedule: Schedule, facts: ScheduleFacts, now: datetime) -> bool:
+    """The same question as ``decide`` asks, asked again under the target's lease."""
+    due = next_due(schedule, history_of(facts), target=target, now=now)
+    return due is not None and due.at <= now

@@ -1,0 +1,233 @@
+"""``rotator run``: the daemon process from start-up checks to a clean exit.
+
+Start-up refuses an old schema (exit 3) and, on SQLite, a second replica (exit 3). An
+unreachable database or Vault does not stop it: it stays up, not ready, and retries on
+every wake-up. SIGTERM/SIGINT stop the wake-ups, let each running step finish (the runner
+parks its rotation at the next step boundary), release the leases and exit 0, all within
+``daemon.shutdown_timeout``. ``--once`` runs what is due or asked for, waits out the grace
+windows of what it started, and exits 0, or 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from rotator.adapters.sql.schema import check_schema
+from rotator.config import Config
+from rotator.daemon.http import HealthServer
+from rotator.daemon.metrics import DaemonMetrics
+from rotator.daemon.readiness import Readiness
+from rotator.daemon.sweep import Outcome, Sweeper
+from rotator.daemon.workers import LeaseHeartbeat, WorkerPool
+from rotator.errors import ConfigError, LeaseHeld, SchemaError
+from rotator.runner import Runner
+from rotator.scheduling.waker import Waker
+from rotator.service import holder_id, renew_vault_token
+from rotator.wiring import Runtime, build_runtime
+
+__all__ = ["DAEMON_LEASE", "RunOptions", "run_daemon"]
+
+log = structlog.get_logger("rotator.daemon")
+
+# The lease row that makes a SQLite database single-replica. Target names cannot start
+# with "@" (the config refuses them), so it never collides with a target's lease.
+DAEMON_LEASE = "@daemon"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    rotate: tuple[str, ...] = ()
+    once: bool = False
+    actor: str = "cli"
+
+
+class _Daemon:
+    def __init__(self, config: Config, opts: RunOptions, stop: threading.Event) -> None:
+        self.config, self.opts, self.stop = config, opts, stop
+        self.exit_code = 0
+        self.metrics = DaemonMetrics()
+        self.rt: Runtime = build_runtime(config, require_schema=False,
+                                         on_call=self.metrics.provider_call)
+        self.holder = holder_id()
+        self.schema_ok = False
+        lease_ttl = config.defaults.lease_ttl
+        self.runner = Runner(providers=self.rt.providers, store=self.rt.store, repo=self.rt.repo,
+                             clock=self.rt.clock, holder=self.holder, lease_ttl=lease_ttl,
+                             heartbeat=lambda: renew_vault_token(self.rt),
+                             observer=self.metrics, stopping=stop.is_set)
+        self.waker = Waker(self.tick, config.daemon.poll_interval)
+        self.pool = WorkerPool(config.daemon.workers, on_done=self.waker.wake_now)
+        self.sweeper = Sweeper(
+            repo=self.rt.repo, runner=self.runner, pool=self.pool, clock=self.rt.clock,
+            metrics=self.metrics, specs=self.rt.spec, actor=opts.actor,
+            schedules={name: config.schedule_for(name) for name in config.targets},
+            wake_at=self.waker.wake_at)
+        extra = (DAEMON_LEASE,) if self.single_replica else ()
+        self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
+                                        lambda: (*self.pool.busy(), *extra))
+        self.readiness = Readiness(self.rt.engine, self.rt.store.is_ready)
+
+    @property
+    def single_replica(self) -> bool:
+        return self.rt.engine.dialect.name == "sqlite"
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def check_schema(self) -> None:
+        """``SchemaError`` if the schema is not this code's; unreachable is retried later."""
+        try:
+            check_schema(self.rt.engine)
+        except SQLAlchemyError as exc:
+            log.error("database_unreachable", error=type(exc).__name__)
+            return
+        self.schema_ok = True
+
+    def claim_sqlite(self) -> None:
+        if not self.single_replica:
+            return
+        repo, now = self.rt.repo, self.rt.clock.now()
+        if repo.acquire_lease(DAEMON_LEASE, self.holder, self.config.defaults.lease_ttl, now):
+            return
+        held = repo.lease_of(DAEMON_LEASE)
+        holder, until = held if held else ("?", now)
+        raise LeaseHeld(
+            f"another rotator daemon ({holder}) uses this SQLite database; SQLite supports "
+            "one replica: run several replicas on PostgreSQL. If that daemon died, its "
+            f"claim lapses at {until.isoformat(timespec='seconds')}",
+            database=self.config.database.url)
+
+    # --- the wake-up loop ----------------------------------------------------------------
+
+    def tick(self, only: set[str] | None = None) -> datetime | None:
+        poll = timedelta(seconds=self.config.daemon.poll_interval)
+        if not self.schema_ok:
+            try:
+                self.check_schema()
+            except SchemaError as exc:
+                log.error("schema_not_current", error=exc.message)
+                self.exit_code = 3
+                self.stop.set()
+                return None
+            if not self.schema_ok:
+                return None
+        renew_vault_token(self.rt)
+        try:
+            return self.sweeper.sweep(only)
+        except SQLAlchemyError as exc:
+            self.metrics.sweep_errors.labels(kind="database").inc()
+            log.warning("sweep_failed", error=type(exc).__name__,
+                        retry_in=poll.total_seconds())
+        except Exception:
+            self.metrics.sweep_errors.labels(kind="internal").inc()
+            log.exception("sweep_failed")
+        return None
+
+    def alive(self) -> bool:
+        limit = max(3 * self.config.daemon.poll_interval, 120.0)
+        return not self.waker.stalled(limit)
+
+    # --- the two modes -------------------------------------------------------------------
+
+    def serve(self) -> None:
+        daemon_cfg = self.config.daemon
+        try:
+            server = HealthServer(daemon_cfg.host, daemon_cfg.port, alive=self.alive,
+                                  readiness=self.readiness, metrics=self.metrics)
+        except OSError as exc:
+            raise ConfigError(f"daemon.listen: cannot listen on {daemon_cfg.listen}: "
+                              f"{exc.strerror}", key="daemon.listen") from None
+        server.start()
+        self.heartbeat.start()
+        self.waker.start()
+        log.info("daemon_started", listen=f"{daemon_cfg.host}:{server.port}",
+                 holder=self.holder, targets=len(self.config.targets),
+                 replicas="one (sqlite)" if self.single_replica else "many (postgresql)")
+        try:
+            self.stop.wait()
+        finally:
+            self.waker.shutdown()
+            self.drain()
+            server.stop()
+
+    def once(self) -> None:
+        self.heartbeat.start()
+        only: set[str] | None = None
+        while not self.stop.is_set():
+            wake = self.tick(only)
+            self.pool.join()
+            only = set(self.sweeper.touched)
+            if any(not outcome.settled for outcome in self._latest().values()):
+                log.error("once_unsettled", detail="a rotation could not move on; see status")
+                break
+            waiting = [r for r in self.rt.repo.all_running() if r.target in only]
+            if not waiting and not self.sweeper.manual_pending():
+                break
+            deadlines = [r.grace_ends_at for r in waiting if r.grace_ends_at is not None]
+            if wake is not None:
+                deadlines.append(wake)
+            until = min(deadlines, default=self.rt.clock.now() + timedelta(seconds=1))
+            self.stop.wait(max(0.05, (until - datetime.now(UTC)).total_seconds() + 0.02))
+        self.drain()
+        if self.exit_code == 0 and any(
+                o.error or (o.rotation is not None and o.rotation.is_terminal
+                            and o.rotation.status.value != "completed")
+                or (o.rotation is not None and not o.rotation.is_terminal)
+                for o in self._latest().values()):
+            self.exit_code = 1
+
+    def _latest(self) -> dict[str, Outcome]:
+        return {o.target: o for o in self.sweeper.outcomes}
+
+    def drain(self) -> None:
+        """Let running steps finish (bounded), then give back every lease we hold."""
+        deadline = self.config.daemon.shutdown_timeout
+        if not self.pool.join(deadline):
+            log.error("shutdown_deadline_passed", busy=sorted(self.pool.busy()),
+                      detail="their leases lapse on their own; the next start resumes them")
+            return
+        self.heartbeat.stop()
+        if self.single_replica:
+            try:
+                self.rt.repo.release_lease(DAEMON_LEASE, self.holder)
+            except SQLAlchemyError as exc:
+                log.warning("release_failed", error=type(exc).__name__)
+        self.rt.close()
+
+
+def run_daemon(config: Config, opts: RunOptions, stop: threading.Event | None = None) -> int:
+    """Run until stopped (or, with ``--once``, until done); the process exit code."""
+    stop = stop or threading.Event()
+    daemon = _Daemon(config, opts, stop)
+    try:
+        daemon.check_schema()
+        daemon.claim_sqlite()
+    except BaseException:
+        daemon.rt.close()
+        raise
+    _install_signal_handlers(stop)
+    daemon.sweeper.request(opts.rotate)
+    if opts.once:
+        daemon.once()
+    else:
+        daemon.serve()
+    log.info("daemon_stopped", exit_code=daemon.exit_code)
+    return daemon.exit_code
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # an embedded daemon (tests) is stopped through ``stop`` instead
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,161 @@
+"""One pass of the daemon over SQL: decide each target's work, hand it to the workers.
+
+SQL is the only source of truth for what is due: a sweep re-reads it every time, so a
+restarted daemon (or another replica) reaches the same decisions. A decision made here
+is asked again under the target's lease (``Runner.rotate_if``), so two replicas that
+both saw a target due start one rotation between them, not two.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.core.model import Rotation, Status, Step
+from rotator.core.ports import Clock
+from rotator.daemon import planner
+from rotator.daemon.metrics import DaemonMetrics
+from rotator.daemon.planner import Work, WorkKind
+from rotator.daemon.workers import WorkerPool
+from rotator.errors import LeaseHeld, RotatorError
+from rotator.runner import Runner
+from rotator.scheduling.schedule import Schedule
+from rotator.targets import TargetSpec
+
+__all__ = ["Outcome", "Sweeper"]
+
+log = structlog.get_logger("rotator.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one piece of work ended, for ``--once``'s exit code and the logs."""
+
+    target: str
+    rotation: Rotation | None
+    error: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more for this process to do: finished, or waiting out its grace."""
+        if self.error is not None:
+            return True
+        return self.rotation is None or self.rotation.is_terminal or (
+            self.rotation.step is Step.GRACE)
+
+
+@dataclass
+class Sweeper:
+    repo: SqlRepository
+    runner: Runner
+    pool: WorkerPool
+    clock: Clock
+    metrics: DaemonMetrics
+    specs: Callable[[str], TargetSpec]
+    schedules: dict[str, Schedule]
+    actor: str
+    wake_at: Callable[[datetime], None] = lambda _when: None
+    outcomes: list[Outcome] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)   # targets this process has worked on
+    _manual: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request(self, targets: Iterable[str]) -> None:
+        """Rotate these now (``--rotate``): kept until a worker has run them."""
+        with self._lock:
+            self._manual.update(targets)
+
+    def manual_pending(self) -> set[str]:
+        with self._lock:
+            return set(self._manual)
+
+    def sweep(self, only: set[str] | None = None) -> datetime | None:
+        """Dispatch what is due now; return when the next sweep is needed (None: no timer)."""
+        now = self.clock.now()
+        running = {r.target: r for r in self.repo.all_running()}
+        cleanups: dict[str, int] = {}
+        for cleanup in self.repo.all_pending_cleanups():
+            cleanups[cleanup.target] = cleanups.get(cleanup.target, 0) + 1
+        self.metrics.in_flight.set(len(running))
+        manual = self.manual_pending()
+        wake: datetime | None = None
+        for name, schedule in sorted(self.schedules.items()):
+            if only is not None and name not in only and name not in manual:
+                continue
+            facts = self.repo.schedule_facts(name)
+            self.metrics.ages.set(name, _finished(facts.last_completed),
+                                  planner.key_since(facts.last_completed))
+            decision = planner.decide(name, schedule, facts, running.get(name),
+                                      cleanups.get(name, 0), now)
+            if decision.due is not None:
+                self.metrics.next_due.labels(target=name).set(decision.due.at.timestamp())
+            work = list(decision.work)
+            if name in manual and name in running:
+                # The rotation in flight is the one asked for: finish it, start no other.
+                self._forget_manual(name)
+                self.touched.add(name)
+            elif name in manual:
+                work = [w for w in work if w.kind is not WorkKind.START]
+                work.append(Work(name, WorkKind.START, "manual"))
+            for item in work:
+                self._dispatch(item)
+            if decision.wake_at is not None:
+                wake = decision.wake_at if wake is None else min(wake, decision.wake_at)
+        return wake
+
+    def _dispatch(self, work: Work) -> None:
+        if self.pool.submit(work.target, lambda: self.execute(work)):
+            self.touched.add(work.target)
+        else:
+            log.debug("work_deferred", target=work.target, kind=work.kind.value)
+
+    def _forget_manual(self, target: str) -> None:
+        with self._lock:
+            self._manual.discard(target)
+
+    def execute(self, work: Work) -> Outcome:
+        """Do one piece of work on the calling thread (a worker, or a test)."""
+        spec = self.specs(work.target)
+        manual = work.trigger == "manual"
+        try:
+            if work.kind is WorkKind.CLEANUP:
+                self.runner.cleanup(spec)
+                return self._note(Outcome(work.target, None))
+            report = self.runner.rotate_if(
+                spec, None if manual else lambda: self._still_due(work.target),
+                trigger=work.trigger, actor=self.actor if manual else "scheduler", wait=False)
+        except LeaseHeld:
+            # Another replica is on it; the next sweep looks again.
+            log.debug("target_held_elsewhere", target=work.target)
+            return Outcome(work.target, None)
+        except RotatorError as exc:
+            log.error("target_failed", target=work.target, error=str(exc))
+            if manual:
+                self._forget_manual(work.target)
+            return self._note(Outcome(work.target, None, str(exc)))
+        if manual:
+            self._forget_manual(work.target)
+        rotation = None if report is None else report.rotation
+        if rotation is not None and rotation.step is Step.GRACE and rotation.grace_ends_at:
+            self.wake_at(rotation.grace_ends_at)
+        return self._note(Outcome(work.target, rotation))
+
+    def _note(self, outcome: Outcome) -> Outcome:
+        with self._lock:
+            self.outcomes.append(outcome)
+        return outcome
+
+    def _still_due(self, target: str) -> bool:
+        facts = self.repo.schedule_facts(target)
+        return planner.still_due(target, self.schedules[target], facts, self.clock.now())
+
+
+def _finished(rotation: Rotation | None) -> datetime | None:
+    if rotation is None or rotation.status is not Status.COMPLETED:
+        return None
+    return rotation.finished_at

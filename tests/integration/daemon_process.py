@@ -1,0 +1,143 @@
+"""``rotator run`` as a real child process: its config, its endpoints, its logs, its end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.devvault import free_port
+from tests.integration.world import World
+
+DAEMON_TABLES = """
+[daemon]
+listen = "127.0.0.1:{port}"
+poll_interval = "{poll}"
+shutdown_timeout = "{shutdown}"
+workers = {workers}
+
+[defaults.schedule]
+{schedule}
+"""
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def daemon_config(world: World, name: str, *, poll: str = "200ms", shutdown: str = "10s",
+                  workers: int = 4, schedule: str = 'every = "30d"',
+                  replace: dict[str, str] | None = None) -> tuple[Path, int]:
+    """The world's config plus the daemon's tables, as a new file; and its port."""
+    port = free_port()
+    text = world.config_path.read_text()
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    # [defaults.schedule] must follow [defaults]' own keys: append it at the very end.
+    path = world.config_path.with_name(f"{name}.toml")
+    path.write_text(text + DAEMON_TABLES.format(port=port, poll=poll, shutdown=shutdown,
+                                                workers=workers, schedule=schedule))
+    return path, port
+
+
+class Daemon:
+    def __init__(self, world: World, config: Path, port: int, *args: str,
+                 env: dict[str, str] | None = None, name: str = "daemon") -> None:
+        self.port = port
+        self.log_path = config.with_name(f"{name}.log")
+        self._log = self.log_path.open("w")
+        argv = [sys.executable, "-m", "rotator.cli", "--config", str(config),
+                "--log-format", "json", "--log-level", "debug", "run", *args]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, env={**world.env, **(env or {})},
+                                     stdout=self._log, stderr=subprocess.STDOUT, text=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url(path), timeout=10)
+
+    def wait_ready(self, timeout: float = 30) -> float:
+        """Seconds from process start until /readyz answered 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"daemon exited early:\n{self.logs()}"
+            try:
+                if self.get("/readyz").status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"daemon not ready after {timeout}s:\n{self.logs()[-4000:]}")
+
+    def metrics(self) -> Samples:
+        return parse_metrics(self.get("/metrics").text)
+
+    def terminate(self, timeout: float = 20) -> tuple[int, float]:
+        """SIGTERM; the exit code and how long the exit took."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code, time.monotonic() - start
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def logs(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.logs().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+
+
+def parse_metrics(text: str) -> Samples:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str,
+             interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def crash_env(point: str) -> dict[str, str]:
+    return {"ROTATOR_TEST_HOOKS": "1", "ROTATOR_TEST_CRASH_AT": point}
+

@@ -1,0 +1,262 @@
+"""``rotator run`` as a process against real OpenBao, the emulator and SQLite/PostgreSQL:
+schedules, health, metrics, shutdown, restart, readiness through outages, start-up refusals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from rotator.core.model import Status, Step
+from rotator.devvault import free_port
+from tests.fixtures.openbao import OpenBao
+from tests.integration.conftest import MakeWorld
+from tests.integration.daemon_process import Daemon, daemon_config, metric, wait_for
+from tests.integration.proxy import CuttableProxy
+from tests.integration.world import World
+
+pytestmark = pytest.mark.integration
+
+
+def _rotations(world: World, target: str) -> list:  # type: ignore[type-arg]
+    repo = world.repository()
+    try:
+        return repo.rotations(target)
+    finally:
+        repo.engine.dispose()
+
+
+def _completed(world: World, target: str) -> int:
+    return sum(r.status is Status.COMPLETED for r in _rotations(world, target))
+
+
+def test_daemon_rotates_on_schedule_and_reports_it_in_metrics(make_world: MakeWorld) -> None:
+    world = make_world("alpha", "beta", grace="200ms")
+    config, port = daemon_config(world, "d1")
+    daemon = Daemon(world, config, port)
+    try:
+        ready_after = daemon.wait_ready()
+        assert ready_after < 15
+        wait_for(lambda: all(_completed(world, n) == 1 for n in ("alpha", "beta")), 30,
+                 "both first rotations")
+        assert daemon.get("/healthz").status_code == 200
+        ready = daemon.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"ready": True, "checks": {"database": "ok", "vault": "ok"}}
+        wait_for(lambda: metric(daemon.metrics(), "rotator_rotations_in_flight") == 0, 10,
+                 "no rotation in flight")
+        samples = daemon.metrics()
+        for name in ("alpha", "beta"):
+            assert metric(samples, "rotator_rotations_started_total", target=name,
+                          trigger="first_rotation") == 1
+            assert metric(samples, "rotator_rotations_completed_total", target=name) == 1
+            assert 0 <= metric(samples, "rotator_seconds_since_last_success", target=name) < 60
+            assert 0 <= metric(samples, "rotator_key_age_seconds", target=name) < 60
+            # The next rotation is 30 days after this one started.
+            started = _rotations(world, name)[0].started_at.timestamp()
+            assert metric(samples, "rotator_next_rotation_timestamp_seconds",
+                          target=name) == pytest.approx(started + 30 * 86400, abs=0.01)
+            world.assert_invariants(name)
+        assert metric(samples, "rotator_provider_calls_total", provider="count",
+                      call="create_key", status="201") == 2
+        assert metric(samples, "rotator_provider_calls_total", provider="count",
+                      call="delete_key", status="200") == 2
+        assert metric(samples, "rotator_step_duration_seconds_count", step="verify") == 2
+        assert metric(samples, "rotator_rotations_rolled_back_total", target="alpha",
+                      reason="verify") == 0
+        assert metric(samples, "rotator_ready") == 1
+        # Nothing more is due: the daemon idles without starting anything.
+        time.sleep(1.0)
+        assert world.emulator.state.counters().creates == {
+            world.accounts[n].account_id: 1 for n in ("alpha", "beta")}
+        code, seconds = daemon.terminate()
+        assert code == 0 and seconds < 5
+    finally:
+        daemon.close()
+    logs = daemon.logs()
+    assert '"event": "daemon_started"' in logs and '"event": "daemon_stopped"' in logs
+
+
+def test_sigterm_during_grace_exits_at_once_and_the_restart_revokes_on_time(
+        make_world: MakeWorld) -> None:
+    world = make_world("app", grace="4s")
+    config, port = daemon_config(world, "d1")
+    first = Daemon(world, config, port, name="first")
+    try:
+        first.wait_ready()
+        wait_for(lambda: any(r.step is Step.GRACE for r in _rotations(world, "app")), 30,
+                 "the rotation to reach its grace window")
+        code, seconds = first.terminate()
+    finally:
+        first.close()
+    assert code == 0 and seconds < 3, first.logs()[-3000:]
+    (rot,) = _rotations(world, "app")
+    assert rot.status is Status.RUNNING and rot.grace_ends_at is not None
+    old_secret = world.accounts["app"].secret
+    assert world.whoami(old_secret).status_code == 200      # consumers' old key still works
+    second = Daemon(world, config, port, name="second")
+    try:
+        second.wait_ready()
+        left = (rot.grace_ends_at - datetime.now(UTC)).total_seconds()
+        assert left > 0.5, "the test was too slow to check the grace window from outside"
+        time.sleep(left - 0.5)
+        assert world.whoami(old_secret).status_code == 200  # not revoked early
+        wait_for(lambda: _completed(world, "app") == 1, 15, "the resumed rotation")
+    finally:
+        second.terminate()
+        second.close()
+    (done,) = _rotations(world, "app")
+    assert done.rotation_id == rot.rotation_id
+    assert done.finished_at is not None
+    late = (done.finished_at - rot.grace_ends_at).total_seconds()
+    assert 0 <= late < 1.0, late                            # revoked on time, not later
+    assert world.whoami(old_secret).status_code == 401
+    world.assert_invariants("app")
+    assert '"event": "rotation_resumed"' in second.logs()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_readyz_follows_vault_and_database_outages_and_recovers(
+        make_world: MakeWorld, openbao: OpenBao, migrated_url: str) -> None:
+    world = make_world("app", grace="200ms")
+    pg_port = make_url(migrated_url).port or 5432
+    vault_proxy = CuttableProxy(openbao.port)
+    db_proxy = CuttableProxy(pg_port)
+    config, port = daemon_config(world, "d1", replace={
+        f'url = "{openbao.url}"': f'url = "{vault_proxy.url}"',
+        f"@127.0.0.1:{pg_port}/": f"@127.0.0.1:{db_proxy.port}/"})
+    daemon = Daemon(world, config, port)
+
+    def readyz() -> dict[str, object]:
+        response = daemon.get("/readyz")
+        body = response.json()
+        assert (response.status_code == 200) == body["ready"]
+        return body  # type: ignore[no-any-return]
+
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: _completed(world, "app") == 1, 30, "the first rotation")
+        vault_proxy.cut()
+        wait_for(lambda: readyz()["checks"] == {  # type: ignore[comparison-overlap]
+            "database": "ok", "vault": "unreachable, sealed or not authenticated"}, 15,
+            "readyz to report Vault down")
+        assert daemon.get("/healthz").status_code == 200    # down is not dead
+        vault_proxy.restore()
+        wait_for(lambda: readyz()["ready"] is True, 15, "readyz to recover from Vault")
+        db_proxy.cut()
+        wait_for(lambda: not readyz()["ready"] and readyz()["checks"]["vault"] == "ok"  # type: ignore[index]
+                 and "unreachable" in readyz()["checks"]["database"], 30,  # type: ignore[index]
+                 "readyz to report the database down")
+        wait_for(lambda: metric(daemon.metrics(), "rotator_sweep_errors_total",
+                                kind="database") >= 1, 30, "a failed sweep to be counted")
+        assert daemon.proc.poll() is None and daemon.get("/healthz").status_code == 200
+        db_proxy.restore()
+        wait_for(lambda: readyz()["ready"] is True, 30, "readyz to recover from the database")
+        assert daemon.proc.poll() is None
+        code, _ = daemon.terminate()
+        assert code == 0
+    finally:
+        daemon.close()
+        vault_proxy.close()
+        db_proxy.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_refuses_a_second_replica(make_world: MakeWorld) -> None:
+    world = make_world("app", grace="200ms")
+    config, port = daemon_config(world, "d1")
+    first = Daemon(world, config, port, name="first")
+    try:
+        first.wait_ready()
+        config2, port2 = daemon_config(world, "d2")
+        second = Daemon(world, config2, port2, name="second")
+        assert second.wait(30) == 3
+        assert "SQLite supports one replica" in second.logs()
+        assert "run several replicas on PostgreSQL" in second.logs()
+        assert first.proc.poll() is None and first.get("/readyz").status_code == 200
+        assert first.terminate()[0] == 0
+    finally:
+        first.close()
+    # Once the first one has stopped (and released its claim) a new one may start.
+    third = Daemon(world, config, port, name="third")
+    try:
+        third.wait_ready()
+        assert third.terminate()[0] == 0
+    finally:
+        third.close()
+
+
+def test_run_refuses_a_database_whose_schema_is_behind(
+        emulator: object, openbao: OpenBao, vault_mount: str, database_url: str,
+        tmp_path: Path) -> None:
+    from tests.integration.world import build_world  # noqa: PLC0415
+
+    world = build_world(emulator, openbao.url, openbao.root_token, vault_mount,  # type: ignore[arg-type]
+                        database_url, tmp_path, ("app",))
+    config, port = daemon_config(world, "d1")
+    daemon = Daemon(world, config, port)
+    try:
+        assert daemon.wait(30) == 3
+    finally:
+        daemon.close()
+    assert "rotator db upgrade" in daemon.logs()
+    assert world.emulator.state.counters().creates == {}
+
+
+def test_once_rotates_what_was_asked_waits_out_grace_and_exits(
+        make_world: MakeWorld) -> None:
+    world = make_world("asked", "other", grace="1s")
+    config, port = daemon_config(world, "d1", schedule="enabled = false")
+    start = time.monotonic()
+    daemon = Daemon(world, config, port, "--once", "--rotate", "asked")
+    try:
+        assert daemon.wait(60) == 0, daemon.logs()[-3000:]
+    finally:
+        daemon.close()
+    assert time.monotonic() - start >= 1.0                  # it waited out the grace
+    assert _completed(world, "asked") == 1
+    (rot,) = _rotations(world, "asked")
+    assert rot.trigger == "manual"
+    assert _rotations(world, "other") == []                 # schedules off: untouched
+    assert world.whoami(world.accounts["asked"].secret).status_code == 401
+    world.assert_invariants("asked")
+
+
+def test_once_exits_1_when_a_rotation_rolls_back(make_world: MakeWorld) -> None:
+    world = make_world("app", grace="200ms", probe_timeout="300ms")
+    world.emulator.settings = dataclasses.replace(world.emulator.settings,
+                                                  propagation_delay=5.0)
+    config, port = daemon_config(world, "d1")
+    daemon = Daemon(world, config, port, "--once")
+    try:
+        assert daemon.wait(60) == 1
+    finally:
+        daemon.close()
+    (rot,) = _rotations(world, "app")
+    assert rot.status is Status.ROLLED_BACK
+    world.assert_invariants("app")
+
+
+def test_a_listen_address_in_use_is_a_config_error(make_world: MakeWorld) -> None:
+    import socket  # noqa: PLC0415
+
+    world = make_world("app")
+    busy = socket.create_server(("127.0.0.1", free_port()))
+    try:
+        config, _ = daemon_config(world, "d1")
+        taken = busy.getsockname()[1]
+        text = config.read_text()
+        config.write_text(text.replace('listen = "127.0.0.1:', f'listen = "127.0.0.1:{taken}"\n#'))
+        daemon = Daemon(world, config, taken)
+        try:
+            assert daemon.wait(30) == 2
+        finally:
+            daemon.close()
+    finally:
+        busy.close()
+    assert "daemon.listen" in daemon.logs()

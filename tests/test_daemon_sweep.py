@@ -1,0 +1,286 @@
+"""The daemon's sweep with a clock the tests control: schedules fire exactly when they
+should, on SQLite and PostgreSQL, and a restart mid-grace revokes on time.
+
+The sweep runs its work inline here (no threads), against the real SQL repository and the
+fake provider and Vault, so every decision comes from what SQL holds, as in production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.core.model import Status, Step
+from rotator.core.ports import SecretRef
+from rotator.daemon.metrics import DaemonMetrics
+from rotator.daemon.sweep import Sweeper
+from rotator.runner import Runner
+from rotator.scheduling.schedule import Schedule, parse_window
+from rotator.targets import TargetSpec
+from tests.fakes import FakeClock, FakeProvider, FakeStore
+
+DAY = 86400.0
+# A Monday, 10:00 UTC.
+START = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+
+
+class InlinePool:
+    """The worker pool's interface, running each job at once on the caller's thread."""
+
+    def busy(self) -> set[str]:
+        return set()
+
+    def submit(self, target: str, job: Callable[[], object]) -> bool:
+        job()
+        return True
+
+
+class Fleet:
+    """Targets of one account each, a fake provider and Vault, and a real SQL repository."""
+
+    def __init__(self, repo: SqlRepository, schedules: dict[str, Schedule],
+                 grace: float = 60.0) -> None:
+        self.clock = FakeClock(START)
+        self.repo = SqlRepository(repo.engine, clock=self.clock.now)
+        self.provider = FakeProvider(self.clock)
+        self.store = FakeStore()
+        self.admin = self.provider.seed("sa_admin")
+        self.schedules = schedules
+        self.specs: dict[str, TargetSpec] = {}
+        for name in schedules:
+            ref = SecretRef("secret", f"count/{name}", "api_key")
+            self.store.put(ref, self.provider.seed(f"sa_{name}"))
+            self.specs[name] = TargetSpec(
+                name=name, provider="count", service_account=f"sa_{name}", ref=ref,
+                grace_seconds=grace, probe_timeout=10, probe_interval=1,
+                management_key=self.admin)
+        self.metrics = DaemonMetrics(now=self.clock.now)
+        self.wakes: list[datetime] = []
+        self.restart()
+
+    def restart(self, holder: str = "replica-1") -> None:
+        """A new process: a new runner and sweeper; only SQL and the outside world remain."""
+        runner = Runner(providers={"count": self.provider}, store=self.store, repo=self.repo,
+                        clock=self.clock, holder=holder, lease_ttl=30,
+                        observer=self.metrics)
+        self.sweeper = Sweeper(repo=self.repo, runner=runner, pool=InlinePool(),  # type: ignore[arg-type]
+                               clock=self.clock, metrics=self.metrics,
+                               specs=self.specs.__getitem__, schedules=self.schedules,
+                               actor="test", wake_at=self.wakes.append)
+
+    def sweep(self) -> datetime | None:
+        return self.sweeper.sweep()
+
+    def at(self, when: datetime) -> datetime | None:
+        self.clock.current = when
+        return self.sweep()
+
+    def started(self, target: str) -> list[datetime]:
+        return [r.started_at for r in self.repo.rotations(target)]
+
+    def creates(self) -> int:
+        return self.provider.calls.count("create_key")
+
+
+@pytest.fixture
+def fleet(repository: SqlRepository) -> Callable[..., Fleet]:
+    def make(schedules: dict[str, Schedule], grace: float = 60.0) -> Fleet:
+        return Fleet(repository, schedules, grace)
+    return make
+
+
+def _completed(fleet: Fleet, target: str) -> list[datetime]:
+    return [r.started_at for r in fleet.repo.rotations(target, Status.COMPLETED)]
+
+
+def test_interval_first_rotation_at_once_then_exactly_every_period(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=7 * DAY)}, grace=0)
+    f.sweep()
+    assert _completed(f, "app") == [START]             # a key of unknown age: rotated now
+    wake = f.at(START + timedelta(days=7, seconds=-1))
+    assert _completed(f, "app") == [START]             # one second early: nothing
+    assert wake == START + timedelta(days=7)           # and the daemon knows when to wake
+    f.at(START + timedelta(days=7))
+    assert _completed(f, "app") == [START, START + timedelta(days=7)]
+    f.sweep()
+    assert f.creates() == 2                            # a second sweep starts nothing more
+
+
+def test_a_restart_does_not_shift_or_skip_the_schedule(fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=DAY)}, grace=0)
+    f.sweep()
+    f.restart()
+    f.at(START + timedelta(hours=23))
+    f.restart()
+    assert f.at(START + timedelta(hours=23, minutes=59)) == START + timedelta(days=1)
+    f.restart()
+    f.at(START + timedelta(days=1))
+    assert _completed(f, "app") == [START, START + timedelta(days=1)]
+
+
+def test_cron_in_a_time_zone_fires_at_local_wall_clock_time(
+        fleet: Callable[..., Fleet]) -> None:
+    # 03:00 in Berlin on Mondays: 02:00 UTC in winter (CET, UTC+1).
+    f = fleet({"app": Schedule(cron="0 3 * * MON", timezone="Europe/Berlin")}, grace=0)
+    f.sweep()
+    assert _completed(f, "app") == [START]             # never rotated: at once, like every
+    monday = datetime(2026, 11, 9, 2, 0, tzinfo=UTC)
+    assert f.sweep() == monday
+    f.at(monday - timedelta(seconds=1))
+    assert len(_completed(f, "app")) == 1
+    f.at(monday)
+    assert _completed(f, "app") == [START, monday]
+    assert f.sweep() == monday + timedelta(days=7)     # a worker's end triggers this sweep
+
+
+def test_rotation_window_holds_a_due_rotation_until_it_opens(
+        fleet: Callable[..., Fleet]) -> None:
+    window = parse_window("02:00-05:00")
+    f = fleet({"app": Schedule(every=DAY, window=window)}, grace=0)
+    opens = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)     # START is 10:00: next opening
+    assert f.sweep() == opens
+    f.at(opens - timedelta(minutes=1))
+    assert _completed(f, "app") == []
+    f.at(opens)
+    assert _completed(f, "app") == [opens]
+
+
+def test_jitter_spreads_targets_within_its_bound_and_is_stable_across_restarts(
+        fleet: Callable[..., Fleet]) -> None:
+    names = [f"t{i}" for i in range(12)]
+    f = fleet({n: Schedule(every=DAY, jitter=3600.0) for n in names}, grace=0)
+    f.sweep()                                          # first rotations: all at once
+    assert all(_completed(f, n) == [START] for n in names)
+    wake = f.sweep()
+    while wake is not None and wake < START + timedelta(days=1, hours=2):
+        f.restart()                                    # a restart before every wake-up
+        f.at(wake)
+        wake = f.sweep()
+    seconds = [(_completed(f, n)[1] - START).total_seconds() - 86400 for n in names]
+    assert all(0 <= s < 3600 for s in seconds)         # each within its jitter
+    assert len(set(seconds)) > 6                       # spread out, not all at once
+    assert all(len(_completed(f, n)) == 2 for n in names)
+
+
+def test_max_key_age_forces_a_rotation_ahead_of_the_schedule_and_outside_the_window(
+        fleet: Callable[..., Fleet]) -> None:
+    window = parse_window("02:00-03:00")
+    f = fleet({"app": Schedule(every=30 * DAY, max_key_age=2 * DAY, window=window)}, grace=0)
+    opens = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)
+    f.at(opens)                                        # first rotation, in the window
+    assert _completed(f, "app") == [opens]
+    forced = opens + timedelta(days=2)                 # 02:00: still in the window, by chance
+    f.at(forced - timedelta(seconds=1))
+    assert len(_completed(f, "app")) == 1
+    f.at(forced + timedelta(hours=5))                  # 07:00: outside, yet forced
+    rotations = f.repo.rotations("app", Status.COMPLETED)
+    assert [r.trigger for r in rotations] == ["first_rotation", "max_key_age"]
+
+
+def test_restart_mid_grace_resumes_and_revokes_on_time(fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=30 * DAY)}, grace=600)
+    f.sweep()
+    rot = f.repo.running_rotation("app")
+    assert rot is not None and rot.step is Step.GRACE and rot.grace_ends_at is not None
+    assert f.wakes == [rot.grace_ends_at]              # the worker asks to wake at its end
+    f.restart()                                        # the daemon restarts mid-grace
+    wake = f.at(rot.grace_ends_at - timedelta(seconds=1))
+    assert wake == rot.grace_ends_at                   # still in grace: wake at its end
+    assert rot.old_key_id in {k for k in f.provider.keys}
+    f.at(rot.grace_ends_at)
+    done = f.repo.get_rotation(rot.rotation_id)
+    assert done is not None and done.status is Status.COMPLETED
+    assert done.finished_at == rot.grace_ends_at       # revoked exactly at the deadline
+    assert rot.old_key_id not in f.provider.keys
+    assert f.creates() == 1
+
+
+def test_a_stale_due_decision_starts_nothing_once_another_replica_rotated(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=DAY)}, grace=0)
+    replica_b = f.sweeper
+    f.restart(holder="replica-2")
+    replica_a = f.sweeper
+    # B decided "app is due", then A rotated it before B's worker took the lease.
+    original = replica_b.pool.submit
+    pending: list[Callable[[], object]] = []
+    replica_b.pool.submit = lambda _t, job: pending.append(job) or True  # type: ignore[method-assign]
+    replica_b.sweep()
+    replica_a.sweep()
+    assert len(pending) == 1 and f.creates() == 1
+    pending[0]()
+    replica_b.pool.submit = original  # type: ignore[method-assign]
+    assert f.creates() == 1 and len(f.repo.rotations("app")) == 1
+
+
+def test_failed_attempts_back_off_instead_of_retrying_every_sweep(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=DAY, retry_failed_after=600.0)}, grace=0)
+    f.provider.never_authenticates = True
+    f.sweep()
+    assert [r.status for r in f.repo.rotations("app")] == [Status.ROLLED_BACK]
+    failed_at = f.repo.rotations("app")[0].finished_at
+    assert failed_at is not None
+    assert f.at(failed_at + timedelta(seconds=599)) == failed_at + timedelta(seconds=600)
+    assert len(f.repo.rotations("app")) == 1
+    f.at(failed_at + timedelta(seconds=600))
+    assert len(f.repo.rotations("app")) == 2           # the first retry, after 10 minutes
+    second = f.repo.rotations("app")[1].finished_at
+    assert second is not None
+    f.at(second + timedelta(seconds=1199))             # then 20 minutes
+    assert len(f.repo.rotations("app")) == 2
+    f.provider.never_authenticates = False
+    f.at(second + timedelta(seconds=1200))
+    assert f.repo.rotations("app")[-1].status is Status.COMPLETED
+
+
+def test_queued_key_deletions_are_retried_by_the_sweep(fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=30 * DAY)}, grace=0)
+    from rotator.errors import ProviderUnavailable  # noqa: PLC0415
+    f.provider.fail["delete_key"] = ProviderUnavailable("503")
+    f.sweep()
+    assert len(f.repo.all_pending_cleanups()) == 1
+    old = f.repo.all_pending_cleanups()[0].key_id
+    del f.provider.fail["delete_key"]
+    f.at(START + timedelta(minutes=1))
+    assert f.repo.all_pending_cleanups() == []
+    assert old not in f.provider.keys and f.creates() == 1
+
+
+def test_metrics_follow_the_rotations(fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"a": Schedule(every=DAY), "b": Schedule(every=DAY)}, grace=0)
+    f.sweeper.request(["b"])
+    f.provider.never_authenticates = True              # new keys never work: roll back
+    f.sweep()                                          # a: first rotation; b: asked for
+    f.provider.never_authenticates = False
+    success = START + timedelta(hours=2)               # past the 1h back-off
+    f.at(success)
+    f.provider.never_authenticates = True              # now even Vault's key fails: refused
+    f.at(success + timedelta(days=1))
+    f.clock.current = success + timedelta(days=1, hours=5)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(f.metrics.render().decode())
+               for s in fam.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("rotator_rotations_started_total", target="a", trigger="first_rotation") == 2
+    assert value("rotator_rotations_started_total", target="b", trigger="manual") == 1
+    assert value("rotator_rotations_started_total", target="b", trigger="first_rotation") == 1
+    assert value("rotator_rotations_started_total", target="a", trigger="schedule") == 1
+    assert value("rotator_rotations_rolled_back_total", target="a", reason="verify") == 1
+    assert value("rotator_rotations_rolled_back_total", target="b", reason="verify") == 1
+    assert value("rotator_rotations_completed_total", target="a") == 1
+    assert value("rotator_rotations_completed_total", target="b") == 1
+    assert value("rotator_rotations_failed_total", target="a", reason="plan") == 1
+    assert value("rotator_seconds_since_last_success", target="b") == 29 * 3600
+    assert value("rotator_key_age_seconds", target="a") == 29 * 3600
+    assert value("rotator_rotations_in_flight") == 0
+    assert value("rotator_step_duration_seconds_count", step="plan") == 6
+    assert value("rotator_step_duration_seconds_count", step="rollback") == 2
