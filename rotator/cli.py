@@ -8,6 +8,7 @@ not ready (database schema behind, target locked by another process).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -49,20 +50,34 @@ def _since(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--config", "-c", type=Path,
+                        default=default(Path(os.environ.get("ROTATOR_CONFIG", "rotator.toml"))),
+                        help="config file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"],
+                        default=default(None),
+                        help="default: [logging] format for run, else auto")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default=default(None),
+                        help="default: [logging] level for run, else warning")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rotator", description=(
         "Rotate SaaS service-account API keys into Vault without downtime."))
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
-    parser.add_argument("--config", "-c", type=Path,
-                        default=Path(os.environ.get("ROTATOR_CONFIG", "rotator.toml")),
-                        help="config file (default: $ROTATOR_CONFIG or ./rotator.toml)")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], default=None,
-                        help="default: [logging] format for run, else auto")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default=None, help="default: [logging] level for run, else warning")
+    _common_options(parser, defaults=True)
+    # The same options after the command ("rotator run --config F"); SUPPRESS keeps a
+    # command's parser from overwriting a value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = functools.partial(sub.add_parser, parents=[common])
 
-    run = sub.add_parser("run", help="the daemon: rotate on schedule; serve health and metrics")
+    run = add("run", help="the daemon: rotate on schedule; serve health and metrics")
     run.add_argument("--rotate", action="append", default=[], metavar="TARGET",
                      help="rotate this target now, then keep running (repeatable)")
     run.add_argument("--rotate-all", action="store_true", help="rotate every target now")
@@ -71,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(a Kubernetes Job or CronJob)")
     run.set_defaults(handler=_cmd_run)
 
-    rotate = sub.add_parser("rotate", help="rotate targets now, in the foreground")
+    rotate = add("rotate", help="rotate targets now, in the foreground")
     rotate.add_argument("targets", nargs="*", metavar="TARGET")
     rotate.add_argument("--all", action="store_true", help="every configured target")
     rotate.add_argument("--grace", type=_duration, default=None,
@@ -82,32 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print what would happen; change nothing")
     rotate.set_defaults(handler=_cmd_rotate)
 
-    status = sub.add_parser("status", help="each target's key, age and last result")
+    status = add("status", help="each target's key, age and last result")
     status.set_defaults(handler=_cmd_status)
 
-    audit = sub.add_parser("audit", help="print the audit trail from SQL")
+    audit = add("audit", help="print the audit trail from SQL")
     audit.add_argument("target", nargs="?")
     audit.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
     audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
     audit.add_argument("--limit", type=int, default=None)
     audit.set_defaults(handler=_cmd_audit)
 
-    db = sub.add_parser("db", help="database schema")
+    db = add("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_sub.add_parser("upgrade", help="apply the migrations").set_defaults(handler=_cmd_db_upgrade)
-    db_sub.add_parser("current", help="show the schema revision").set_defaults(
+    db_add = functools.partial(db_sub.add_parser, parents=[common])
+    db_add("upgrade", help="apply the migrations").set_defaults(handler=_cmd_db_upgrade)
+    db_add("current", help="show the schema revision").set_defaults(
         handler=_cmd_db_current)
 
-    check = sub.add_parser("check-config", help="validate a config file")
+    check = add("check-config", help="validate a config file")
     check.add_argument("file", type=Path, nargs="?")
     check.set_defaults(handler=_cmd_check_config)
 
     from rotator.emulator import cli as emulator_cli  # noqa: PLC0415 (keeps startup light)
-    emulator = sub.add_parser("emulator", help="run the Count emulator")
+    emulator = add("emulator", help="run the Count emulator")
     emulator_cli.add_arguments(emulator)
     emulator.set_defaults(handler=emulator_cli.run)
 
-    demo = sub.add_parser("demo", help="emulator + OpenBao + SQLite: two real rotations")
+    demo = add("demo", help="emulator + OpenBao + SQLite: two real rotations")
     demo.add_argument("--grace", type=_duration, default=3.0)
     demo.set_defaults(handler=_cmd_demo)
     return parser

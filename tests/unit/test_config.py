@@ -217,3 +217,14 @@ def test_bad_cli_duration_is_a_usage_error() -> None:
                                                ("30d", 2592000), (12, 12), ("0s", 0)])
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_config_option_works_before_and_after_the_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before, after = tmp_path / "before.toml", tmp_path / "after.toml"
+    assert main(["run", "--config", str(after)]) == 2          # as the container runs it
+    assert f"cannot read config file {after}" in capsys.readouterr().err
+    assert main(["--config", str(before), "status", "--config", str(after)]) == 2
+    assert str(after) in capsys.readouterr().err               # the later one wins
+    assert main(["--config", str(before), "db", "current"]) == 2
+    assert str(before) in capsys.readouterr().err              # and the earlier one stays
