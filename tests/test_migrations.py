@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,31 @@ def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
     upgrade(database_url)
     assert upgrade(database_url) == head_revision()
     _check(database_url)
+
+
+def test_concurrent_upgrades_all_succeed(database_url: str, tmp_path: Path) -> None:
+    # Replicas' init containers run `rotator db upgrade` at the same moment.
+    config = tmp_path / "rotator.toml"
+    config.write_text(f"""
+[database]
+url = "{database_url}"
+[vault]
+url = "https://vault.example"
+[providers.count]
+type = "count"
+base_url = "https://count.example"
+management_key_env = "UNUSED"
+[targets.app]
+provider = "count"
+service_account = "sa_1"
+vault_path = "count/app"
+""")
+    argv = [sys.executable, "-m", "rotator.cli", "db", "upgrade", "--config", str(config)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(3)]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
+    assert current_revision(database_url) == head_revision()
 
 
 def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:

@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 from rotator.errors import SchemaError
@@ -43,8 +43,12 @@ MIGRATIONS_DIR = Path(os.environ.get(MIGRATIONS_DIR_ENV) or _DEFAULT_MIGRATIONS_
 
 # How long SQLite waits for another writer before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How long a PostgreSQL connect may take (seconds): a readiness check must not hang on it.
+PG_CONNECT_TIMEOUT_S = 5
 
 _UPGRADE_HINT = "run `rotator db upgrade`"
+# An arbitrary constant naming rotator's schema-upgrade lock among PostgreSQL advisory locks.
+_UPGRADE_LOCK_KEY = 0x726F7461746F72
 
 
 def migrations_dir() -> Path:
@@ -63,9 +67,6 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-PG_CONNECT_TIMEOUT_S = 5
-
-
 def make_engine(url: str) -> Engine:
     """An engine for ``url``, tuned per backend.
 
@@ -82,7 +83,6 @@ def make_engine(url: str) -> Engine:
         # A plain postgresql:// URL would pick psycopg2; rotator ships psycopg 3.
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        # A bounded connect: an unreachable database must fail a readiness check, not hang it.
         return create_engine(parsed, pool_pre_ping=True,
                              connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
     raise SchemaError(f"unsupported database {backend!r}: use sqlite or postgresql", url=_safe(url))
@@ -109,6 +109,11 @@ def upgrade(url: str) -> str:
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas' init containers may upgrade at once: one at a time, the others
+                # then find nothing left to do. Released at commit.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": _UPGRADE_LOCK_KEY})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
     except CommandError as exc:
