@@ -1,0 +1,79 @@
+# syntax=docker/dockerfile:1
+#
+# rotator: the daemon (`rotator run`), the one-shot commands (`db upgrade`, `rotate`,
+# `status`, `audit`) and the Count emulator (`emulator`), in one image.
+#
+#   docker build -t rotator:0.1.0 .
+#   docker run --rm -v "$PWD/config.toml:/etc/rotator/config.toml:ro" rotator:0.1.0 \
+#       db upgrade --config /etc/rotator/config.toml
+#   docker run -d -p 9108:9108 -v "$PWD/config.toml:/etc/rotator/config.toml:ro" \
+#       -e VAULT_TOKEN -e COUNT_MANAGEMENT_KEY rotator:0.1.0
+#
+# Both stages use the same base image, so the venv's interpreter symlink
+# (/opt/venv/bin/python -> /usr/local/bin/python3.x) is valid in the final one.
+
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+# --- builder: a venv with rotator and its dependencies (wheels only, no compiler) -------------
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY rotator/ rotator/
+# Every dependency ships manylinux wheels (psycopg[binary] included): nothing is compiled.
+# pip byte-compiles what it installs; pip itself is then removed from the venv.
+RUN /opt/venv/bin/pip install . \
+    && /opt/venv/bin/pip uninstall --yes pip
+
+# --- final: the venv, the migrations, a non-root user; no build tools, no pip ---------------
+FROM ${PYTHON_IMAGE}
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="rotator" \
+      org.opencontainers.image.description="Zero-downtime rotation of SaaS service-account API keys (Count) into Vault KV v2, with an SQL audit trail" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+
+# ROTATOR_MIGRATIONS_DIR: the Alembic migrations are not inside the Python package; they
+# are copied beside it. ROTATOR_CONFIG: the default of --config (given before or after the command).
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    ROTATOR_CONFIG=/etc/rotator/config.toml \
+    ROTATOR_MIGRATIONS_DIR=/opt/rotator/migrations
+
+# A fixed uid/gid (10001) so that Kubernetes' runAsNonRoot can verify it and volume
+# ownership is predictable. /var/lib/rotator is writable for a SQLite database (one replica).
+RUN groupadd --system --gid 10001 rotator \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+        --home-dir /var/lib/rotator --shell /usr/sbin/nologin rotator \
+    && mkdir -p /etc/rotator /var/lib/rotator \
+    && chown 10001:10001 /var/lib/rotator
+
+COPY --from=builder /opt/venv /opt/venv
+COPY migrations/ /opt/rotator/migrations/
+
+USER 10001:10001
+WORKDIR /var/lib/rotator
+
+# /healthz, /readyz and /metrics ([daemon] listen). The emulator (`rotator emulator
+# --host 0.0.0.0`) listens on 8099 by default.
+EXPOSE 9108
+
+# Liveness of `rotator run`. Only the daemon serves it: for the other commands (emulator,
+# db upgrade) disable it (`docker run --no-healthcheck`, compose `healthcheck: disable`).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=4).status == 200 else 1)"]
+
+ENTRYPOINT ["rotator"]
+CMD ["run", "--config", "/etc/rotator/config.toml"]
