@@ -49,12 +49,14 @@ def daemon_config(world: World, name: str, *, poll: str = "200ms", shutdown: str
 
 class Daemon:
     def __init__(self, world: World, config: Path, port: int, *args: str,
-                 env: dict[str, str] | None = None, name: str = "daemon") -> None:
+                 env: dict[str, str] | None = None, name: str = "daemon",
+                 log_flags: bool = True) -> None:
         self.port = port
         self.log_path = config.with_name(f"{name}.log")
         self._log = self.log_path.open("w")
-        argv = [sys.executable, "-m", "rotator.cli", "--config", str(config),
-                "--log-format", "json", "--log-level", "debug", "run", *args]
+        flags = ["--log-format", "json", "--log-level", "debug"] if log_flags else []
+        argv = [sys.executable, "-m", "rotator.cli", "--config", str(config), *flags,
+                "run", *args]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, env={**world.env, **(env or {})},
                                      stdout=self._log, stderr=subprocess.STDOUT, text=True)

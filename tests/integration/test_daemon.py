@@ -82,6 +82,45 @@ def test_daemon_rotates_on_schedule_and_reports_it_in_metrics(make_world: MakeWo
     assert '"event": "daemon_started"' in logs and '"event": "daemon_stopped"' in logs
 
 
+def test_provider_faults_show_as_429s_retries_and_statuses(make_world: MakeWorld) -> None:
+    names = ("a", "b", "c", "d")
+    world = make_world(*names, grace="200ms")
+    calm = world.emulator.settings
+    world.emulator.settings = dataclasses.replace(calm, error_rate=0.2, rate_429=0.2,
+                                                  rate_window=0.05, seed=11)
+    # 12 attempts: a call fails for good once in 0.4**12; the rotations must all succeed.
+    config, port = daemon_config(world, "d1", replace={"max_attempts = 6": "max_attempts = 12"})
+    # No log flags: a daemon whose stderr is not a TTY logs JSON, at [logging] level info.
+    daemon = Daemon(world, config, port, log_flags=False)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: all(_completed(world, n) == 1 for n in names), 60,
+                 "the rotations, through faults")
+        samples = daemon.metrics()
+        faults = world.emulator.state.counters().faults
+        world.emulator.settings = calm
+        assert daemon.terminate()[0] == 0
+    finally:
+        daemon.close()
+    answered_429 = sum(v for (name, labels), v in samples.items()
+                       if name == "rotator_provider_calls_total" and ("status", "429") in labels)
+    answered_5xx = sum(v for (name, labels), v in samples.items()
+                       if name == "rotator_provider_calls_total"
+                       and dict(labels)["status"].startswith("5"))
+    retries = sum(v for (name, _), v in samples.items()
+                  if name == "rotator_provider_retries_total")
+    assert answered_429 > 0 and answered_5xx > 0, faults
+    assert metric(samples, "rotator_provider_rate_limited_total", provider="count") \
+        == answered_429 == faults.get("rate_429", 0) + faults.get("rate_limited", 0)
+    assert answered_5xx == faults.get("error_html", 0) + faults.get("error_json", 0)
+    assert retries == answered_429 + answered_5xx            # every fault was retried once
+    events = daemon.events()
+    assert events and all("event" in e and "level" in e for e in events)
+    assert {e["level"] for e in events} <= {"info", "warning", "error"}   # no debug lines
+    for name in names:
+        world.assert_invariants(name)
+
+
 def test_sigterm_during_grace_exits_at_once_and_the_restart_revokes_on_time(
         make_world: MakeWorld) -> None:
     world = make_world("app", grace="4s")
