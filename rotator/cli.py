@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print what would happen; change nothing")
     rotate.set_defaults(handler=_cmd_rotate)
 
+    verify = add("verify", help="check the invariants: Vault, the provider and SQL agree")
+    verify.add_argument("targets", nargs="*", metavar="TARGET", help="default: every target")
+    verify.set_defaults(handler=_cmd_verify)
+
     status = add("status", help="each target's key, age and last result")
     status.set_defaults(handler=_cmd_status)
 
@@ -201,6 +205,23 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
         rt.close()
     print(report.render_results(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from rotator import report  # noqa: PLC0415
+    from rotator.invariants import check_targets  # noqa: PLC0415
+    from rotator.wiring import build_runtime  # noqa: PLC0415
+
+    config = _config(args)
+    names = list(dict.fromkeys(args.targets)) or sorted(config.targets)
+    _check_targets(config, names, args.config)
+    rt = build_runtime(config)
+    try:
+        findings = check_targets([rt.spec(n) for n in names], rt.providers, rt.store, rt.repo)
+    finally:
+        rt.close()
+    print(report.render_findings(findings, len(names)))
+    return EXIT_FAILED if findings else EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -11,9 +11,10 @@ from typing import Any
 
 from rotator.adapters.sql.queries import StoredEvent
 from rotator.durations import format_duration
+from rotator.invariants import Finding
 from rotator.service import TargetResult, TargetStatus
 
-__all__ = ["render_events", "render_results", "render_status", "table"]
+__all__ = ["render_events", "render_findings", "render_results", "render_status", "table"]
 
 _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
                   "fingerprint", "vault_version", "request_id", "detail"]
@@ -81,3 +82,11 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
                      s.pending_cleanups or None])
     return table(["target", "current key", "age", "in flight", "last result", "cleanup"],
                  rows)
+
+
+def render_findings(findings: Sequence[Finding], checked: int) -> str:
+    if not findings:
+        return f"ok: {checked} target(s) checked, no findings"
+    rows = [[f.kind.value, f.target, f.rotation_id, f.key_id, f.detail] for f in findings]
+    return table(["finding", "target", "rotation", "key", "detail"], rows) + (
+        f"\n{len(findings)} finding(s) in {checked} target(s)")

@@ -1,0 +1,204 @@
+"""The invariant checker behind ``rotator verify`` and the fault tests.
+
+It compares three independent sources, the provider's live keys, Vault's current and
+previous versions, and the SQL state with its audit trail, and reports every way they
+disagree with DESIGN.md's invariants:
+
+    vault_key_dead               the key Vault serves does not authenticate
+    previous_key_dead_in_grace   a rotation is in grace but the key consumers may still
+                                 hold (Vault's previous version) no longer authenticates
+    leaked_key                   a key at the provider that nothing accounts for: not in
+                                 Vault, not used by a running rotation, not queued for cleanup
+    early_revoke                 an old key deleted before its new key was verified and
+                                 stored, or before the grace window ended
+    revoked_twice                an old key deleted more than once
+    unverified_in_vault          a key written to Vault before it had authenticated
+    unpaired_side_effect         a finished rotation's side effect without its intent or
+                                 its outcome row
+    check_failed                 a source could not be read, so nothing could be proven
+
+Reads only: it never changes anything, so operators can run it at any time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rotator.adapters.sql.queries import StoredEvent
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.core.model import EventKind, Rotation, Status, Step
+from rotator.core.ports import KeyProvider, SecretStore
+from rotator.errors import RotatorError
+from rotator.targets import TargetSpec
+
+__all__ = ["Finding", "FindingKind", "check_target", "check_targets"]
+
+
+class FindingKind(StrEnum):
+    VAULT_KEY_DEAD = "vault_key_dead"
+    PREVIOUS_KEY_DEAD_IN_GRACE = "previous_key_dead_in_grace"
+    LEAKED_KEY = "leaked_key"
+    EARLY_REVOKE = "early_revoke"
+    REVOKED_TWICE = "revoked_twice"
+    UNVERIFIED_IN_VAULT = "unverified_in_vault"
+    UNPAIRED_SIDE_EFFECT = "unpaired_side_effect"
+    CHECK_FAILED = "check_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: FindingKind
+    target: str
+    detail: str
+    rotation_id: str | None = None
+    key_id: str | None = None
+
+
+def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvider],
+                  store: SecretStore, repo: SqlRepository) -> list[Finding]:
+    """Every finding for every target; keys shared by targets of one account count once."""
+    specs = list(specs)
+    served: dict[str, set[str]] = defaultdict(set)     # service account -> keys in use
+    findings: list[Finding] = []
+    live: dict[str, tuple[str, dict[str, str]]] = {}   # account -> (a target, its keys)
+    for spec in specs:
+        target_findings, in_use, keys = _check_one(spec, providers[spec.provider], store, repo)
+        findings += target_findings
+        served[spec.service_account] |= in_use
+        if keys is not None:
+            live.setdefault(spec.service_account, (spec.name, keys))
+    for account, (target, keys) in live.items():
+        for key_id, name in sorted(keys.items()):
+            if key_id not in served[account]:
+                findings.append(Finding(
+                    FindingKind.LEAKED_KEY, target,
+                    f"key {key_id} ({name!r}) exists at the provider but is not in Vault, "
+                    "not used by a running rotation and not queued for cleanup",
+                    key_id=key_id))
+    return findings
+
+
+def check_target(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
+                 repo: SqlRepository) -> list[Finding]:
+    return check_targets([spec], {spec.provider: provider}, store, repo)
+
+
+def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
+               repo: SqlRepository) -> tuple[list[Finding], set[str], dict[str, str] | None]:
+    """Findings of one target, the key ids it accounts for, and its account's live keys."""
+    findings: list[Finding] = []
+    in_use: set[str] = set()
+    rotations = repo.rotations(spec.name)
+    running = next((r for r in rotations if r.status is Status.RUNNING), None)
+    for rot in (running,) if running else ():
+        in_use |= {k for k in (rot.old_key_id, rot.new_key_id) if k}
+    in_use |= {c.key_id for c in repo.pending_cleanups(spec.name)}
+
+    served_secret = None
+    try:
+        current = store.read_current(spec.ref)
+        served_secret = current.secret
+        in_use.add(provider.whoami(current.secret).key_id)
+    except RotatorError as exc:
+        kind = (FindingKind.VAULT_KEY_DEAD if served_secret is not None
+                else FindingKind.CHECK_FAILED)
+        findings.append(Finding(kind, spec.name, f"Vault's current key: {exc}"))
+    else:
+        findings += _previous_in_grace(spec, provider, store, running, current.version,
+                                       current.custom_metadata)
+
+    keys: dict[str, str] | None = None
+    auth = spec.management_key or served_secret
+    if auth is not None:
+        try:
+            listing = provider.list_keys(spec.service_account, auth)
+            keys = {k.key_id: k.name for k in listing.keys}
+        except RotatorError as exc:
+            findings.append(Finding(FindingKind.CHECK_FAILED, spec.name,
+                                    f"listing the provider's keys: {exc}"))
+
+    by_rotation: dict[str, list[StoredEvent]] = defaultdict(list)
+    for event in repo.events(target=spec.name):
+        by_rotation[event.rotation_id].append(event)
+    for rot in rotations:
+        findings += _audit_findings(rot, by_rotation.get(rot.rotation_id, []))
+    return findings, in_use, keys
+
+
+def _previous_in_grace(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
+                       running: Rotation | None, version: int,
+                       metadata: Mapping[str, str]) -> list[Finding]:
+    if (running is None or running.step is not Step.GRACE or version < 2
+            or metadata.get("rotator_rotation_id") != running.rotation_id):
+        return []
+    try:
+        previous = store.read_version(spec.ref, version - 1)
+        provider.whoami(previous.secret)
+    except RotatorError as exc:
+        return [Finding(FindingKind.PREVIOUS_KEY_DEAD_IN_GRACE, spec.name,
+                        f"Vault version {version - 1}, which consumers may still hold until "
+                        f"{running.grace_ends_at}: {exc}", running.rotation_id,
+                        running.old_key_id)]
+    return []
+
+
+def _audit_findings(rot: Rotation, events: list[StoredEvent]) -> list[Finding]:
+    return [Finding(kind, rot.target, detail, rot.rotation_id, key_id)
+            for kind, detail, key_id in (*_pairing(rot, events), *_ordering(rot, events))]
+
+
+_Problem = tuple[FindingKind, str, str | None]
+
+
+def _pairing(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
+    """Every side effect has an intent row and an outcome row (once the rotation is over)."""
+    intents = {e.op_id: e for e in events if e.kind is EventKind.INTENT}
+    outcomes = {e.op_id: e for e in events if e.kind is EventKind.OUTCOME}
+    problems: list[_Problem] = []
+    if rot.is_terminal:
+        problems += [(FindingKind.UNPAIRED_SIDE_EFFECT,
+                      f"{e.action} intent (row {e.id}) has no outcome", e.key_id)
+                     for op_id, e in intents.items() if op_id not in outcomes]
+    problems += [(FindingKind.UNPAIRED_SIDE_EFFECT,
+                  f"{e.action} outcome (row {e.id}) has no intent", e.key_id)
+                 for op_id, e in outcomes.items() if op_id not in intents]
+    return problems
+
+
+def _ordering(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
+    """Vault gets only verified keys; the old key goes after store, read-back and grace."""
+    problems: list[_Problem] = []
+    verified: set[str] = set()        # key ids a probe said ok for
+    # A read-back that matched is the proof the new key is in Vault (a resumed rotation
+    # has it even when its interrupted vault_write has an "unknown" outcome).
+    stored = grace_over = False
+    deletes = 0
+    for event in events:
+        ok, intent = event.result == "ok", event.kind is EventKind.INTENT
+        if event.action == "probe" and ok and event.key_id:
+            verified.add(event.key_id)
+        elif event.action == "vault_write" and intent and event.key_id not in verified:
+            problems.append((FindingKind.UNVERIFIED_IN_VAULT,
+                             f"vault_write of key {event.key_id} (row {event.id}) before "
+                             "any successful probe of it", event.key_id))
+        elif event.action == "read_back" and ok:
+            stored = True
+        elif event.action == "grace_over":
+            grace_over = True
+        elif event.action == "revoke_key" and intent:
+            too_soon = rot.grace_ends_at is not None and event.at < rot.grace_ends_at
+            if too_soon or not (stored and grace_over):
+                problems.append((FindingKind.EARLY_REVOKE,
+                                 f"delete of old key {event.key_id} (row {event.id}, "
+                                 f"{event.at}) before the new key was verified, stored and "
+                                 f"read back and the grace window (until {rot.grace_ends_at})"
+                                 " had ended", event.key_id))
+        elif event.action == "revoke_key" and ok:
+            deletes += 1              # "already_gone" is not a second delete
+    if deletes > 1:
+        problems.append((FindingKind.REVOKED_TWICE, f"old key deleted {deletes} times",
+                         rot.old_key_id))
+    return problems

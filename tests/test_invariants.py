@@ -1,0 +1,171 @@
+"""The invariant checker finds each violation it names, and nothing after a clean rotation.
+
+Each violation is produced on purpose (a stray key, a dead key in Vault, a forged audit
+trail) against the real SQL repository, with the fake provider and Vault.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from rotator.adapters.sql.repository import SqlRepository
+from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.ports import SecretRef
+from rotator.invariants import Finding, FindingKind, check_target
+from rotator.runner import Runner
+from rotator.targets import TargetSpec
+from tests.fakes import FakeClock, FakeProvider, FakeStore
+
+REF = SecretRef("secret", "count/app", "api_key")
+
+
+class Setup:
+    def __init__(self, repository: SqlRepository) -> None:
+        self.clock = FakeClock()
+        self.repo = SqlRepository(repository.engine, clock=self.clock.now)
+        self.provider = FakeProvider(self.clock)
+        self.store = FakeStore()
+        self.admin = self.provider.seed("sa_admin")
+        self.store.put(REF, self.provider.seed("sa_1"))
+        self.spec = TargetSpec(name="app", provider="count", service_account="sa_1", ref=REF,
+                               grace_seconds=60, probe_timeout=10, probe_interval=1,
+                               management_key=self.admin)
+
+    def runner(self) -> Runner:
+        return Runner(providers={"count": self.provider}, store=self.store, repo=self.repo,
+                      clock=self.clock, holder="h", lease_ttl=30)
+
+    def check(self) -> list[Finding]:
+        return check_target(self.spec, self.provider, self.store, self.repo)
+
+    def kinds(self) -> list[FindingKind]:
+        return [f.kind for f in self.check()]
+
+
+@pytest.fixture
+def setup(repository: SqlRepository) -> Setup:
+    return Setup(repository)
+
+
+def test_clean_rotations_have_no_findings_at_any_point(setup: Setup) -> None:
+    assert setup.check() == []                          # before any rotation
+    rot = setup.runner().rotate(setup.spec, wait=False).rotation
+    assert rot.step is Step.GRACE
+    assert setup.check() == []                          # in grace: both keys accounted for
+    setup.clock.sleep(60)
+    setup.runner().rotate(setup.spec)
+    assert setup.check() == []
+
+
+def test_a_stray_key_at_the_provider_is_a_leak(setup: Setup) -> None:
+    setup.runner().rotate(setup.spec)
+    stray = setup.provider.create_key("sa_1", "rotator:app:rot_forgotten", setup.admin)
+    (finding,) = setup.check()
+    assert finding.kind is FindingKind.LEAKED_KEY and finding.key_id == stray.key_id
+
+
+def test_a_key_queued_for_cleanup_is_not_a_leak(setup: Setup) -> None:
+    from rotator.core.ports import PendingCleanup  # noqa: PLC0415
+
+    stray = setup.provider.create_key("sa_1", "rotator:app:rot_x", setup.admin)
+    setup.repo.add_cleanup(PendingCleanup("app", "sa_1", stray.key_id, "rot_x", "test"),
+                           setup.clock.now())
+    assert setup.check() == []
+
+
+def test_vault_serving_a_dead_key_is_found(setup: Setup) -> None:
+    served = setup.provider.key_of(setup.store.current(REF))
+    assert served is not None
+    setup.provider.delete_key("sa_1", served, setup.admin)
+    assert setup.kinds() == [FindingKind.VAULT_KEY_DEAD]
+
+
+def test_old_key_dead_during_grace_is_found(setup: Setup) -> None:
+    rot = setup.runner().rotate(setup.spec, wait=False).rotation
+    assert rot.old_key_id is not None
+    setup.provider.delete_key("sa_1", rot.old_key_id, setup.admin)   # revoked by someone
+    (finding,) = setup.check()
+    assert finding.kind is FindingKind.PREVIOUS_KEY_DEAD_IN_GRACE
+    assert finding.rotation_id == rot.rotation_id
+
+
+def test_unreadable_vault_is_reported_not_passed(setup: Setup) -> None:
+    setup.store.versions.clear()
+    assert FindingKind.CHECK_FAILED in setup.kinds()
+
+
+def _forged(setup: Setup, actions: list[tuple[str, EventKind, str | None]],
+            grace_ends_in: float = 0.0) -> Rotation:
+    """A finished rotation whose audit rows are ``actions``, in order, a second apart."""
+    now = setup.clock.now()
+    rot = Rotation(rotation_id=f"rot_{uuid.uuid4().hex[:8]}", target="app",
+                   service_account="sa_1", trigger="manual", actor="test", grace_seconds=0,
+                   started_at=now, step=Step.DONE, status=Status.COMPLETED,
+                   old_key_id="key_old", new_key_id="key_new",
+                   grace_ends_at=now + timedelta(seconds=grace_ends_in), finished_at=now)
+    setup.repo.insert_rotation(rot)
+    ops: dict[str, str] = {}
+    for second, (action, kind, result) in enumerate(actions):
+        op_id = None if kind is EventKind.NOTE else ops.setdefault(action, uuid.uuid4().hex)
+        key = "key_old" if action == "revoke_key" else "key_new"
+        setup.repo.record(AuditEvent(
+            rotation_id=rot.rotation_id, target="app", step="x", kind=kind, action=action,
+            result=result, key_id=key, op_id=op_id, at=now + timedelta(seconds=second)))
+    return rot
+
+
+GOOD = [("create_key", EventKind.INTENT, None), ("create_key", EventKind.OUTCOME, "ok"),
+        ("probe", EventKind.NOTE, "ok"),
+        ("vault_write", EventKind.INTENT, None), ("vault_write", EventKind.OUTCOME, "ok"),
+        ("read_back", EventKind.NOTE, "ok"), ("grace_over", EventKind.NOTE, "ok"),
+        ("revoke_key", EventKind.INTENT, None), ("revoke_key", EventKind.OUTCOME, "ok")]
+
+
+def _audit_kinds(setup: Setup) -> list[FindingKind]:
+    return [f.kind for f in setup.check() if f.rotation_id is not None]
+
+
+def test_a_forged_good_trail_passes(setup: Setup) -> None:
+    _forged(setup, GOOD)
+    assert _audit_kinds(setup) == []
+
+
+def test_revoke_before_grace_over_is_early(setup: Setup) -> None:
+    trail = [e for e in GOOD if e[0] != "grace_over"]
+    _forged(setup, trail)
+    assert _audit_kinds(setup) == [FindingKind.EARLY_REVOKE]
+
+
+def test_revoke_before_the_grace_deadline_is_early(setup: Setup) -> None:
+    _forged(setup, GOOD, grace_ends_in=3600)
+    assert _audit_kinds(setup) == [FindingKind.EARLY_REVOKE]
+
+
+def test_revoke_before_the_read_back_is_early(setup: Setup) -> None:
+    trail = [e for e in GOOD if e[0] != "read_back"]
+    _forged(setup, trail)
+    assert _audit_kinds(setup) == [FindingKind.EARLY_REVOKE]
+
+
+def test_a_write_to_vault_before_any_probe_is_found(setup: Setup) -> None:
+    trail = [e for e in GOOD if e[0] != "probe"]
+    _forged(setup, trail)
+    assert _audit_kinds(setup) == [FindingKind.UNVERIFIED_IN_VAULT]
+
+
+def test_an_intent_without_outcome_in_a_finished_rotation_is_found(setup: Setup) -> None:
+    trail = [e for e in GOOD if e[:2] != ("vault_write", EventKind.OUTCOME)]
+    _forged(setup, trail)
+    assert _audit_kinds(setup) == [FindingKind.UNPAIRED_SIDE_EFFECT]
+
+
+def test_a_second_real_delete_of_the_old_key_is_found(setup: Setup) -> None:
+    rot = _forged(setup, GOOD)
+    setup.repo.record(AuditEvent(
+        rotation_id=rot.rotation_id, target="app", step="revoke", kind=EventKind.OUTCOME,
+        action="revoke_key", result="ok", key_id="key_old", op_id="orphan"))
+    assert sorted(_audit_kinds(setup)) == sorted([FindingKind.REVOKED_TWICE,
+                                                  FindingKind.UNPAIRED_SIDE_EFFECT])
