@@ -129,10 +129,14 @@ class Runner:
                 if start_if is not None and not start_if():
                     return None
                 rot = self._start(spec, trigger, actor, grace)
-            elif resumed:
+            else:
+                # Nothing of this rotation runs now (we hold the lease), so an intent with
+                # no outcome was cut short: by a crash, or by an error in this very process
+                # (the database went away between a side effect and its outcome row).
                 closed = self._trail.close_open_intents(rot)
-                log.warning("rotation_resumed", rotation_id=rot.rotation_id,
-                            step=rot.step.value, open_intents=closed)
+                if resumed or closed:
+                    log.warning("rotation_resumed", rotation_id=rot.rotation_id,
+                                step=rot.step.value, open_intents=closed)
             self._driven.add(rot.rotation_id)
             rot = self._drive(rot, spec, steps, unwind, wait)
             return RotationReport(rot, resumed, cleaned, pending)

@@ -147,6 +147,10 @@ class Unwinder(StepBase):
             rot = self._repo.get_rotation(item.rotation_id)
             if rot is None:
                 continue
+            if rot.is_terminal:
+                # A cleanup interrupted by a crash left its intent open on a finished
+                # rotation, which no resume will visit: close it before trying again.
+                self._trail.close_open_intents(rot)
             if item.key_id == served:
                 self._trail.note(rot, "cleanup_key", result="kept", key_id=item.key_id,
                                  detail="queued for deletion, but Vault serves it: kept")

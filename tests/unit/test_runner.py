@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 
-from rotator.core.model import EventKind, Status, Step
+from rotator.core.model import AuditEvent, EventKind, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.secret import Secret
 from rotator.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
@@ -155,6 +155,39 @@ def test_failed_revoke_is_queued_and_cleaned_by_the_next_run() -> None:
     report = w.runner().rotate(w.spec)
     assert report.cleaned == 1 and not w.repo.cleanups
     w.assert_invariants()
+
+
+@pytest.mark.parametrize("crash_at", ["delete_key:before", "delete_key:after"])
+def test_a_crash_mid_cleanup_leaves_no_unpaired_intent(crash_at: str) -> None:
+    w = World()
+    w.provider.fail["delete_key"] = ProviderUnavailable("503")
+    w.runner().rotate(w.spec)
+    del w.provider.fail["delete_key"]
+    w.provider.crash_at = crash_at
+    with pytest.raises(Crash):
+        w.runner().cleanup(w.spec)
+    w.provider.crash_at = None
+    assert w.runner().cleanup(w.spec) == (1, 0)
+    w.assert_invariants()                  # the cleanup's intent got its outcome
+
+
+def test_an_outcome_lost_to_a_database_error_is_closed_by_the_same_process() -> None:
+    w = World()
+    runner = w.runner()
+    record = w.repo.record
+
+    def flaky(event: AuditEvent) -> None:   # the database drops just after the delete
+        if event.kind is EventKind.OUTCOME and event.action == "revoke_key":
+            w.repo.record = record  # type: ignore[method-assign]
+            raise ConnectionError("database went away")
+        record(event)
+
+    w.repo.record = flaky  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        runner.rotate(w.spec)
+    done = runner.rotate(w.spec).rotation            # the same process, later
+    assert done.status is Status.COMPLETED
+    w.assert_invariants()                            # the lost outcome was recorded
 
 
 def test_a_failed_rotation_does_not_block_the_next_one() -> None:
