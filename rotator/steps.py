@@ -79,6 +79,7 @@ class StepRunner(StepBase):
                 new = self._create(rot, spec, name, auth)
             except KeyLimitReached:
                 new = self._create_when_full(rot, spec, name, auth, keys)
+            self._delete_duplicates(rot, spec, name, new.key_id, auth)
         except RotatorError as exc:
             return m.StepFailed(f"{type(exc).__name__}: {exc}")
         remember_secret(new.secret)
@@ -92,6 +93,17 @@ class StepRunner(StepBase):
             lambda k: EffectResult(key_id=k.key_id, request_id=k.request_id,
                                    detail=f"name {name}; fingerprint {k.secret.fingerprint}"),
             detail=f"name {name}")
+
+    def _delete_duplicates(self, rot: Rotation, spec: TargetSpec, name: str, kept: str,
+                           auth: Secret) -> None:
+        """Delete keys a retried create left: a first attempt whose answer was lost (a 5xx
+        or a timeout after the provider acted) made a key nobody will ever see the secret of.
+        """
+        listing = self._provider.list_keys(spec.service_account, auth)
+        for key in listing.keys:
+            if key.name == name and key.key_id not in (kept, rot.old_key_id):
+                self._delete(rot, spec, key.key_id, "made by a create attempt whose answer "
+                             "was lost, then retried: its secret was never seen", auth)
 
     def _create_when_full(self, rot: Rotation, spec: TargetSpec, name: str, auth: Secret,
                           keys: list[m.KeyRecord]) -> NewKey:
