@@ -67,6 +67,14 @@ class _Frozen(BaseModel):
                 )
         return data
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # No file path, environment variable, URL or header can hold one.
+        if isinstance(value, str | Path) and "\x00" in str(value):
+            raise ValueError("must not contain a NUL character")
+        return value
+
 
 def _check_url(value: str, *, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
@@ -292,7 +300,9 @@ class DefaultsConfig(_Frozen):
     schedule: ScheduleConfig = ScheduleConfig()
 
 
-def _listen_address(value: str) -> str:
+def _listen_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected HOST:PORT as a string (e.g. '0.0.0.0:9108'), got {value!r}")
     _, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT (e.g. '0.0.0.0:9108'), got {value!r}")
@@ -390,10 +400,15 @@ def load_config(path: str | Path) -> Config:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.start})", file=file) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}", file=file) from None
+    except RecursionError:   # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"{file}: not valid TOML: arrays or inline tables nested too deeply",
+                          file=file) from None
     try:
         return Config.model_validate({**data, "source": file})
     except ValidationError as exc:
@@ -423,12 +438,17 @@ def _problems(exc: ValidationError, text: str) -> dict[str, str]:
     return problems
 
 
+# How pydantic names a validator or union member in a location: "function-after[f(), str]".
+_PYDANTIC_TAG = re.compile(r"[a-z][a-z0-9-]*\[.*\]")
+
+
 def _key_path(loc: tuple[int | str, ...]) -> list[str]:
     # pydantic puts validator names and the union member's tag in locations: not keys.
     path: list[str] = []
     for part in loc:
         text = str(part)
-        if "[" in text or (path[-1:] == ["auth"] and text in {"token", "approle", "kubernetes"}):
+        if _PYDANTIC_TAG.fullmatch(text) or (
+                path[-1:] == ["auth"] and text in {"token", "approle", "kubernetes"}):
             continue
         path.append(text)
     return path
@@ -438,7 +458,9 @@ def _line_of(text: str, dotted: str) -> int | None:
     """The line where ``dotted`` (``targets.x.grace``) is written, if it is."""
     *table, leaf = dotted.split(".")
     current: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Not splitlines(): TOML breaks lines at "\n" only, not at a "\x85" or "\u2028" that a
+    # string or comment holds.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if line.startswith("[") and line.endswith("]"):
             current = [p.strip().strip('"') for p in line.strip("[]").split(".")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "parse_duration"]
@@ -9,6 +10,9 @@ __all__ = ["format_duration", "parse_duration"]
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
+# Longer than any interval a rotation needs, and far from where datetime arithmetic
+# overflows (``now + timedelta`` past the year 9999); nan and inf are refused too.
+_MAX_SECONDS = 100 * 365 * 86400.0
 
 
 def parse_duration(value: object) -> float:
@@ -33,6 +37,8 @@ def parse_duration(value: object) -> float:
         raise ValueError("expected a duration like '30s', '5m', '24h' or '30d'")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {value!r}")
+    if not math.isfinite(seconds) or seconds > _MAX_SECONDS:
+        raise ValueError(f"duration must be finite and at most 100 years, got {value!r}")
     return seconds
 
 

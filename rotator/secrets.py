@@ -28,6 +28,10 @@ def resolve_secret(key: str, env: str | None, file: Path | None,
         except OSError as exc:
             raise ConfigError(f"{key}_file: cannot read {file}: {exc.strerror}",
                               key=f"{key}_file") from None
+        except UnicodeDecodeError:
+            # The message quotes none of the bytes: they may be the secret.
+            raise ConfigError(f"{key}_file: {file} is not UTF-8 text",
+                              key=f"{key}_file") from None
         if not value:
             raise ConfigError(f"{key}_file: {file} is empty", key=f"{key}_file")
         return Secret(value)

@@ -118,9 +118,9 @@ def _rfc3339(value: object) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        return moment.astimezone(UTC) if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):   # overflow: "9999-12-31T23:59:59-14:00" in UTC
         return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else None
 
 
 class Answer:
