@@ -27,6 +27,10 @@ class CuttableProxy:
         self._cut.set()
         with self._lock:
             for conn in self._conns:
+                # shutdown() first: close() alone neither wakes the thread blocked in recv()
+                # on it nor ends the TCP connection, so the server would never notice.
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
                 conn.close()
             self._conns.clear()
 
@@ -65,5 +69,9 @@ class CuttableProxy:
             pass
         finally:
             for s in (src, dst):
+                # shutdown() ends the connection even while the other direction's thread
+                # is blocked in recv() on the same socket (close() alone would not).
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     s.close()
