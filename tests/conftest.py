@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.fixtures.openbao",
     "tests.fixtures.emulator",
     "tests.fixtures.databases",
+    "tests.fixtures.bao_agent",
 ]
 
 
