@@ -5,6 +5,7 @@ window) and the translation of every httpx failure and non-2xx answer into
 ``rotator.errors`` (the status classification is ``rotator.adapters.count_wire``'s):
 
     timeout, transport error, 5xx, 408, 409 (other code)  ProviderUnavailable (retried)
+    TLS certificate verification failed                   ProviderError (not retried)
     429                                                   RateLimited (retried)
     401, 403 Unauthorized    404 KeyNotFound    409 key_limit_reached KeyLimitReached
     other 4xx ProviderError  2xx off contract, 1xx, 3xx ProtocolError
@@ -45,6 +46,7 @@ from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
 from rotator.errors import (
     ConfigError,
+    ProviderError,
     ProviderUnavailable,
     RotatorError,
     TransientError,
@@ -117,15 +119,25 @@ def _segment(value: str, what: str) -> str:
     return quoted.replace(".", "%2E") if set(value) == {"."} else quoted
 
 
-def _redacted(error: RotatorError, secret: str) -> RotatorError:
-    """Last line of defence: drop any identifier a server echoed the bearer into."""
-    for name, value in list(error.context.items()):
-        if secret in value:
-            error.context[name] = "[redacted]"
-    if secret in error.message:
-        error.message = "[redacted]"
-        error.args = ("[redacted]",)
+def _redacted(error: RotatorError, *secrets: str) -> RotatorError:
+    """Last line of defence: drop any identifier a server echoed the bearer (or the key
+    the answer issues) into."""
+    for secret in secrets:
+        for name, value in list(error.context.items()):
+            if secret in value:
+                error.context[name] = "[redacted]"
+        if secret in error.message:
+            error.message = "[redacted]"
+            error.args = ("[redacted]",)
     return error
+
+
+def _issued_key(answer: Answer | RotatorError) -> tuple[str, ...]:
+    """The key an answer carries (``result.api_key``), to be kept out of its errors."""
+    doc = answer.document if isinstance(answer, Answer) else None
+    result = doc.get("result") if isinstance(doc, dict) else None
+    key = result.get("api_key") if isinstance(result, dict) else None
+    return (key,) if isinstance(key, str) and key else ()
 
 
 class CountProvider:
@@ -193,6 +205,8 @@ class CountProvider:
 
         def parse(result: Fields, rid: str | None) -> NewKey:
             secret = Secret(result.text("api_key"))
+            if rid is not None and secret.reveal() in rid:
+                rid = None  # a server that echoes the new key as the request id: not an id
             return NewKey(key_id=result.text("key_id"), secret=secret,
                           name=result.text("name", allow_empty=True),
                           created_at=result.time("created_at"), request_id=rid)
@@ -245,7 +259,7 @@ class CountProvider:
             self._on_call(CallRecord(call.method, call.name, status, rid, number,
                                      time.monotonic() - started, outcome))
         if isinstance(result, RotatorError):
-            raise _redacted(result, auth.reveal()) from None
+            raise _redacted(result, auth.reveal(), *_issued_key(answer)) from None
         return result
 
     def _exchange(self, call: Call, auth: Secret) -> Answer | RotatorError:
@@ -266,6 +280,10 @@ class CountProvider:
         except httpx.TimeoutException as exc:
             failure, kind = "timed out", type(exc).__name__
         except httpx.HTTPError as exc:   # transport, protocol, proxy, decoding errors
+            if _certificate_refused(exc):  # retrying will not fix a CA mismatch
+                return ProviderError(f"{call.name}: TLS certificate verification of Count "
+                                     "failed (check the CA bundle)",
+                                     **call.context(error="SSLCertVerificationError"))
             failure, kind = "could not be reached", type(exc).__name__
         return ProviderUnavailable(f"{call.name}: Count {failure}",
                                    **call.context(error=kind))
@@ -292,6 +310,18 @@ class CountProvider:
                 self._resume_at[bearer] = time.monotonic() + wait
             else:
                 self._resume_at.pop(bearer, None)
+
+
+def _certificate_refused(exc: BaseException) -> bool:
+    """Whether an httpx error comes from a server certificate that did not verify."""
+    seen: BaseException | None = exc
+    for _ in range(10):   # httpx -> httpcore -> ssl: a short chain
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _ca_bundle(path: str) -> ssl.SSLContext:

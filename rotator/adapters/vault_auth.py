@@ -55,6 +55,11 @@ __all__ = [
 
 T = TypeVar("T")
 
+# Raised from inside hvac and requests rather than by them: a token that is no header
+# value (UnicodeEncodeError, whose ``object`` is the whole token), or an answer hvac cannot
+# read (a proxy's page where a login or a JSON error was expected).
+_UNREADABLE = (UnicodeError, KeyError, TypeError, AttributeError)
+
 
 @dataclass(frozen=True, slots=True)
 class TokenAuth:
@@ -219,7 +224,7 @@ class VaultSession:
                     kv_read: bool = False, redact: tuple[str, ...] = ()) -> T:
         try:
             return op()
-        except (hvac_errors.VaultError, requests.RequestException) as exc:
+        except (hvac_errors.VaultError, requests.RequestException, *_UNREADABLE) as exc:
             error = translate(exc, context, kv_read=kv_read,
                               redact=(*redact, *self._credentials()))
         raise error from None  # outside the handler: not even __context__ holds hvac's error

@@ -10,6 +10,7 @@ for, so that ``translate()`` can classify it. Applying the translation, and rais
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import requests
@@ -51,8 +52,11 @@ class StatusAdapter(JSONAdapter):
 
     def _raise_for_error(self, method: str, url: str, response: requests.Response) -> None:
         if response.status_code in _MAPPED_STATUSES:
-            # a private hook of hvac's RawAdapter, absent from types-hvac
-            super()._raise_for_error(method, url, response)  # type: ignore[misc]
+            # An error body hvac cannot read (errors that are not strings, a JSON list)
+            # makes it raise TypeError/AttributeError: keep the status, as for any other.
+            with contextlib.suppress(TypeError, AttributeError):
+                # a private hook of hvac's RawAdapter, absent from types-hvac
+                super()._raise_for_error(method, url, response)  # type: ignore[misc]
         raise _OtherStatus(response.status_code, method, url)
 
 
