@@ -14,6 +14,7 @@ from rotator.core import machine as m
 from rotator.core.model import Rotation, key_name
 from rotator.core.ports import NewKey
 from rotator.core.secret import Secret
+from rotator.crashpoints import fail_point
 from rotator.errors import (
     CasConflict,
     KeyLimitReached,
@@ -22,6 +23,7 @@ from rotator.errors import (
     SecretNotFound,
     TransientError,
     Unauthorized,
+    VaultUnavailable,
 )
 from rotator.logs import remember_secret
 from rotator.step_base import StepBase
@@ -177,6 +179,7 @@ class StepRunner(StepBase):
                 lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
                 key_id=rot.new_key_id, fingerprint=secret.fingerprint,
                 vault_version=rot.old_version, detail=f"check-and-set on {rot.old_version}")
+            fail_point("read_back", VaultUnavailable)
             back = self._store.read_current(spec.ref)
         except CasConflict as exc:
             return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}")

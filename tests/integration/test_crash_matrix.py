@@ -1,18 +1,22 @@
 """The crash matrix: the daemon is SIGKILLed at every step boundary, before and after each
 side effect, restarted, and the invariant checker (``rotator verify``) must find nothing.
 
-Three paths reach every boundary there is: a plain rotation; one whose account is at its
-key limit (a stale key is deleted first); and one whose new key never authenticates (the
-rollback deletes it). Each case runs on SQLite and on PostgreSQL.
+Five paths reach every boundary there is: a plain rotation; one whose account is at its
+key limit (a stale key is deleted first); one whose new key never authenticates (the
+rollback deletes it); one whose read-back from Vault fails after the write (an injected
+failure: the rollback restores Vault's previous version, then deletes the new key); and a
+queued cleanup of a key a revoke could not delete. Each case runs on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 
 import pytest
 
 from rotator.core.model import Status
+from rotator.core.ports import PendingCleanup
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, crash_env, daemon_config, wait_for
 from tests.integration.world import World
@@ -24,10 +28,13 @@ HAPPY = ["started", "create_key:before", "create_key:after", "step:verify", "ste
          "revoke_key:after", "step:done"]
 FULL = ["delete_key:before", "delete_key:after"]          # the stale key, at the key limit
 ROLLBACK = ["step:rollback", "delete_key:before", "delete_key:after"]   # the unusable new key
+RESTORE = ["vault_restore:before", "vault_restore:after"]       # Vault back to the old key
+CLEANUP = ["cleanup_key:before", "cleanup_key:after"]           # a queued key, deleted later
 
-CASES = ([pytest.param("happy", p, id=f"happy-{p}") for p in HAPPY]
-         + [pytest.param("full", p, id=f"full-{p}") for p in FULL]
-         + [pytest.param("rollback", p, id=f"rollback-{p}") for p in ROLLBACK])
+PATHS = {"happy": HAPPY, "full": FULL, "rollback": ROLLBACK, "restore": RESTORE,
+         "cleanup": CLEANUP}
+CASES = [pytest.param(path, point, id=f"{path}-{point}")
+         for path, points in PATHS.items() for point in points]
 
 
 def _rotations(world: World) -> list[Status]:
@@ -38,23 +45,47 @@ def _rotations(world: World) -> list[Status]:
         repo.engine.dispose()
 
 
-def _prepare(make_world: MakeWorld, path: str) -> World:
+def _finished(world: World) -> bool:
+    repo = world.repository()
+    try:
+        return (bool(repo.rotations("app")) and not repo.all_running()
+                and not repo.all_pending_cleanups())
+    finally:
+        repo.engine.dispose()
+
+
+def _prepare(make_world: MakeWorld, path: str) -> tuple[World, dict[str, str]]:
+    """The world for ``path``, and the extra environment of the first daemon."""
     world = make_world("app", grace="300ms", probe_timeout="500ms")
+    account = world.accounts["app"].account_id
     if path == "full":
-        world.emulator.state.create_key(world.accounts["app"].account_id, "forgotten")
+        world.emulator.state.create_key(account, "forgotten")
     if path == "rollback":
         world.emulator.settings = dataclasses.replace(world.emulator.settings,
                                                       propagation_delay=3600.0)
-    return world
+    if path == "cleanup":
+        # A finished rotation whose revoke could not delete a key: it sits in the queue.
+        assert world.cli("rotate", "app", "--grace", "0s").returncode == 0
+        leftover = world.emulator.state.create_key(account, "revoke-failed")
+        repo = world.repository()
+        try:
+            (done,) = repo.rotations("app")
+            repo.add_cleanup(PendingCleanup("app", account, leftover.key_id, done.rotation_id,
+                                            "revoke failed (test)"), datetime.now(UTC))
+        finally:
+            repo.engine.dispose()
+    return world, {"ROTATOR_TEST_FAIL_AT": "read_back"} if path == "restore" else {}
 
 
 @pytest.mark.parametrize(("path", "point"), CASES)
 def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
         make_world: MakeWorld, path: str, point: str) -> None:
-    world = _prepare(make_world, path)
+    world, extra_env = _prepare(make_world, path)
     old_secret = world.accounts["app"].secret
-    config, port = daemon_config(world, "d", replace={'lease_ttl = "1s"': 'lease_ttl = "500ms"'})
-    first = Daemon(world, config, port, env=crash_env(point), name="first")
+    config, port = daemon_config(world, "d", replace={'lease_ttl = "1s"': 'lease_ttl = "500ms"'},
+                                 schedule="enabled = false" if path == "cleanup"
+                                 else 'every = "30d"')
+    first = Daemon(world, config, port, env={**crash_env(point), **extra_env}, name="first")
     try:
         assert first.wait(60) == -9, f"never reached {point}:\n{first.logs()[-3000:]}"
     finally:
@@ -65,12 +96,11 @@ def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
     second = Daemon(world, config, port, name="second")
     try:
         second.wait_ready()
-        wait_for(lambda: Status.RUNNING not in _rotations(world) and _rotations(world) != [],
-                 30, f"the rotation interrupted at {point} to finish")
+        wait_for(lambda: _finished(world), 30, f"the work interrupted at {point} to finish")
         assert second.terminate()[0] == 0
     finally:
         second.close()
-    expected = Status.ROLLED_BACK if path == "rollback" else Status.COMPLETED
+    expected = Status.ROLLED_BACK if path in ("rollback", "restore") else Status.COMPLETED
     assert _rotations(world) == [expected]
     verify = world.cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr[-2000:]
