@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -28,9 +28,11 @@ class ReadyReport:
 
 class Readiness:
     def __init__(self, engine: Engine, vault_ready: Callable[[], bool],
-                 cache_seconds: float = 2.0) -> None:
+                 cache_seconds: float = 2.0,
+                 more: Mapping[str, Callable[[], str]] | None = None) -> None:
         self._engine = engine
         self._vault_ready = vault_ready
+        self._more = dict(more or {})
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._last: tuple[float, ReadyReport] | None = None
@@ -46,6 +48,7 @@ class Readiness:
 
     def _check_now(self) -> ReadyReport:
         checks = {"database": self._database(), "vault": self._vault()}
+        checks |= {name: check() for name, check in self._more.items()}
         return ReadyReport(all(v == "ok" for v in checks.values()), checks)
 
     def _database(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -72,7 +73,9 @@ class _Daemon:
         extra = (DAEMON_LEASE,) if self.single_replica else ()
         self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
                                         lambda: (*self.pool.busy(), *extra))
-        self.readiness = Readiness(self.rt.engine, self.rt.store.is_ready)
+        self.claimed = False
+        self.readiness = Readiness(self.rt.engine, self.rt.store.is_ready,
+                                   more={"replica": self._claim_check})
 
     @property
     def single_replica(self) -> bool:
@@ -89,19 +92,35 @@ class _Daemon:
             return
         self.schema_ok = True
 
-    def claim_sqlite(self) -> None:
+    def claim_sqlite(self) -> bool:
+        """On SQLite, take the one-replica claim; ``False`` if stopped while waiting.
+
+        A claim left by a daemon that died lapses within ``lease_ttl``, so a restart waits
+        that long for it; a claim still renewed after that belongs to a live daemon:
+        ``LeaseHeld`` (exit 3), since SQLite takes one replica.
+        """
         if not self.single_replica:
-            return
-        repo, now = self.rt.repo, self.rt.clock.now()
-        if repo.acquire_lease(DAEMON_LEASE, self.holder, self.config.defaults.lease_ttl, now):
-            return
-        held = repo.lease_of(DAEMON_LEASE)
-        holder, until = held if held else ("?", now)
-        raise LeaseHeld(
-            f"another rotator daemon ({holder}) uses this SQLite database; SQLite supports "
-            "one replica: run several replicas on PostgreSQL. If that daemon died, its "
-            f"claim lapses at {until.isoformat(timespec='seconds')}",
-            database=self.config.database.url)
+            self.claimed = True
+            return True
+        repo, ttl = self.rt.repo, self.config.defaults.lease_ttl
+        give_up = time.monotonic() + ttl + 2.0
+        while not repo.acquire_lease(DAEMON_LEASE, self.holder, ttl, self.rt.clock.now()):
+            held = repo.lease_of(DAEMON_LEASE)
+            holder, until = held if held else ("?", self.rt.clock.now())
+            if time.monotonic() >= give_up:
+                raise LeaseHeld(
+                    f"another rotator daemon ({holder}) uses this SQLite database; SQLite "
+                    "supports one replica: run several replicas on PostgreSQL",
+                    database=self.config.database.url)
+            log.warning("waiting_for_sqlite_claim", holder=holder,
+                        lapses_at=until.isoformat(timespec="seconds"))
+            if self.stop.wait(min(1.0, max(ttl / 4, 0.05))):
+                return False
+        self.claimed = True
+        return True
+
+    def _claim_check(self) -> str:
+        return "ok" if self.claimed else "waiting for another daemon's claim on SQLite"
 
     # --- the wake-up loop ----------------------------------------------------------------
 
@@ -144,6 +163,14 @@ class _Daemon:
             raise ConfigError(f"daemon.listen: cannot listen on {daemon_cfg.listen}: "
                               f"{exc.strerror}", key="daemon.listen") from None
         server.start()
+        try:
+            claimed = self.claim_sqlite()
+        finally:
+            if not self.claimed:
+                server.stop()
+        if not claimed:
+            self.rt.close()
+            return
         self.heartbeat.start()
         self.waker.start()
         log.info("daemon_started", listen=f"{daemon_cfg.host}:{server.port}",
@@ -157,6 +184,9 @@ class _Daemon:
             server.stop()
 
     def once(self) -> None:
+        if not self.claim_sqlite():
+            self.rt.close()
+            return
         self.heartbeat.start()
         only: set[str] | None = None
         while not self.stop.is_set():
@@ -205,18 +235,17 @@ def run_daemon(config: Config, opts: RunOptions, stop: threading.Event | None = 
     """Run until stopped (or, with ``--once``, until done); the process exit code."""
     stop = stop or threading.Event()
     daemon = _Daemon(config, opts, stop)
+    _install_signal_handlers(stop)
+    daemon.sweeper.request(opts.rotate)
     try:
         daemon.check_schema()
-        daemon.claim_sqlite()
+        if opts.once:
+            daemon.once()
+        else:
+            daemon.serve()
     except BaseException:
         daemon.rt.close()
         raise
-    _install_signal_handlers(stop)
-    daemon.sweeper.request(opts.rotate)
-    if opts.once:
-        daemon.once()
-    else:
-        daemon.serve()
     log.info("daemon_stopped", exit_code=daemon.exit_code)
     return daemon.exit_code
 

@@ -119,6 +119,8 @@ class Daemon:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.kill()
+        self.proc.wait(10)
+        self._log.close()
 
 
 def parse_metrics(text: str) -> Samples:

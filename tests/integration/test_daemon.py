@@ -47,7 +47,8 @@ def test_daemon_rotates_on_schedule_and_reports_it_in_metrics(make_world: MakeWo
         assert daemon.get("/healthz").status_code == 200
         ready = daemon.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"ready": True, "checks": {"database": "ok", "vault": "ok"}}
+        assert ready.json() == {"ready": True, "checks": {"database": "ok", "vault": "ok",
+                                                          "replica": "ok"}}
         wait_for(lambda: metric(daemon.metrics(), "rotator_rotations_in_flight") == 0, 10,
                  "no rotation in flight")
         samples = daemon.metrics()
@@ -182,8 +183,8 @@ def test_readyz_follows_vault_and_database_outages_and_recovers(
         wait_for(lambda: _completed(world, "app") == 1, 30, "the first rotation")
         vault_proxy.cut()
         wait_for(lambda: readyz()["checks"] == {  # type: ignore[comparison-overlap]
-            "database": "ok", "vault": "unreachable, sealed or not authenticated"}, 15,
-            "readyz to report Vault down")
+            "database": "ok", "vault": "unreachable, sealed or not authenticated",
+            "replica": "ok"}, 15, "readyz to report Vault down")
         assert daemon.get("/healthz").status_code == 200    # down is not dead
         vault_proxy.restore()
         wait_for(lambda: readyz()["ready"] is True, 15, "readyz to recover from Vault")
@@ -214,6 +215,12 @@ def test_sqlite_refuses_a_second_replica(make_world: MakeWorld) -> None:
         first.wait_ready()
         config2, port2 = daemon_config(world, "d2")
         second = Daemon(world, config2, port2, name="second")
+        # It serves /readyz while it waits (a dead daemon's claim would lapse in lease_ttl)...
+        wait_for(lambda: "waiting_for_sqlite_claim" in second.logs(), 15, "the wait")
+        waiting = second.get("/readyz")
+        assert waiting.status_code == 503
+        assert waiting.json()["checks"]["replica"].startswith("waiting for another daemon")
+        # ...and gives up once the claim is clearly renewed by a live daemon.
         assert second.wait(30) == 3
         assert "SQLite supports one replica" in second.logs()
         assert "run several replicas on PostgreSQL" in second.logs()
