@@ -7,26 +7,18 @@ an environment variable (``*_env``) or a file (``*_file``) instead; see ``secret
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rotator.durations import parse_duration
+from rotator.config_base import Duration, Frozen, check_url, refuse_plain_http
+from rotator.config_daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
+from rotator.config_locate import problems_by_key
 from rotator.errors import ConfigError
-from rotator.scheduling.schedule import Schedule, Window, check_cron, check_timezone, parse_window
+from rotator.scheduling.schedule import Schedule
 
 __all__ = [
     "Config",
@@ -46,64 +38,14 @@ __all__ = [
     "load_config",
 ]
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-# Keys that would hold a secret if written inline; the message tells what to write instead.
-_INLINE_SECRET_KEYS = {"token", "secret_id", "management_key", "api_key", "password", "secret"}
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _secret_keys: ClassVar[frozenset[str]] = frozenset(_INLINE_SECRET_KEYS)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in cls._secret_keys & data.keys():
-                raise ValueError(
-                    f"'{key}' must not be written in the config file: "
-                    f"name an environment variable with '{key}_env' or a file with '{key}_file'"
-                )
-        return data
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # No file path, environment variable, URL or header can hold one.
-        if isinstance(value, str | Path) and "\x00" in str(value):
-            raise ValueError("must not contain a NUL character")
-        return value
-
-
-def _check_url(value: str, *, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"invalid URL {value!r}: expected {' or '.join(schemes)}://host[:port]")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise ValueError(f"invalid URL {value!r}: bad port") from None
-    return value.rstrip("/")
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class RetryConfig(_Frozen):
+class RetryConfig(Frozen):
     max_attempts: int = Field(default=5, ge=1, le=100)
     base_delay: Duration = 0.2
     max_delay: Duration = 10.0
     max_elapsed: Duration = 60.0
 
 
-class CountPathsConfig(_Frozen):
+class CountPathsConfig(Frozen):
     _secret_keys: ClassVar[frozenset[str]] = frozenset()  # "api_key" here is a path name
 
     service_accounts: str = "/v1/service-accounts"
@@ -119,7 +61,7 @@ class CountPathsConfig(_Frozen):
         return value
 
 
-class CountProviderConfig(_Frozen):
+class CountProviderConfig(Frozen):
     type: Literal["count"]
     base_url: str
     auth_mode: Literal["admin", "self"] = "admin"
@@ -134,7 +76,7 @@ class CountProviderConfig(_Frozen):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value, schemes=("https", "http"))
+        return check_url(value, schemes=("https", "http"))
 
     @model_validator(mode="after")
     def _consistent(self) -> CountProviderConfig:
@@ -145,24 +87,17 @@ class CountProviderConfig(_Frozen):
         if self.auth_mode == "self" and given:
             raise ValueError("auth_mode 'self' uses each account's own key from Vault; "
                              f"remove {given[0]}")
-        _refuse_plain_http(self.base_url, self.allow_insecure_http)
+        refuse_plain_http(self.base_url, self.allow_insecure_http)
         return self
 
 
-def _refuse_plain_http(url: str, allowed: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme == "http" and not allowed and not is_loopback_host(parts.hostname or ""):
-        raise ValueError(f"plain http:// to a non-loopback host ({url}) sends keys in clear; "
-                         "use https or set allow_insecure_http = true")
-
-
-class VaultTokenAuth(_Frozen):
+class VaultTokenAuth(Frozen):
     method: Literal["token"] = "token"
     token_env: str | None = "VAULT_TOKEN"  # noqa: S105 (the variable's name, not a token)
     token_file: Path | None = None
 
 
-class VaultAppRoleAuth(_Frozen):
+class VaultAppRoleAuth(Frozen):
     method: Literal["approle"]
     role_id: str = Field(min_length=1)
     secret_id_env: str | None = None
@@ -176,7 +111,7 @@ class VaultAppRoleAuth(_Frozen):
         return self
 
 
-class VaultKubernetesAuth(_Frozen):
+class VaultKubernetesAuth(Frozen):
     method: Literal["kubernetes"]
     role: str = Field(min_length=1)
     jwt_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -188,7 +123,7 @@ VaultAuthConfig = Annotated[
 ]
 
 
-class VaultConfig(_Frozen):
+class VaultConfig(Frozen):
     url: str
     namespace: str | None = None
     ca_bundle: Path | None = None
@@ -200,15 +135,15 @@ class VaultConfig(_Frozen):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value, schemes=("https", "http"))
+        return check_url(value, schemes=("https", "http"))
 
     @model_validator(mode="after")
     def _secure(self) -> VaultConfig:
-        _refuse_plain_http(self.url, self.allow_insecure_http)
+        refuse_plain_http(self.url, self.allow_insecure_http)
         return self
 
 
-class DatabaseConfig(_Frozen):
+class DatabaseConfig(Frozen):
     url: str = "sqlite:///rotator.db"
 
     @field_validator("url")
@@ -219,126 +154,19 @@ class DatabaseConfig(_Frozen):
         return value
 
 
-class ProbeConfig(_Frozen):
+class ProbeConfig(Frozen):
     timeout: Duration = 60.0      # how long a new key may take to propagate
     interval: Duration = 1.0      # first wait between probes (doubles, capped at 10 s)
 
 
-def _window(value: object) -> object:
-    return parse_window(value) if isinstance(value, str) else value
-
-
-class ScheduleConfig(_Frozen):
-    """When the daemon rotates a target. Unset keys fall back to ``[defaults.schedule]``."""
-
-    every: Duration | None = None
-    cron: str | None = None
-    timezone: str | None = None
-    window: Annotated[Window, BeforeValidator(_window)] | None = None
-    jitter: Duration | None = None
-    max_key_age: Duration | None = None
-    retry_failed_after: Duration | None = None
-    enabled: bool | None = None
-
-    @field_validator("every")
-    @classmethod
-    def _positive(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise ValueError("must be longer than 0s")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_timezone(value)
-        return value
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> ScheduleConfig:
-        if self.every is not None and self.cron is not None:
-            raise ValueError("set either 'every' or 'cron', not both")
-        if self.cron is not None:
-            check_cron(self.cron, self.timezone or "UTC")
-        return self
-
-
-# What a target gets when neither it nor [defaults.schedule] says otherwise.
-_BUILTIN_SCHEDULE = Schedule(every=30 * 86400.0)
-
-
-def resolve_schedule(default: ScheduleConfig, own: ScheduleConfig | None) -> Schedule:
-    """The target's table wins key by key; ``every``/``cron`` are one choice, taken whole."""
-    own = own or ScheduleConfig()
-    if own.every is not None or own.cron is not None:
-        every, cron = own.every, own.cron
-    elif default.every is not None or default.cron is not None:
-        every, cron = default.every, default.cron
-    else:
-        every, cron = _BUILTIN_SCHEDULE.every, None
-
-    def pick(key: str, builtin: object) -> Any:
-        for table in (own, default):
-            value = getattr(table, key)
-            if value is not None:
-                return value
-        return builtin
-
-    base = _BUILTIN_SCHEDULE
-    return Schedule(
-        every=every, cron=cron, timezone=pick("timezone", base.timezone),
-        window=pick("window", base.window), jitter=pick("jitter", base.jitter),
-        max_key_age=pick("max_key_age", base.max_key_age),
-        retry_failed_after=pick("retry_failed_after", base.retry_failed_after),
-        enabled=pick("enabled", base.enabled))
-
-
-class DefaultsConfig(_Frozen):
+class DefaultsConfig(Frozen):
     grace: Duration = 3600.0
     lease_ttl: Duration = 300.0
     probe: ProbeConfig = ProbeConfig()
     schedule: ScheduleConfig = ScheduleConfig()
 
 
-def _listen_address(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected HOST:PORT as a string (e.g. '0.0.0.0:9108'), got {value!r}")
-    _, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. '0.0.0.0:9108'), got {value!r}")
-    return value
-
-
-class DaemonConfig(_Frozen):
-    """``rotator run``: where health and metrics are served, how often SQL is re-read."""
-
-    listen: Annotated[str, BeforeValidator(_listen_address)] = "0.0.0.0:9108"
-    poll_interval: Duration = 60.0
-    shutdown_timeout: Duration = 25.0
-    workers: int = Field(default=4, ge=1, le=64)
-
-    @field_validator("poll_interval")
-    @classmethod
-    def _sane_poll(cls, value: float) -> float:
-        if value < 0.05:
-            raise ValueError("must be at least 50ms")
-        return value
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
-
-
-class LoggingConfig(_Frozen):
-    format: Literal["auto", "json", "console"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-class TargetConfig(_Frozen):
+class TargetConfig(Frozen):
     provider: str
     service_account: str = Field(min_length=1)
     vault_mount: str = "secret"
@@ -353,7 +181,7 @@ class TargetConfig(_Frozen):
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class Config(_Frozen):
+class Config(Frozen):
     database: DatabaseConfig = DatabaseConfig()
     daemon: DaemonConfig = DaemonConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -412,62 +240,9 @@ def load_config(path: str | Path) -> Config:
     try:
         return Config.model_validate({**data, "source": file})
     except ValidationError as exc:
-        problems = _problems(exc, text)
+        problems = problems_by_key(exc, text)
         count = len(problems)
         raise ConfigError(
             f"{file}: {count} problem{'s' if count != 1 else ''} in the config", problems,
             file=file,
         ) from None
-
-
-def _problems(exc: ValidationError, text: str) -> dict[str, str]:
-    problems: dict[str, str] = {}
-    for err in exc.errors():
-        loc = _key_path(err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if "::" in msg:
-            key, msg = msg.split("::", 1)
-        else:
-            key = ".".join(loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        line = _line_of(text, key)
-        problems[key] = f"{msg} (line {line})" if line else msg
-    return problems
-
-
-# How pydantic names a validator or union member in a location: "function-after[f(), str]".
-_PYDANTIC_TAG = re.compile(r"[a-z][a-z0-9-]*\[.*\]")
-
-
-def _key_path(loc: tuple[int | str, ...]) -> list[str]:
-    # pydantic puts validator names and the union member's tag in locations: not keys.
-    path: list[str] = []
-    for part in loc:
-        text = str(part)
-        if _PYDANTIC_TAG.fullmatch(text) or (
-                path[-1:] == ["auth"] and text in {"token", "approle", "kubernetes"}):
-            continue
-        path.append(text)
-    return path
-
-
-def _line_of(text: str, dotted: str) -> int | None:
-    """The line where ``dotted`` (``targets.x.grace``) is written, if it is."""
-    *table, leaf = dotted.split(".")
-    current: list[str] = []
-    # Not splitlines(): TOML breaks lines at "\n" only, not at a "\x85" or "\u2028" that a
-    # string or comment holds.
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if line.startswith("[") and line.endswith("]"):
-            current = [p.strip().strip('"') for p in line.strip("[]").split(".")]
-            if current == [*table, leaf]:
-                return number
-            continue
-        key = line.split("=", 1)[0].strip().strip('"')
-        if "=" in line and key == leaf and current == table:
-            return number
-    return None

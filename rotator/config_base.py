@@ -1,0 +1,74 @@
+"""The building blocks of the config models: the frozen base class, durations, URL checks.
+
+``Frozen`` forbids unknown keys, refuses secrets written inline (a key that would hold
+one must name an environment variable or a file instead) and NUL characters anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
+
+from rotator.durations import parse_duration
+
+__all__ = ["Duration", "Frozen", "check_url", "is_loopback_host", "refuse_plain_http"]
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+# Keys that would hold a secret if written inline; the message tells what to write instead.
+_INLINE_SECRET_KEYS = {"token", "secret_id", "management_key", "api_key", "password", "secret"}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    _secret_keys: ClassVar[frozenset[str]] = frozenset(_INLINE_SECRET_KEYS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in cls._secret_keys & data.keys():
+                raise ValueError(
+                    f"'{key}' must not be written in the config file: "
+                    f"name an environment variable with '{key}_env' or a file with '{key}_file'"
+                )
+        return data
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # No file path, environment variable, URL or header can hold one.
+        if isinstance(value, str | Path) and "\x00" in str(value):
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
+def check_url(value: str, *, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"invalid URL {value!r}: expected {' or '.join(schemes)}://host[:port]")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"invalid URL {value!r}: bad port") from None
+    return value.rstrip("/")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_plain_http(url: str, allowed: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not allowed and not is_loopback_host(parts.hostname or ""):
+        raise ValueError(f"plain http:// to a non-loopback host ({url}) sends keys in clear; "
+                         "use https or set allow_insecure_http = true")
