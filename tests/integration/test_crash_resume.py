@@ -1,5 +1,8 @@
-"""SIGKILL the rotator at every step boundary, before and after each side effect; restart;
-the rotation completes, no key leaks, and Vault's current key always authenticates.
+"""SIGKILL ``rotator rotate`` (the foreground command) mid-rotation; a second ``rotate``
+resumes it: the rotation completes, no key leaks, and Vault's current key always works.
+
+Every boundary is covered for the daemon by test_crash_matrix.py (the runner is the same);
+here a few points, one per kind of resume, prove the command's own resume path.
 """
 
 from __future__ import annotations
@@ -12,13 +15,8 @@ from tests.integration.conftest import MakeWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Every named point the runner passes on a rotation's happy path (see crashpoints.py).
-BOUNDARIES = [
-    "started",
-    "create_key:before", "create_key:after", "step:verify",
-    "step:store", "vault_write:before", "vault_write:after",
-    "step:grace", "revoke_key:before", "revoke_key:after", "step:done",
-]
+# A secret lost before store, a write whose landing must be reconciled, a revoke redone.
+BOUNDARIES = ["create_key:after", "vault_write:after", "revoke_key:before"]
 
 
 @pytest.mark.parametrize("point", BOUNDARIES)
@@ -37,8 +35,7 @@ def test_sigkill_at_boundary_then_resume(make_world: MakeWorld, point: str) -> N
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _, final_secret, _ = w.vault_secret("app")
     w.assert_invariants("app")
-    if point != "step:done":
-        assert "rotation_resumed" in resumed.stderr or point == "started"
+    assert "rotation_resumed" in resumed.stderr
     assert final_secret != first_secret
     assert w.whoami(first_secret).status_code == 401
 
