@@ -89,8 +89,10 @@ def test_provider_faults_show_as_429s_retries_and_statuses(make_world: MakeWorld
     calm = world.emulator.settings
     world.emulator.settings = dataclasses.replace(calm, error_rate=0.2, rate_429=0.2,
                                                   rate_window=0.05, seed=11)
-    # 12 attempts: a call fails for good once in 0.4**12; the rotations must all succeed.
-    config, port = daemon_config(world, "d1", replace={"max_attempts = 6": "max_attempts = 12"})
+    # 12 attempts within 60 s (a random 429 asks for a whole second): a call fails for good
+    # about once in 0.4**12, so every rotation must succeed.
+    config, port = daemon_config(world, "d1", replace={
+        "max_attempts = 6": "max_attempts = 12", 'max_elapsed = "5s"': 'max_elapsed = "60s"'})
     # No log flags: a daemon whose stderr is not a TTY logs JSON, at [logging] level info.
     daemon = Daemon(world, config, port, log_flags=False)
     try:
