@@ -83,6 +83,7 @@ def run_demo(grace: float = 3.0) -> int:
             ("$ rotator rotate --all", ["rotate", "--all"]),
             ("$ rotator status", ["status"]),
             ("$ rotator audit", ["audit"]),
+            ("$ rotator verify", ["verify"]),
         ]
         for title, argv in steps:
             print(f"\n{title}")
