@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a rotation failed, rolled back or is still in progress;
 2 bad usage or config (the message names the key and the file); 3 the environment is
-not ready (database schema behind, target locked by another process).
+not ready (database unreachable or its schema behind, target locked by another process).
 """
 
 from __future__ import annotations
@@ -149,6 +149,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RotatorError as exc:
         print(f"rotator: failed: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 (keeps startup light)
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        # The driver's first line only: the rest is SQL and parameters, noise here.
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        print(f"rotator: database error: {type(cause).__name__}: {redact_text(first)}",
+              file=sys.stderr)
+        return EXIT_NOT_READY
     except KeyboardInterrupt:
         print("rotator: interrupted; an in-flight rotation resumes on the next run",
               file=sys.stderr)

@@ -91,12 +91,9 @@ def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
     _check(database_url)
 
 
-def test_concurrent_upgrades_all_succeed(database_url: str, tmp_path: Path) -> None:
-    # Replicas' init containers run `rotator db upgrade` at the same moment.
-    config = tmp_path / "rotator.toml"
-    config.write_text(f"""
+CONFIG = """
 [database]
-url = "{database_url}"
+url = "{url}"
 [vault]
 url = "https://vault.example"
 [providers.count]
@@ -107,13 +104,31 @@ management_key_env = "UNUSED"
 provider = "count"
 service_account = "sa_1"
 vault_path = "count/app"
-""")
+"""
+
+
+def test_concurrent_upgrades_all_succeed(database_url: str, tmp_path: Path) -> None:
+    # Replicas' init containers run `rotator db upgrade` at the same moment.
+    config = tmp_path / "rotator.toml"
+    config.write_text(CONFIG.format(url=database_url))
     argv = [sys.executable, "-m", "rotator.cli", "db", "upgrade", "--config", str(config)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(3)]
     outputs = [proc.communicate(timeout=60)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
     assert current_revision(database_url) == head_revision()
+
+
+def test_an_unreachable_database_is_exit_3_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rotator.cli import main  # noqa: PLC0415
+    from rotator.devvault import free_port  # noqa: PLC0415
+
+    config = tmp_path / "rotator.toml"
+    config.write_text(CONFIG.format(url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x"))
+    assert main(["db", "upgrade", "--config", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert "rotator: database error: OperationalError" in err and "Traceback" not in err
 
 
 def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:

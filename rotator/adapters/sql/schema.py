@@ -11,7 +11,10 @@ trigger function and ``alembic_version`` are then all created in that schema.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +107,28 @@ def head_revision() -> str:
 
 
 def upgrade(url: str) -> str:
-    """Apply every missing migration to the database at ``url``; returns the head revision."""
+    """Apply every missing migration to the database at ``url``; returns the head revision.
+
+    Concurrent upgrades (replicas' init containers) run one at a time: a PostgreSQL
+    advisory lock, or on SQLite an exclusive lock on a file beside the database.
+    """
+    with _sqlite_upgrade_lock(url):
+        return _upgrade(url)
+
+
+@contextlib.contextmanager
+def _sqlite_upgrade_lock(url: str) -> Iterator[None]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        yield
+        return
+    lock_path = Path(f"{parsed.database}.upgrade-lock")
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
+        yield
+
+
+def _upgrade(url: str) -> str:
     cfg = alembic_config()
     engine = make_engine(url)
     try:
