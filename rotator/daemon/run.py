@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rotator.adapters.sql.schema import check_schema
 from rotator.config import Config
+from rotator.core.model import Status
 from rotator.daemon.http import HealthServer
 from rotator.daemon.metrics import DaemonMetrics
 from rotator.daemon.readiness import Readiness
@@ -199,17 +200,17 @@ class _Daemon:
             waiting = [r for r in self.rt.repo.all_running() if r.target in only]
             if not waiting and not self.sweeper.manual_pending():
                 break
+            if self.sweeper.manual_pending():
+                # More asked for than workers, or a target another process holds: soon again.
+                self.stop.wait(0.2)
+                continue
             deadlines = [r.grace_ends_at for r in waiting if r.grace_ends_at is not None]
             if wake is not None:
                 deadlines.append(wake)
             until = min(deadlines, default=self.rt.clock.now() + timedelta(seconds=1))
             self.stop.wait(max(0.05, (until - datetime.now(UTC)).total_seconds() + 0.02))
         self.drain()
-        if self.exit_code == 0 and any(
-                o.error or (o.rotation is not None and o.rotation.is_terminal
-                            and o.rotation.status.value != "completed")
-                or (o.rotation is not None and not o.rotation.is_terminal)
-                for o in self._latest().values()):
+        if self.exit_code == 0 and not all(_succeeded(o) for o in self._latest().values()):
             self.exit_code = 1
 
     def _latest(self) -> dict[str, Outcome]:
@@ -229,6 +230,14 @@ class _Daemon:
             except SQLAlchemyError as exc:
                 log.warning("release_failed", error=type(exc).__name__)
         self.rt.close()
+
+
+def _succeeded(outcome: Outcome) -> bool:
+    """Completed, or nothing to do (a cleanup, a target another replica had)."""
+    rotation = outcome.rotation
+    if outcome.error is not None:
+        return False
+    return rotation is None or rotation.status is Status.COMPLETED
 
 
 def run_daemon(config: Config, opts: RunOptions, stop: threading.Event | None = None) -> int:

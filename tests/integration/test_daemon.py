@@ -277,6 +277,21 @@ def test_once_rotates_what_was_asked_waits_out_grace_and_exits(
     world.assert_invariants("asked")
 
 
+def test_once_rotate_all_with_fewer_workers_than_targets(make_world: MakeWorld) -> None:
+    names = ("a", "b", "c")
+    world = make_world(*names, grace="300ms")
+    config, port = daemon_config(world, "d1", workers=1, schedule="enabled = false")
+    daemon = Daemon(world, config, port, "--once", "--rotate-all")
+    try:
+        assert daemon.wait(60) == 0, daemon.logs()[-3000:]
+    finally:
+        daemon.close()
+    for name in names:
+        assert [r.trigger for r in _rotations(world, name)] == ["manual"]
+        assert _completed(world, name) == 1
+        world.assert_invariants(name)
+
+
 def test_once_exits_1_when_a_rotation_rolls_back(make_world: MakeWorld) -> None:
     world = make_world("app", grace="200ms", probe_timeout="300ms")
     world.emulator.settings = dataclasses.replace(world.emulator.settings,
