@@ -23,9 +23,9 @@ from tests.integration.world import World
 
 pytestmark = pytest.mark.integration
 
-HAPPY = ["started", "create_key:before", "create_key:after", "step:verify", "step:store",
-         "vault_write:before", "vault_write:after", "step:grace", "revoke_key:before",
-         "revoke_key:after", "step:done"]
+HAPPY = ["started", "step:create", "create_key:before", "create_key:after", "step:verify",
+         "step:store", "vault_write:before", "vault_write:after", "step:grace", "step:revoke",
+         "revoke_key:before", "revoke_key:after", "step:done"]
 FULL = ["delete_key:before", "delete_key:after"]          # the stale key, at the key limit
 ROLLBACK = ["step:rollback", "delete_key:before", "delete_key:after"]   # the unusable new key
 RESTORE = ["vault_restore:before", "vault_restore:after"]       # Vault back to the old key
