@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -167,14 +167,8 @@ def status(rt: Runtime) -> list[TargetStatus]:
             out.append(TargetStatus(
                 target=name,
                 current_key_id=done.new_key_id if done else None,
-                key_since=_stored_at(done) if done else None,
+                key_since=done.key_stored_at if done else None,
                 in_flight=running.get(name), last=last,
                 pending_cleanups=sum(c.target == name for c in cleanups)))
     return out
 
-
-def _stored_at(rot: Rotation) -> datetime | None:
-    """When the rotation's key went into Vault: the start of its grace window."""
-    if rot.grace_ends_at is None:
-        return rot.finished_at
-    return rot.grace_ends_at - timedelta(seconds=rot.grace_seconds)

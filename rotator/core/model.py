@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 __all__ = [
@@ -77,6 +77,15 @@ class Rotation:
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def key_stored_at(self) -> datetime | None:
+        """When a completed rotation's key went into Vault: the start of its grace window."""
+        if self.status is not Status.COMPLETED:
+            return None
+        if self.grace_ends_at is None:
+            return self.finished_at
+        return self.grace_ends_at - timedelta(seconds=self.grace_seconds)
 
     def evolve(self, **changes: object) -> Rotation:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

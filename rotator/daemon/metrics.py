@@ -70,8 +70,10 @@ class _Ages(Collector):
         self._success: dict[str, datetime] = {}
         self._key_since: dict[str, datetime] = {}
 
-    def set(self, target: str, last_success: datetime | None,
-            key_since: datetime | None) -> None:
+    def set(self, target: str, last_completed: Rotation | None) -> None:
+        """From the target's latest completed rotation (None: never rotated)."""
+        last_success = None if last_completed is None else last_completed.finished_at
+        key_since = None if last_completed is None else last_completed.key_stored_at
         with self._lock:
             for table, value in ((self._success, last_success), (self._key_since, key_since)):
                 if value is None:

@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from rotator.adapters.sql.queries import ScheduleFacts
-from rotator.core.model import Rotation, Status, Step
+from rotator.core.model import Rotation, Step
 from rotator.scheduling.schedule import Due, History, Schedule, next_due
 
-__all__ = ["Decision", "Work", "WorkKind", "decide", "history_of", "key_since"]
+__all__ = ["Decision", "Work", "WorkKind", "decide", "history_of"]
 
 
 class WorkKind(StrEnum):
@@ -40,20 +40,11 @@ class Decision:
     due: Due | None               # the schedule's next start, for metrics and status
 
 
-def key_since(rotation: Rotation | None) -> datetime | None:
-    """When a completed rotation's key went into Vault: the start of its grace window."""
-    if rotation is None or rotation.status is not Status.COMPLETED:
-        return None
-    if rotation.grace_ends_at is None:
-        return rotation.finished_at
-    return rotation.grace_ends_at - timedelta(seconds=rotation.grace_seconds)
-
-
 def history_of(facts: ScheduleFacts) -> History:
     done = facts.last_completed
     return History(
         last_completed_started_at=None if done is None else done.started_at,
-        key_since=key_since(done),
+        key_since=None if done is None else done.key_stored_at,
         last_failure_at=facts.last_failure_at,
         failures_since_success=facts.failures_since)
 

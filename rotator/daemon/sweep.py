@@ -16,7 +16,7 @@ from datetime import datetime
 import structlog
 
 from rotator.adapters.sql.repository import SqlRepository
-from rotator.core.model import Rotation, Status, Step
+from rotator.core.model import Rotation, Step
 from rotator.core.ports import Clock
 from rotator.daemon import planner
 from rotator.daemon.metrics import DaemonMetrics
@@ -88,8 +88,7 @@ class Sweeper:
             if only is not None and name not in only and name not in manual:
                 continue
             facts = self.repo.schedule_facts(name)
-            self.metrics.ages.set(name, _finished(facts.last_completed),
-                                  planner.key_since(facts.last_completed))
+            self.metrics.ages.set(name, facts.last_completed)
             decision = planner.decide(name, schedule, facts, running.get(name),
                                       cleanups.get(name, 0), now)
             if decision.due is not None:
@@ -154,8 +153,3 @@ class Sweeper:
         facts = self.repo.schedule_facts(target)
         return planner.still_due(target, self.schedules[target], facts, self.clock.now())
 
-
-def _finished(rotation: Rotation | None) -> datetime | None:
-    if rotation is None or rotation.status is not Status.COMPLETED:
-        return None
-    return rotation.finished_at
