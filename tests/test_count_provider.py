@@ -38,6 +38,7 @@ from rotator.errors import (
     UsageError,
 )
 from rotator.retry import RetryPolicy
+from tests.support import exception_chain
 
 BASE = "https://count.test"
 ADMIN_VALUE = "ck_admin_S3CRET_do_not_leak_0001"
@@ -578,21 +579,11 @@ def test_random_bodies_succeed_or_raise_rotator_errors(body: bytes, status: int,
 
 # --- secret hygiene ---------------------------------------------------------------------------
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        item = pending.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        pending += [item.__cause__, item.__context__]
 
 
 def _assert_clean(exc: BaseException, secrets: tuple[str, ...] = SECRETS) -> None:
     text = "".join(traceback.format_exception(exc))
-    for item in _chain(exc):
+    for item in exception_chain(exc):
         rendered = [str(item), repr(item), repr(item.args), repr(vars(item))]
         for secret in secrets:
             assert not any(secret in part for part in rendered), type(item)
@@ -600,7 +591,7 @@ def _assert_clean(exc: BaseException, secrets: tuple[str, ...] = SECRETS) -> Non
         assert secret not in text
     assert exc.__cause__ is None
     assert exc.__context__ is None
-    assert not any(isinstance(item, httpx.HTTPError) for item in _chain(exc))
+    assert not any(isinstance(item, httpx.HTTPError) for item in exception_chain(exc))
 
 
 def _echoing(request: httpx.Request) -> httpx.Response:

@@ -52,6 +52,7 @@ from rotator.retry import RetryPolicy
 from rotator.runner import Runner
 from rotator.targets import TargetSpec
 from tests.fakes import FakeClock, FakeStore, MemoryRepository
+from tests.support import exception_chain, serving
 
 MGMT = "mgmt-S3CRET-0f9e8d7c6b5a4930"          # the admin management key
 NEW = "newkey-S3CRET-5566778899aabbcc"         # a key Count has just issued
@@ -68,21 +69,11 @@ TWO_FAST = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, max_elapse
 
 # --- what "clean" means -----------------------------------------------------------------------
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        item = pending.pop()
-        if item is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        pending += [item.__cause__, item.__context__]
 
 
 def _rendered(exc: BaseException) -> str:
     parts = ["".join(traceback.format_exception(exc))]
-    for item in _chain(exc):
+    for item in exception_chain(exc):
         parts += [str(item), repr(item), repr(item.args), repr(getattr(item, "__dict__", {}))]
         if isinstance(item, RotatorError):
             parts += [item.message, json.dumps(item.context)]
@@ -106,7 +97,7 @@ def _logged(exc: RotatorError, fmt: Literal["json", "console"]) -> str:
 def assert_clean(exc: BaseException, secrets: tuple[str, ...] = ALL) -> None:
     assert isinstance(exc, RotatorError), f"untranslated {type(exc).__name__}: {exc}"
     # Nothing foreign is chained: the library's exception (with its request) stays behind.
-    assert [type(item) for item in _chain(exc)] == [type(exc)], list(_chain(exc))
+    assert [type(item) for item in exception_chain(exc)] == [type(exc)], list(exception_chain(exc))
     texts = {"exception": _rendered(exc), "json log": _logged(exc, "json"),
              "console log": _logged(exc, "console")}
     for where, text in texts.items():
@@ -436,14 +427,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def echo_server() -> Iterator[_EchoServer]:
     server = _EchoServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def _json(status: int, document: object, **headers: str) -> Answer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from tests.fixtures.openbao import (
     stop_openbao,
     vault_client,
 )
+from tests.support import serving
 
 TINY_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.001, max_elapsed=5)
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -355,14 +355,8 @@ class _StatusHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def status_server() -> Iterator[_StatusServer]:
     server = _StatusServer(("127.0.0.1", 0), _StatusHandler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.mark.parametrize(("status", "expected"), [
