@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from rotator.core.model import EventKind, Rotation, Status
+from rotator.core.model import EventKind, Status
 from rotator.emulator import Emulator
 from tests.integration.daemon_process import Daemon, daemon_config, wait_for
 from tests.integration.persistent_vault import PersistentVault
@@ -34,31 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(90
 TARGETS = tuple(f"c{i:02d}" for i in range(10))
 
 
-def _statuses(world: World) -> list[Status]:
-    return [r.status for r in _rotations(world)]
-
-
-def _rotations(world: World) -> list[Rotation]:
-    repo = world.repository()
-    try:
-        return repo.rotations()
-    finally:
-        repo.engine.dispose()
-
-
 def _side_effects(world: World, rotation_id: str) -> list[str]:
     repo = world.repository()
     try:
         return [e.action for e in repo.events() if e.rotation_id == rotation_id
                 and e.kind is EventKind.INTENT]
-    finally:
-        repo.engine.dispose()
-
-
-def _settled(world: World) -> bool:
-    repo = world.repository()
-    try:
-        return not repo.all_running() and not repo.all_pending_cleanups()
     finally:
         repo.engine.dispose()
 
@@ -129,20 +109,20 @@ def test_chaos_soak(emulator: Emulator, migrated_url: str, tmp_path: Path) -> No
         final = Daemon(world, config, port, name="final")
         final.wait_ready(60)
         try:
-            wait_for(lambda: _settled(world), 90, "every rotation to finish after the chaos")
+            wait_for(world.settled, 90, "every rotation to finish after the chaos")
         except AssertionError:
-            stuck = [(r.rotation_id, r.step.value, r.reason) for r in _rotations(world)
+            stuck = [(r.rotation_id, r.step.value, r.reason) for r in world.rotations()
                      if r.status is Status.RUNNING]
             raise AssertionError(f"seed {seed}: still running {stuck}\n"
                                  f"{final.logs()[-4000:]}") from None
         assert final.terminate()[0] == 0
-        statuses = _statuses(world)
+        statuses = [r.status for r in world.rotations()]
         print(f"rotations: {len(statuses)}; " + ", ".join(
             f"{s.value} {statuses.count(s)}" for s in Status if statuses.count(s)),
             f"; replica lives: {lives}")
         # "failed" is a rotation refused at plan (Vault or the provider unreachable when
         # it started): allowed only if it changed nothing at all.
-        bad = [(r.rotation_id, r.status.value, r.reason) for r in _rotations(world)
+        bad = [(r.rotation_id, r.status.value, r.reason) for r in world.rotations()
                if r.status is Status.RUNNING
                or (r.status is Status.FAILED and _side_effects(world, r.rotation_id))]
         assert not bad, (seed, bad)

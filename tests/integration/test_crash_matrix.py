@@ -37,23 +37,6 @@ CASES = [pytest.param(path, point, id=f"{path}-{point}")
          for path, points in PATHS.items() for point in points]
 
 
-def _rotations(world: World) -> list[Status]:
-    repo = world.repository()
-    try:
-        return [r.status for r in repo.rotations("app")]
-    finally:
-        repo.engine.dispose()
-
-
-def _finished(world: World) -> bool:
-    repo = world.repository()
-    try:
-        return (bool(repo.rotations("app")) and not repo.all_running()
-                and not repo.all_pending_cleanups())
-    finally:
-        repo.engine.dispose()
-
-
 def _prepare(make_world: MakeWorld, path: str) -> tuple[World, dict[str, str]]:
     """The world for ``path``, and the extra environment of the first daemon."""
     world = make_world("app", grace="300ms", probe_timeout="500ms")
@@ -96,12 +79,13 @@ def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
     second = Daemon(world, config, port, name="second")
     try:
         second.wait_ready()
-        wait_for(lambda: _finished(world), 30, f"the work interrupted at {point} to finish")
+        wait_for(lambda: bool(world.rotations()) and world.settled(), 30,
+                 f"the work interrupted at {point} to finish")
         assert second.terminate()[0] == 0
     finally:
         second.close()
     expected = Status.ROLLED_BACK if path in ("rollback", "restore") else Status.COMPLETED
-    assert _rotations(world) == [expected]
+    assert [r.status for r in world.rotations("app")] == [expected]
     verify = world.cli("verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr[-2000:]
     assert "no findings" in verify.stdout

@@ -23,16 +23,8 @@ from tests.integration.world import World
 pytestmark = pytest.mark.integration
 
 
-def _rotations(world: World, target: str) -> list:  # type: ignore[type-arg]
-    repo = world.repository()
-    try:
-        return repo.rotations(target)
-    finally:
-        repo.engine.dispose()
-
-
 def _completed(world: World, target: str) -> int:
-    return sum(r.status is Status.COMPLETED for r in _rotations(world, target))
+    return sum(r.status is Status.COMPLETED for r in world.rotations(target))
 
 
 def test_daemon_rotates_on_schedule_and_reports_it_in_metrics(make_world: MakeWorld) -> None:
@@ -59,7 +51,7 @@ def test_daemon_rotates_on_schedule_and_reports_it_in_metrics(make_world: MakeWo
             assert 0 <= metric(samples, "rotator_seconds_since_last_success", target=name) < 60
             assert 0 <= metric(samples, "rotator_key_age_seconds", target=name) < 60
             # The next rotation is 30 days after this one started.
-            started = _rotations(world, name)[0].started_at.timestamp()
+            started = world.rotations(name)[0].started_at.timestamp()
             assert metric(samples, "rotator_next_rotation_timestamp_seconds",
                           target=name) == pytest.approx(started + 30 * 86400, abs=0.01)
             world.assert_invariants(name)
@@ -133,13 +125,13 @@ def test_sigterm_during_grace_exits_at_once_and_the_restart_revokes_on_time(
     first = Daemon(world, config, port, name="first")
     try:
         first.wait_ready()
-        wait_for(lambda: any(r.step is Step.GRACE for r in _rotations(world, "app")), 30,
+        wait_for(lambda: any(r.step is Step.GRACE for r in world.rotations("app")), 30,
                  "the rotation to reach its grace window")
         code, seconds = first.terminate()
     finally:
         first.close()
     assert code == 0 and seconds < 3, first.logs()[-3000:]
-    (rot,) = _rotations(world, "app")
+    (rot,) = world.rotations("app")
     assert rot.status is Status.RUNNING and rot.grace_ends_at is not None
     old_secret = world.accounts["app"].secret
     assert world.whoami(old_secret).status_code == 200      # consumers' old key still works
@@ -154,7 +146,7 @@ def test_sigterm_during_grace_exits_at_once_and_the_restart_revokes_on_time(
     finally:
         second.terminate()
         second.close()
-    (done,) = _rotations(world, "app")
+    (done,) = world.rotations("app")
     assert done.rotation_id == rot.rotation_id
     assert done.finished_at is not None
     late = (done.finished_at - rot.grace_ends_at).total_seconds()
@@ -270,9 +262,9 @@ def test_once_rotates_what_was_asked_waits_out_grace_and_exits(
         daemon.close()
     assert time.monotonic() - start >= 1.0                  # it waited out the grace
     assert _completed(world, "asked") == 1
-    (rot,) = _rotations(world, "asked")
+    (rot,) = world.rotations("asked")
     assert rot.trigger == "manual"
-    assert _rotations(world, "other") == []                 # schedules off: untouched
+    assert world.rotations("other") == []                 # schedules off: untouched
     assert world.whoami(world.accounts["asked"].secret).status_code == 401
     world.assert_invariants("asked")
 
@@ -287,7 +279,7 @@ def test_once_rotate_all_with_fewer_workers_than_targets(make_world: MakeWorld) 
     finally:
         daemon.close()
     for name in names:
-        assert [r.trigger for r in _rotations(world, name)] == ["manual"]
+        assert [r.trigger for r in world.rotations(name)] == ["manual"]
         assert _completed(world, name) == 1
         world.assert_invariants(name)
 
@@ -302,7 +294,7 @@ def test_once_exits_1_when_a_rotation_rolls_back(make_world: MakeWorld) -> None:
         assert daemon.wait(60) == 1
     finally:
         daemon.close()
-    (rot,) = _rotations(world, "app")
+    (rot,) = world.rotations("app")
     assert rot.status is Status.ROLLED_BACK
     world.assert_invariants("app")
 

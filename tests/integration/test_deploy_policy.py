@@ -34,51 +34,14 @@ from rotator.core.secret import Secret
 from rotator.emulator import Emulator, SeededAccount
 from rotator.errors import VaultError
 from tests.fixtures.openbao import OpenBao
+from tests.integration.world import ADMIN_MANAGEMENT, CONFIG, TARGET, TOKEN_AUTH
 
 pytestmark = pytest.mark.integration
 
 POLICY_FILE = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "rotator-policy.hcl"
 MOUNT = "secret"      # the dev server's KV v2 mount, as the policy expects
 
-CONFIG = """\
-[database]
-url = "{db_url}"
 
-[vault]
-url = "{vault_url}"
-[vault.auth]
-{auth}
-[vault.retry]
-max_attempts = 3
-base_delay = "50ms"
-max_elapsed = "2s"
-
-[providers.count]
-type = "count"
-base_url = "{count_url}"
-auth_mode = "admin"
-management_key_env = "IT_COUNT_ADMIN_KEY"
-[providers.count.retry]
-max_attempts = 6
-base_delay = "20ms"
-max_delay = "200ms"
-max_elapsed = "5s"
-
-[defaults]
-grace = "0s"
-lease_ttl = "1s"
-[defaults.probe]
-timeout = "5s"
-interval = "50ms"
-
-[targets.app]
-provider = "count"
-service_account = "{sa}"
-vault_mount = "{mount}"
-vault_path = "{path}"
-"""
-
-TOKEN_AUTH = 'method = "token"\ntoken_env = "IT_VAULT_TOKEN"'
 APPROLE_AUTH = ('method = "approle"\nrole_id = "{role_id}"\n'
                 'secret_id_env = "IT_VAULT_SECRET_ID"\nmount = "{mount}"')
 
@@ -110,9 +73,12 @@ class Target:
     def rotate(self, auth: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         """``rotator rotate app --grace 0s`` in a subprocess, with only ``env``'s credentials."""
         config = self.tmp / "rotator.toml"
+        target = TARGET.format(name="app", sa=self.account.account_id, mount=MOUNT,
+                               path=self.path)
         config.write_text(CONFIG.format(
             db_url=self.db_url, vault_url=self.vault_url, auth=auth, count_url=self.emulator.url,
-            sa=self.account.account_id, mount=MOUNT, path=self.path))
+            auth_mode="admin", management=ADMIN_MANAGEMENT, grace="0s", probe_timeout="5s",
+            targets=target))
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         return subprocess.run(
             [sys.executable, "-m", "rotator.cli", "--config", str(config), "--log-format", "json",

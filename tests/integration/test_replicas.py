@@ -25,14 +25,10 @@ pytestmark = [pytest.mark.integration,
 
 
 def _statuses(world: World) -> dict[str, list[Status]]:
-    repo = world.repository()
-    try:
-        out: dict[str, list[Status]] = {name: [] for name in world.accounts}
-        for rot in repo.rotations():
-            out[rot.target].append(rot.status)
-        return out
-    finally:
-        repo.engine.dispose()
+    out: dict[str, list[Status]] = {name: [] for name in world.accounts}
+    for rot in world.rotations():
+        out[rot.target].append(rot.status)
+    return out
 
 
 def _all_completed_once(world: World) -> bool:

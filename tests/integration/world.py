@@ -15,7 +15,7 @@ import hvac
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
-from rotator.core.model import EventKind
+from rotator.core.model import EventKind, Rotation
 from rotator.emulator import Emulator, SeededAccount
 
 CONFIG = """\
@@ -25,8 +25,7 @@ url = "{db_url}"
 [vault]
 url = "{vault_url}"
 [vault.auth]
-method = "token"
-token_env = "IT_VAULT_TOKEN"
+{auth}
 [vault.retry]
 max_attempts = 3
 base_delay = "50ms"
@@ -51,12 +50,15 @@ timeout = "{probe_timeout}"
 interval = "50ms"
 {targets}"""
 
+TOKEN_AUTH = 'method = "token"\ntoken_env = "IT_VAULT_TOKEN"'
+ADMIN_MANAGEMENT = 'management_key_env = "IT_COUNT_ADMIN_KEY"'
+
 TARGET = """
 [targets.{name}]
 provider = "count"
 service_account = "{sa}"
 vault_mount = "{mount}"
-vault_path = "count/{name}"
+vault_path = "{path}"
 """
 
 
@@ -115,6 +117,22 @@ class World:
     def repository(self) -> SqlRepository:
         return SqlRepository(make_engine(self.db_url))
 
+    def rotations(self, target: str | None = None) -> list[Rotation]:
+        """The rotations SQL holds (of ``target``), oldest first."""
+        repo = self.repository()
+        try:
+            return repo.rotations(target)
+        finally:
+            repo.engine.dispose()
+
+    def settled(self) -> bool:
+        """No rotation running and no key queued for cleanup."""
+        repo = self.repository()
+        try:
+            return not repo.all_running() and not repo.all_pending_cleanups()
+        finally:
+            repo.engine.dispose()
+
     def assert_invariants(self, name: str) -> None:
         """Vault's key authenticates, no key leaked, every side effect is paired."""
         _, secret, _ = self.vault_secret(name)
@@ -149,10 +167,11 @@ def build_world(emulator: Emulator, vault_url: str, vault_token: str, mount: str
                 mount_point=mount)
     finally:
         client.adapter.close()
-    management = ('management_key_env = "IT_COUNT_ADMIN_KEY"' if auth_mode == "admin" else "")
-    targets = "".join(TARGET.format(name=n, sa=world.accounts[n].account_id, mount=mount)
-                      for n in names)
+    management = ADMIN_MANAGEMENT if auth_mode == "admin" else ""
+    targets = "".join(TARGET.format(name=n, sa=world.accounts[n].account_id, mount=mount,
+                                    path=f"count/{n}") for n in names)
     world.config_path.write_text(CONFIG.format(
         db_url=db_url, vault_url=vault_url, count_url=emulator.url, auth_mode=auth_mode,
-        management=management, grace=grace, probe_timeout=probe_timeout, targets=targets))
+        management=management, grace=grace, probe_timeout=probe_timeout, targets=targets,
+        auth=TOKEN_AUTH))
     return world
