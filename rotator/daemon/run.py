@@ -10,6 +10,7 @@ windows of what it started, and exits 0, or 1 if anything failed.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -59,6 +60,7 @@ class _Daemon:
                                          on_call=self.metrics.provider_call)
         self.holder = holder_id()
         self.schema_ok = False
+        self._renewed_at = -math.inf
         lease_ttl = config.defaults.lease_ttl
         self.runner = Runner(providers=self.rt.providers, store=self.rt.store, repo=self.rt.repo,
                              clock=self.rt.clock, holder=self.holder, lease_ttl=lease_ttl,
@@ -137,7 +139,7 @@ class _Daemon:
                 return None
             if not self.schema_ok:
                 return None
-        renew_vault_token(self.rt)
+        self._renew_token_if_due()
         try:
             return self.sweeper.sweep(only)
         except SQLAlchemyError as exc:
@@ -148,6 +150,14 @@ class _Daemon:
             self.metrics.sweep_errors.labels(kind="internal").inc()
             log.exception("sweep_failed")
         return None
+
+    def _renew_token_if_due(self) -> None:
+        # Once per poll interval, not on every sweep: a burst of finished rotations wakes
+        # the loop many times, and each renewal is a Vault round trip (retried when down).
+        now = time.monotonic()
+        if now - self._renewed_at >= self.config.daemon.poll_interval:
+            self._renewed_at = now
+            renew_vault_token(self.rt)
 
     def alive(self) -> bool:
         limit = max(3 * self.config.daemon.poll_interval, 120.0)
