@@ -27,7 +27,7 @@ import hvac
 from sqlalchemy import create_engine, text
 
 from rotator.adapters.sql.schema import upgrade
-from rotator.devvault import DevVault, free_port
+from rotator.devtools.devvault import DevVault, free_port
 from rotator.emulator import Emulator
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -87,7 +87,7 @@ def one_run(db: str, size: int, targets: str, env: dict[str, str], vault_url: st
     config.write_text(CONFIG.format(db=db, port=port, vault=vault_url, count=count_url,
                                     targets=targets))
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "rotator.cli", "-c", str(config), "run"],
+    proc = subprocess.Popen([sys.executable, "-m", "rotator", "-c", str(config), "run"],
                             env=env, stderr=subprocess.DEVNULL)
     try:
         while True:

@@ -21,12 +21,12 @@ import hvac
 from sqlalchemy import create_engine, text
 
 from rotator.adapters.sql.schema import upgrade
-from rotator.config import load_config
-from rotator.devvault import DevVault
+from rotator.app.operations import rotate_targets
+from rotator.app.runtime import build_runtime
+from rotator.config.model import load_config
+from rotator.devtools.devvault import DevVault
 from rotator.emulator import Emulator, EmulatorSettings
 from rotator.logs import configure_logging
-from rotator.service import rotate_targets
-from rotator.wiring import build_runtime
 
 CONFIG = """
 [database]

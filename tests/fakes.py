@@ -13,6 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from rotator.core.errors import (
+    CasConflict,
+    KeyLimitReached,
+    LeaseHeld,
+    SecretNotFound,
+    Unauthorized,
+)
 from rotator.core.machine import KeyRecord
 from rotator.core.model import AuditEvent, EventKind, Rotation, Status
 from rotator.core.ports import (
@@ -25,13 +32,6 @@ from rotator.core.ports import (
     VaultSecret,
 )
 from rotator.core.secret import Secret
-from rotator.errors import (
-    CasConflict,
-    KeyLimitReached,
-    LeaseHeld,
-    SecretNotFound,
-    Unauthorized,
-)
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

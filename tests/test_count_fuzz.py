@@ -5,7 +5,7 @@ random JSON, envelopes with wrong types and missing or extra fields, huge, trunc
 non-JSON and non-UTF-8 bodies, wrong or missing Content-Type, broken Content-Encoding,
 streams that break, transport errors, junk rate-limit headers, and a server that echoes
 the bearer everywhere. Each call returns a well-typed value or raises the ``RotatorError``
-its answer means (the table in ``rotator.adapters.count``'s docstring), never another
+its answer means (the table in ``rotator.adapters.count.client``'s docstring), never another
 exception, and never with the bearer in the error, its context or its traceback.
 
 Then a whole rotation runs through ``Runner`` against a small in-memory Count that
@@ -34,11 +34,9 @@ import structlog
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from rotator.adapters.count import MAX_BODY_BYTES, CallRecord, CountProvider, ServiceAccount
-from rotator.core.model import EventKind, Status, Step
-from rotator.core.ports import Deletion, Identity, KeyListing, NewKey, SecretRef
-from rotator.core.secret import Secret
-from rotator.errors import (
+from rotator.adapters.count.client import MAX_BODY_BYTES, CallRecord, CountProvider, ServiceAccount
+from rotator.adapters.retry import RetryPolicy
+from rotator.core.errors import (
     KeyLimitReached,
     KeyNotFound,
     ProtocolError,
@@ -49,9 +47,11 @@ from rotator.errors import (
     Unauthorized,
     UsageError,
 )
-from rotator.retry import RetryPolicy
-from rotator.runner import Runner
-from rotator.targets import TargetSpec
+from rotator.core.model import EventKind, Status, Step
+from rotator.core.ports import Deletion, Identity, KeyListing, NewKey, SecretRef
+from rotator.core.secret import Secret
+from rotator.core.target import TargetSpec
+from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeStore, MemoryRepository
 
 BASE = "https://count.test"

@@ -19,12 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rotator.adapters import count
-from rotator.adapters.count import CallRecord, CountPaths, CountProvider, ServiceAccount
-from rotator.core.machine import KeyRecord
-from rotator.core.ports import Deletion, Identity, KeyProvider
-from rotator.core.secret import Secret
-from rotator.errors import (
+from rotator.adapters.count import client as count
+from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider, ServiceAccount
+from rotator.adapters.retry import RetryPolicy
+from rotator.core.errors import (
     ConfigError,
     KeyLimitReached,
     KeyNotFound,
@@ -37,7 +35,9 @@ from rotator.errors import (
     Unauthorized,
     UsageError,
 )
-from rotator.retry import RetryPolicy
+from rotator.core.machine import KeyRecord
+from rotator.core.ports import Deletion, Identity, KeyProvider
+from rotator.core.secret import Secret
 from tests.support import exception_chain
 
 BASE = "https://count.test"

@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.core.model import Status, Step
 from rotator.core.ports import SecretRef
+from rotator.core.target import TargetSpec
 from rotator.daemon.metrics import DaemonMetrics
 from rotator.daemon.sweep import Sweeper
-from rotator.runner import Runner
+from rotator.engine.runner import Runner
 from rotator.scheduling.schedule import Schedule, parse_window
-from rotator.targets import TargetSpec
 from tests.fakes import FakeClock, FakeProvider, FakeStore
 
 DAY = 86400.0
@@ -241,7 +241,7 @@ def test_failed_attempts_back_off_instead_of_retrying_every_sweep(
 
 def test_queued_key_deletions_are_retried_by_the_sweep(fleet: Callable[..., Fleet]) -> None:
     f = fleet({"app": Schedule(every=30 * DAY)}, grace=0)
-    from rotator.errors import ProviderUnavailable  # noqa: PLC0415
+    from rotator.core.errors import ProviderUnavailable  # noqa: PLC0415
     f.provider.fail["delete_key"] = ProviderUnavailable("503")
     f.sweep()
     assert len(f.repo.all_pending_cleanups()) == 1

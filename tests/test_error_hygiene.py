@@ -29,17 +29,10 @@ import httpx
 import pytest
 import structlog
 
-from rotator.adapters.count import CountProvider
-from rotator.adapters.vault import AppRoleAuth, TokenAuth, VaultAuth, VaultStore
-from rotator.core.model import Status
-from rotator.core.ports import SecretRef
-from rotator.core.secret import Secret
-from rotator.devvault import free_port
-from rotator.emulator import EmulatorSettings
-from rotator.emulator.api import CountApi
-from rotator.emulator.envelope import Request
-from rotator.emulator.state import EmulatorState
-from rotator.errors import (
+from rotator.adapters.count.client import CountProvider
+from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.vault.store import AppRoleAuth, TokenAuth, VaultAuth, VaultStore
+from rotator.core.errors import (
     ProtocolError,
     ProviderUnavailable,
     RotatorError,
@@ -47,10 +40,17 @@ from rotator.errors import (
     VaultError,
     VaultUnavailable,
 )
+from rotator.core.model import Status
+from rotator.core.ports import SecretRef
+from rotator.core.secret import Secret
+from rotator.core.target import TargetSpec
+from rotator.devtools.devvault import free_port
+from rotator.emulator import EmulatorSettings
+from rotator.emulator.api import CountApi
+from rotator.emulator.envelope import Request
+from rotator.emulator.state import EmulatorState
+from rotator.engine.runner import Runner
 from rotator.logs import configure_logging
-from rotator.retry import RetryPolicy
-from rotator.runner import Runner
-from rotator.targets import TargetSpec
 from tests.fakes import FakeClock, FakeStore, MemoryRepository
 from tests.support import exception_chain, serving
 

@@ -12,11 +12,11 @@ from datetime import timedelta
 import pytest
 
 from rotator.adapters.sql.repository import SqlRepository
+from rotator.app.verify import Finding, FindingKind, check_target
 from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
 from rotator.core.ports import SecretRef
-from rotator.invariants import Finding, FindingKind, check_target
-from rotator.runner import Runner
-from rotator.targets import TargetSpec
+from rotator.core.target import TargetSpec
+from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeProvider, FakeStore
 
 REF = SecretRef("secret", "count/app", "api_key")

@@ -24,7 +24,7 @@ from rotator.adapters.sql.schema import (
     make_engine,
     upgrade,
 )
-from rotator.errors import SchemaError
+from rotator.core.errors import SchemaError
 
 ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
 
@@ -111,7 +111,7 @@ def test_concurrent_upgrades_all_succeed(database_url: str, tmp_path: Path) -> N
     # Replicas' init containers run `rotator db upgrade` at the same moment.
     config = tmp_path / "rotator.toml"
     config.write_text(CONFIG.format(url=database_url))
-    argv = [sys.executable, "-m", "rotator.cli", "db", "upgrade", "--config", str(config)]
+    argv = [sys.executable, "-m", "rotator", "db", "upgrade", "--config", str(config)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(3)]
     outputs = [proc.communicate(timeout=60)[0] for proc in procs]
@@ -121,8 +121,8 @@ def test_concurrent_upgrades_all_succeed(database_url: str, tmp_path: Path) -> N
 
 def test_an_unreachable_database_is_exit_3_without_a_traceback(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from rotator.cli import main  # noqa: PLC0415
-    from rotator.devvault import free_port  # noqa: PLC0415
+    from rotator.cli.main import main  # noqa: PLC0415
+    from rotator.devtools.devvault import free_port  # noqa: PLC0415
 
     config = tmp_path / "rotator.toml"
     config.write_text(CONFIG.format(url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x"))

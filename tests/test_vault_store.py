@@ -14,19 +14,20 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from rotator.adapters import vault, vault_auth
-from rotator.adapters.vault import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
-from rotator.adapters.vault_auth import renewal_action
-from rotator.core.ports import SecretRef, SecretStore
-from rotator.core.secret import Secret
-from rotator.errors import (
+from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.vault import auth as vault_auth
+from rotator.adapters.vault import store as vault
+from rotator.adapters.vault.auth import renewal_action
+from rotator.adapters.vault.store import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
+from rotator.core.errors import (
     CasConflict,
     RotatorError,
     SecretNotFound,
     VaultError,
     VaultUnavailable,
 )
-from rotator.retry import RetryPolicy
+from rotator.core.ports import SecretRef, SecretStore
+from rotator.core.secret import Secret
 from tests.fixtures.openbao import (
     OpenBao,
     restart_openbao,

@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rotator import __version__
-from rotator.adapters.count import CallRecord
+from rotator.adapters.count.client import CallRecord
 from rotator.core.model import Rotation, Status, Step
 
 __all__ = ["DaemonMetrics", "failure_reason"]

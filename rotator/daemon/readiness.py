@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from rotator.adapters.sql.schema import check_schema
-from rotator.errors import SchemaError
+from rotator.core.errors import SchemaError
 
 __all__ = ["Readiness", "ReadyReport"]
 

@@ -22,18 +22,18 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from rotator.adapters.sql.schema import check_schema
-from rotator.config import Config
+from rotator.app.operations import holder_id, renew_vault_token
+from rotator.app.runtime import Runtime, build_runtime
+from rotator.config.model import Config
+from rotator.core.errors import ConfigError, LeaseHeld, SchemaError
 from rotator.core.model import Status
 from rotator.daemon.http import HealthServer
 from rotator.daemon.metrics import DaemonMetrics
 from rotator.daemon.readiness import Readiness
 from rotator.daemon.sweep import Outcome, Sweeper
+from rotator.daemon.waker import Waker
 from rotator.daemon.workers import LeaseHeartbeat, WorkerPool
-from rotator.errors import ConfigError, LeaseHeld, SchemaError
-from rotator.runner import Runner
-from rotator.scheduling.waker import Waker
-from rotator.service import holder_id, renew_vault_token
-from rotator.wiring import Runtime, build_runtime
+from rotator.engine.runner import Runner
 
 __all__ = ["DAEMON_LEASE", "RunOptions", "run_daemon"]
 

@@ -16,16 +16,16 @@ from datetime import datetime
 import structlog
 
 from rotator.adapters.sql.repository import SqlRepository
+from rotator.core.errors import LeaseHeld, RotatorError
 from rotator.core.model import Rotation, Step
 from rotator.core.ports import Clock
+from rotator.core.target import TargetSpec
 from rotator.daemon import planner
 from rotator.daemon.metrics import DaemonMetrics
 from rotator.daemon.planner import Work, WorkKind
 from rotator.daemon.workers import WorkerPool
-from rotator.errors import LeaseHeld, RotatorError
-from rotator.runner import Runner
+from rotator.engine.runner import Runner
 from rotator.scheduling.schedule import Schedule
-from rotator.targets import TargetSpec
 
 __all__ = ["Outcome", "Sweeper"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.devvault import free_port
+from rotator.devtools.devvault import free_port
 from tests.integration.world import World
 
 DAEMON_TABLES = """
@@ -55,7 +55,7 @@ class Daemon:
         self.log_path = config.with_name(f"{name}.log")
         self._log = self.log_path.open("w")
         flags = ["--log-format", "json", "--log-level", "debug"] if log_flags else []
-        argv = [sys.executable, "-m", "rotator.cli", "--config", str(config), *flags,
+        argv = [sys.executable, "-m", "rotator", "--config", str(config), *flags,
                 "run", *args]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, env={**world.env, **(env or {})},

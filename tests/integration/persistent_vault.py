@@ -15,7 +15,7 @@ from pathlib import Path
 
 import hvac
 
-from rotator.devvault import free_port
+from rotator.devtools.devvault import free_port
 from tests.fixtures.openbao import find_bao
 
 # OpenBao has no "file" storage; a one-node Raft cluster is its persistent backend.

@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from rotator.devvault import free_port
+from rotator.devtools.devvault import free_port
 
 
 class CuttableProxy:

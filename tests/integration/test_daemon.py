@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from rotator.core.model import Status, Step
-from rotator.devvault import free_port
+from rotator.devtools.devvault import free_port
 from tests.fixtures.openbao import OpenBao
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, metric, wait_for

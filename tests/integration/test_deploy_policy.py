@@ -29,10 +29,10 @@ import pytest
 from hvac import exceptions as hvac_errors
 
 from rotator.adapters.sql.schema import upgrade
-from rotator.adapters.vault import TokenAuth, VaultStore
+from rotator.adapters.vault.store import TokenAuth, VaultStore
+from rotator.core.errors import VaultError
 from rotator.core.secret import Secret
 from rotator.emulator import Emulator, SeededAccount
-from rotator.errors import VaultError
 from tests.fixtures.openbao import OpenBao
 from tests.integration.world import ADMIN_MANAGEMENT, CONFIG, TARGET, TOKEN_AUTH
 
@@ -81,7 +81,7 @@ class Target:
             targets=target))
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         return subprocess.run(
-            [sys.executable, "-m", "rotator.cli", "--config", str(config), "--log-format", "json",
+            [sys.executable, "-m", "rotator", "--config", str(config), "--log-format", "json",
              "--log-level", "debug", "rotate", "app", "--grace", "0s"],
             env={**clean, "IT_COUNT_ADMIN_KEY": self.admin.secret, **env},
             capture_output=True, text=True, timeout=60, check=False)

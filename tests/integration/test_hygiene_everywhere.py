@@ -62,7 +62,7 @@ class Outputs:
     def cli(self, label: str, *args: str, fmt: str = "json", code: int | None = 0,
             env: dict[str, str] | None = None,
             config: Path | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "rotator.cli", "--config",
+        argv = [sys.executable, "-m", "rotator", "--config",
                 str(config or self.world.config_path), "--log-format", fmt,
                 "--log-level", "debug", *args]
         result = subprocess.run(argv, env={**self.world.env, **(env or {})},

@@ -29,11 +29,11 @@ import pytest
 from sqlalchemy import text
 
 from rotator.adapters.sql.schema import make_engine, upgrade
-from rotator.config import load_config
+from rotator.config.model import load_config
+from rotator.core.errors import ConfigError
 from rotator.core.secret import FINGERPRINT_LENGTH, fingerprint
-from rotator.devvault import find_bao, free_port
+from rotator.devtools.devvault import find_bao, free_port
 from rotator.emulator import Emulator, EmulatorSettings
-from rotator.errors import ConfigError
 from tests.fixtures.openbao import OpenBao
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import daemon_config
@@ -42,7 +42,7 @@ from tests.integration.world import World, build_world
 pytestmark = pytest.mark.integration
 
 ROTATOR_SOURCE = Path(__file__).resolve().parents[2] / "rotator"
-# The shapes of OpenBao/Vault tokens (as rotator/logs.py masks them).
+# The shapes of OpenBao/Vault tokens (as rotator/redaction.py masks them).
 TOKEN_SHAPE = re.compile(rb"\b(?:hvs|hvb|hvr|s|b)\.[A-Za-z0-9_-]{20,}")
 FINGERPRINT = re.compile(rf"^sha256:[0-9a-f]{{{FINGERPRINT_LENGTH}}}$")
 
@@ -339,7 +339,7 @@ def _config(tmp_path: Path, vault: str = SECURE[0], count: str = SECURE[1], *,
 def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SD_VAULT_TOKEN": "t-" + secrets.token_hex(8),
            "SD_COUNT_KEY": "k-" + secrets.token_hex(8)}
-    return subprocess.run([sys.executable, "-m", "rotator.cli", "check-config", str(path)],
+    return subprocess.run([sys.executable, "-m", "rotator", "check-config", str(path)],
                           env=env, capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -415,7 +415,7 @@ def _rotate_and_run_once(w: World, tmp_path: Path,
     rotated = _run_isolated(w, w.cli_args("rotate", "app"), home, tmpdir, cwd, env)
     assert rotated.returncode == 0, rotated.stdout + rotated.stderr[-3000:]
     config, _ = daemon_config(w, "once")
-    once = _run_isolated(w, [sys.executable, "-m", "rotator.cli", "--config", str(config),
+    once = _run_isolated(w, [sys.executable, "-m", "rotator", "--config", str(config),
                              "--log-format", "json", "--log-level", "debug",
                              "run", "--once", "--rotate-all"], home, tmpdir, cwd, env)
     assert once.returncode == 0, once.stdout + once.stderr[-3000:]

@@ -102,7 +102,7 @@ class World:
         return {k.key_id for k in self.emulator.state.keys(account.account_id)}
 
     def cli_args(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "rotator.cli", "--config", str(self.config_path),
+        return [sys.executable, "-m", "rotator", "--config", str(self.config_path),
                 "--log-format", "json", "--log-level", "debug", *args]
 
     def cli(self, *args: str, crash_at: str | None = None,

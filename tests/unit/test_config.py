@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cli import main
-from rotator.config import load_config
-from rotator.durations import parse_duration
-from rotator.errors import ConfigError
+from rotator.cli.main import main
+from rotator.config.model import load_config
+from rotator.core.durations import parse_duration
+from rotator.core.errors import ConfigError
 
 VALID = """\
 [database]

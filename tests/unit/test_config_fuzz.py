@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rotator.cli import main
-from rotator.config import Config, load_config
-from rotator.durations import parse_duration
-from rotator.errors import ConfigError
+from rotator.cli.main import main
+from rotator.config.model import Config, load_config
+from rotator.core.durations import parse_duration
+from rotator.core.errors import ConfigError
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PROGRAM = ("from rotator.crashpoints import crash_point; "
+PROGRAM = ("from rotator.engine.crashpoints import crash_point; "
            "crash_point('vault_write:after'); print('alive')")
 
 

@@ -8,7 +8,8 @@ import json
 import structlog
 
 from rotator.core.secret import Secret
-from rotator.logs import REDACTED, configure_logging, redact_text, remember_secret
+from rotator.logs import configure_logging
+from rotator.redaction import REDACTED, redact_text, remember_secret
 
 
 def test_shapes_of_keys_and_tokens_are_masked() -> None:

@@ -7,12 +7,12 @@ from dataclasses import asdict
 
 import pytest
 
+from rotator.core.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
 from rotator.core.model import AuditEvent, EventKind, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.secret import Secret
-from rotator.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
-from rotator.runner import Runner
-from rotator.targets import TargetSpec
+from rotator.core.target import TargetSpec
+from rotator.engine.runner import Runner
 from tests.fakes import Crash, FakeClock, FakeProvider, FakeStore, MemoryRepository
 
 REF = SecretRef("secret", "count/app", "api_key")

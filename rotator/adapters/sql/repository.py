@@ -21,9 +21,9 @@ from sqlalchemy.sql import Select
 from rotator.adapters.sql import queries
 from rotator.adapters.sql.queries import StoredEvent, rotation_from_row
 from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
+from rotator.core.errors import LeaseHeld
 from rotator.core.model import AuditEvent, EventKind, Rotation, Status
 from rotator.core.ports import PendingCleanup
-from rotator.errors import LeaseHeld
 
 __all__ = ["SqlRepository"]
 

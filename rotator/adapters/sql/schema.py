@@ -26,7 +26,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
-from rotator.errors import SchemaError
+from rotator.core.errors import SchemaError
 
 __all__ = [
     "MIGRATIONS_DIR",

@@ -16,16 +16,16 @@ from typing import Protocol
 
 import structlog
 
-from rotator.audit_trail import AuditTrail
 from rotator.core import machine as m
+from rotator.core.errors import LeaseHeld
 from rotator.core.model import Rotation, Status
 from rotator.core.ports import Clock, KeyProvider, RotationRepository, SecretStore
 from rotator.core.secret import Secret
-from rotator.crashpoints import crash_point
-from rotator.errors import LeaseHeld
-from rotator.steps import StepRunner
-from rotator.targets import TargetSpec
-from rotator.unwind import Unwinder
+from rotator.core.target import TargetSpec
+from rotator.engine.audit_trail import AuditTrail
+from rotator.engine.crashpoints import crash_point
+from rotator.engine.steps import StepRunner
+from rotator.engine.unwind import Unwinder
 
 __all__ = ["RotationReport", "RunObserver", "Runner", "new_rotation_id"]
 

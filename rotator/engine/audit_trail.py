@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
+from rotator.core.errors import RotatorError
 from rotator.core.model import AuditEvent, EventKind, Rotation
 from rotator.core.ports import Clock, RotationRepository
-from rotator.crashpoints import crash_point
-from rotator.errors import RotatorError
+from rotator.engine.crashpoints import crash_point
 
 __all__ = ["AuditTrail", "EffectResult"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from rotator.errors import RateLimited, TransientError
+from rotator.core.errors import RateLimited, TransientError
 
 __all__ = ["RetryPolicy", "call_with_retry"]
 

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import structlog
 
-from rotator.audit_trail import EffectResult
 from rotator.core import machine as m
-from rotator.core.model import Rotation, key_name
-from rotator.core.ports import NewKey
-from rotator.core.secret import Secret
-from rotator.crashpoints import fail_point
-from rotator.errors import (
+from rotator.core.errors import (
     CasConflict,
     KeyLimitReached,
     PermanentError,
@@ -25,9 +20,13 @@ from rotator.errors import (
     Unauthorized,
     VaultUnavailable,
 )
-from rotator.logs import remember_secret
-from rotator.step_base import StepBase
-from rotator.targets import TargetSpec
+from rotator.core.model import Rotation, key_name
+from rotator.core.ports import NewKey
+from rotator.core.secret import Secret
+from rotator.core.target import TargetSpec
+from rotator.engine.audit_trail import EffectResult
+from rotator.engine.crashpoints import fail_point
+from rotator.engine.step_base import StepBase
 
 __all__ = ["StepRunner"]
 
@@ -45,7 +44,6 @@ class StepRunner(StepBase):
             return m.Refused(f"no key in Vault to rotate: {exc}")
         except RotatorError as exc:
             return m.Refused(f"cannot read Vault: {exc}")
-        remember_secret(current.secret)
         try:
             who = self._provider.whoami(current.secret)
         except Unauthorized:
@@ -84,7 +82,6 @@ class StepRunner(StepBase):
             self._delete_duplicates(rot, spec, name, new.key_id, auth)
         except RotatorError as exc:
             return m.StepFailed(f"{type(exc).__name__}: {exc}")
-        remember_secret(new.secret)
         self._fresh[rot.rotation_id] = new.secret
         return m.KeyCreated(key_id=new.key_id, fingerprint=new.secret.fingerprint)
 

@@ -12,20 +12,20 @@ from functools import partial
 
 from sqlalchemy.engine import Engine
 
-from rotator.adapters.count import CallRecord, CountPaths, CountProvider
+from rotator.adapters.clock import SystemClock
+from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider
+from rotator.adapters.retry import RetryPolicy
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema, make_engine
-from rotator.adapters.vault import VaultStore
-from rotator.adapters.vault_auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
-from rotator.clock import SystemClock
-from rotator.config import Config, RetryConfig, VaultAppRoleAuth, VaultTokenAuth
+from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
+from rotator.adapters.vault.store import VaultStore
+from rotator.config.model import Config, RetryConfig, VaultAppRoleAuth, VaultTokenAuth
+from rotator.config.secret_sources import resolve_secret
+from rotator.core.errors import UsageError
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
-from rotator.errors import UsageError
-from rotator.logs import remember_secret
-from rotator.retry import RetryPolicy
-from rotator.secrets import resolve_secret
-from rotator.targets import TargetSpec
+from rotator.core.target import TargetSpec
+from rotator.redaction import remember_secret
 
 __all__ = ["Runtime", "build_runtime", "retry_policy", "target_spec", "vault_auth"]
 

@@ -29,10 +29,10 @@ from enum import StrEnum
 
 from rotator.adapters.sql.queries import StoredEvent
 from rotator.adapters.sql.repository import SqlRepository
+from rotator.core.errors import RotatorError
 from rotator.core.model import EventKind, Rotation, Status, Step
 from rotator.core.ports import KeyProvider, SecretStore
-from rotator.errors import RotatorError
-from rotator.targets import TargetSpec
+from rotator.core.target import TargetSpec
 
 __all__ = ["Finding", "FindingKind", "check_target", "check_targets"]
 

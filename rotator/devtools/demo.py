@@ -12,7 +12,7 @@ from pathlib import Path
 
 import hvac
 
-from rotator.devvault import DevVault
+from rotator.devtools.devvault import DevVault
 from rotator.emulator import Emulator, EmulatorSettings
 
 __all__ = ["run_demo"]
@@ -55,7 +55,7 @@ vault_path = "count/ci-deployer"
 
 
 def run_demo(grace: float = 3.0) -> int:
-    from rotator.cli import main  # noqa: PLC0415 (the demo drives the real CLI)
+    from rotator.cli.main import main  # noqa: PLC0415 (the demo drives the real CLI)
 
     settings = EmulatorSettings(key_limit=2, propagation_delay=0.3)
     with tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp, \

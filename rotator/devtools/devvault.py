@@ -18,7 +18,7 @@ from types import TracebackType
 
 import httpx
 
-from rotator.errors import UsageError
+from rotator.core.errors import UsageError
 
 __all__ = ["DevVault", "find_bao", "free_port"]
 

@@ -9,7 +9,7 @@ Owns:
   written to disk; ``VAULT_TOKEN`` and ``~/.vault-token`` are never read), renewal,
   readiness, and ``call()``, through which every hvac call of the adapter runs.
 - The translation of hvac and requests exceptions into rotator's tree, at this boundary
-  (the mapping itself is ``rotator.adapters.vault_errors``'s):
+  (the mapping itself is ``rotator.adapters.vault.errors``'s):
 
     connection refused, timeout, sealed, 408/412/429, 5xx  -> VaultUnavailable (retried)
     400 "check-and-set parameter did not match"            -> CasConflict
@@ -36,10 +36,10 @@ import hvac
 import requests
 from hvac import exceptions as hvac_errors
 
-from rotator.adapters.vault_errors import StatusAdapter, translate
+from rotator.adapters.retry import RetryPolicy, call_with_retry
+from rotator.adapters.vault.errors import StatusAdapter, translate
+from rotator.core.errors import TransientError, VaultError
 from rotator.core.secret import Secret
-from rotator.errors import TransientError, VaultError
-from rotator.retry import RetryPolicy, call_with_retry
 
 __all__ = [
     "AppRoleAuth",

@@ -18,10 +18,11 @@ from pathlib import Path
 import structlog
 
 from rotator import __version__
-from rotator.config import Config, load_config
-from rotator.durations import parse_duration
-from rotator.errors import ConfigError, LeaseHeld, RotatorError, SchemaError, UsageError
-from rotator.logs import configure_logging, redact_text
+from rotator.config.model import Config, load_config
+from rotator.core.durations import parse_duration
+from rotator.core.errors import ConfigError, LeaseHeld, RotatorError, SchemaError, UsageError
+from rotator.logs import configure_logging
+from rotator.redaction import redact_text
 
 __all__ = ["main"]
 
@@ -178,7 +179,7 @@ def _check_targets(config: Config, names: Sequence[str], source: Path) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rotator import service  # noqa: PLC0415
+    from rotator.app import operations as service  # noqa: PLC0415
     from rotator.daemon.run import RunOptions, run_daemon  # noqa: PLC0415
 
     config = _config(args)
@@ -193,8 +194,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_rotate(args: argparse.Namespace) -> int:
-    from rotator import report, service  # noqa: PLC0415
-    from rotator.wiring import build_runtime  # noqa: PLC0415
+    from rotator.app import operations as service  # noqa: PLC0415
+    from rotator.app.runtime import build_runtime  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
     if args.all == bool(args.targets):
@@ -219,9 +221,9 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from rotator import report  # noqa: PLC0415
-    from rotator.invariants import check_targets  # noqa: PLC0415
-    from rotator.wiring import build_runtime  # noqa: PLC0415
+    from rotator.app.runtime import build_runtime  # noqa: PLC0415
+    from rotator.app.verify import check_targets  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
     names = list(dict.fromkeys(args.targets)) or sorted(config.targets)
@@ -236,8 +238,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rotator import report, service  # noqa: PLC0415
-    from rotator.wiring import build_runtime  # noqa: PLC0415
+    from rotator.app import operations as service  # noqa: PLC0415
+    from rotator.app.runtime import build_runtime  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
 
     rt = build_runtime(_config(args))
     try:
@@ -248,9 +251,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from rotator import report  # noqa: PLC0415
     from rotator.adapters.sql import queries  # noqa: PLC0415
     from rotator.adapters.sql.schema import check_schema, make_engine  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
     if args.target and args.target not in config.targets:
@@ -284,7 +287,7 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from rotator.wiring import management_keys, vault_auth  # noqa: PLC0415
+    from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or args.config
     config = load_config(path)
@@ -302,7 +305,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rotator.demo import run_demo  # noqa: PLC0415
+    from rotator.devtools.demo import run_demo  # noqa: PLC0415
 
     return run_demo(grace=args.grace)
 

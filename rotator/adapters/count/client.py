@@ -2,7 +2,7 @@
 
 Owns the client side of count-api-contract.md (paths, the bearer, retries, the rate-limit
 window) and the translation of every httpx failure and non-2xx answer into
-``rotator.errors`` (the status classification is ``rotator.adapters.count_wire``'s):
+``rotator.core.errors`` (the status classification is ``rotator.adapters.count.wire``'s):
 
     timeout, transport error, 5xx, 408, 409 (other code)  ProviderUnavailable (retried)
     TLS certificate verification failed                   ProviderError (not retried)
@@ -32,7 +32,8 @@ from urllib.parse import quote
 
 import httpx
 
-from rotator.adapters.count_wire import (
+from rotator.adapters.count.ratelimit import RateLimitState
+from rotator.adapters.count.wire import (
     MAX_BODY_BYTES,
     Answer,
     Call,
@@ -40,11 +41,8 @@ from rotator.adapters.count_wire import (
     interpret,
     read_body,
 )
-from rotator.adapters.ratelimit import RateLimitState
-from rotator.core.machine import KeyRecord
-from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
-from rotator.core.secret import Secret
-from rotator.errors import (
+from rotator.adapters.retry import RetryPolicy, call_with_retry
+from rotator.core.errors import (
     ConfigError,
     ProviderError,
     ProviderUnavailable,
@@ -53,7 +51,10 @@ from rotator.errors import (
     Unauthorized,
     UsageError,
 )
-from rotator.retry import RetryPolicy, call_with_retry
+from rotator.core.machine import KeyRecord
+from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
+from rotator.core.secret import Secret
+from rotator.redaction import remember_secret
 
 __all__ = ["MAX_BODY_BYTES", "CallRecord", "CountPaths", "CountProvider", "ServiceAccount"]
 
@@ -205,6 +206,7 @@ class CountProvider:
 
         def parse(result: Fields, rid: str | None) -> NewKey:
             secret = Secret(result.text("api_key"))
+            remember_secret(secret)  # masked in every log line from the moment it exists
             if rid is not None and secret.reveal() in rid:
                 rid = None  # a server that echoes the new key as the request id: not an id
             return NewKey(key_id=result.text("key_id"), secret=secret,

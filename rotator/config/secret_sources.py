@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from rotator.core.errors import ConfigError
 from rotator.core.secret import Secret
-from rotator.errors import ConfigError
 
 __all__ = ["resolve_secret"]
 

@@ -2,7 +2,7 @@
 
 Owns the reading of Count's answers (count-api-contract.md): the body size cap, the JSON
 envelope (``success``, ``result``, ``request_id``, ``error.code``), typed field reads, and
-the classification of a status into a value or an error of ``rotator.errors``:
+the classification of a status into a value or an error of ``rotator.core.errors``:
 
     2xx with the envelope            the parsed value (off contract: ProtocolError)
     404 key_not_found on a delete    the parsed value, marked ``gone``
@@ -11,7 +11,7 @@ the classification of a status into a value or an error of ``rotator.errors``:
     401, 403 Unauthorized    404 KeyNotFound    409 key_limit_reached KeyLimitReached
     other 4xx ProviderError  1xx, 3xx ProtocolError
 
-Pure apart from reading a streamed body: no client, no retries (``rotator.adapters.count``
+Pure apart from reading a streamed body: no client, no retries (``rotator.adapters.count.client``
 owns those). Identifiers echoed by the server are kept only if they look like identifiers
 and do not hold the bearer; errors carry identifiers only, never bodies or headers.
 """
@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from rotator.adapters.ratelimit import parse_ratelimit_reset, parse_retry_after
-from rotator.errors import (
+from rotator.adapters.count.ratelimit import parse_ratelimit_reset, parse_retry_after
+from rotator.core.errors import (
     KeyLimitReached,
     KeyNotFound,
     ProtocolError,

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
 
-from rotator.durations import parse_duration
+from rotator.core.durations import parse_duration
 
 __all__ = ["Duration", "Frozen", "check_url", "is_loopback_host", "refuse_plain_http"]
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import structlog
 
-from rotator.audit_trail import EffectResult
 from rotator.core import machine as m
+from rotator.core.errors import CasConflict, PermanentError, RotatorError, SecretNotFound
 from rotator.core.model import Rotation, key_name
 from rotator.core.ports import PendingCleanup
-from rotator.errors import CasConflict, PermanentError, RotatorError, SecretNotFound
-from rotator.logs import remember_secret
-from rotator.step_base import StepBase, deletion_result
-from rotator.targets import TargetSpec
+from rotator.core.target import TargetSpec
+from rotator.engine.audit_trail import EffectResult
+from rotator.engine.step_base import StepBase, deletion_result
 
 __all__ = ["Unwinder"]
 
@@ -48,7 +47,6 @@ class Unwinder(StepBase):
         """The key id Vault's current secret authenticates as, or why it is unknown."""
         try:
             current = self._store.read_current(spec.ref)
-            remember_secret(current.secret)
             return self._provider.whoami(current.secret).key_id
         except RotatorError as exc:
             log.error("cannot_tell_served_key", error=str(exc))
@@ -113,7 +111,6 @@ class Unwinder(StepBase):
         assert rot.old_version is not None
         try:
             old = self._store.read_version(spec.ref, rot.old_version)
-            remember_secret(old.secret)
             self._trail.side_effect(
                 rot, "vault_restore",
                 lambda: self._store.write(spec.ref, old.secret, current.version, {

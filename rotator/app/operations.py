@@ -16,10 +16,10 @@ from datetime import datetime
 import structlog
 
 from rotator.adapters.sql import queries
+from rotator.app.runtime import Runtime
+from rotator.core.errors import RotatorError
 from rotator.core.model import Rotation, Status, Step, key_name
-from rotator.errors import RotatorError
-from rotator.runner import Runner
-from rotator.wiring import Runtime
+from rotator.engine.runner import Runner
 
 __all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run", "rotate_targets",
            "status", "whoami_actor"]

@@ -1,6 +1,6 @@
 """The translation of hvac and requests exceptions into rotator's error tree.
 
-Owns the mapping behind the table in ``rotator.adapters.vault_auth``'s docstring:
+Owns the mapping behind the table in ``rotator.adapters.vault.auth``'s docstring:
 ``translate()`` builds a new error of ours from a third-party one (a status, Vault's own
 messages with known secrets masked, the caller's context) and keeps nothing of it, and
 ``StatusAdapter`` is the hvac adapter that keeps the status of an error hvac has no class
@@ -17,7 +17,7 @@ import requests
 from hvac import exceptions as hvac_errors
 from hvac.adapters import JSONAdapter
 
-from rotator.errors import (
+from rotator.core.errors import (
     CasConflict,
     RotatorError,
     SecretNotFound,

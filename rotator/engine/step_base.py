@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 
-from rotator.audit_trail import AuditTrail, EffectResult
 from rotator.core.model import Rotation
 from rotator.core.ports import Clock, Deletion, KeyProvider, RotationRepository, SecretStore
 from rotator.core.secret import Secret
-from rotator.logs import remember_secret
-from rotator.targets import TargetSpec
+from rotator.core.target import TargetSpec
+from rotator.engine.audit_trail import AuditTrail, EffectResult
 
 __all__ = ["StepBase", "deletion_result"]
 
@@ -33,9 +32,7 @@ class StepBase:
         """The bearer for key management: the admin key, or (self mode) Vault's current key."""
         if spec.management_key is not None:
             return spec.management_key
-        current = self._store.read_current(spec.ref).secret
-        remember_secret(current)
-        return current
+        return self._store.read_current(spec.ref).secret
 
     def _delete(self, rot: Rotation, spec: TargetSpec, key_id: str, why: str,
                 auth: Secret) -> Deletion:

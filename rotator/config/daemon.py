@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from rotator.config_base import Duration, Frozen
+from rotator.config.base import Duration, Frozen
 from rotator.scheduling.schedule import Schedule, Window, check_cron, check_timezone, parse_window
 
 __all__ = ["DaemonConfig", "LoggingConfig", "ScheduleConfig", "resolve_schedule"]

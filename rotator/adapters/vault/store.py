@@ -5,7 +5,7 @@ which version a read returns, what a deleted or destroyed version means
 (``SecretNotFound``), a missing field (``SecretNotFound`` naming the field), how a write
 keeps the secret's other fields and its metadata settings, and how a write whose response
 was lost is recognised on retry. The connection, auth, retries and the translation of hvac
-errors into rotator's tree live in ``rotator.adapters.vault_auth`` (``VaultSession``), whose
+errors into rotator's tree live in ``rotator.adapters.vault.auth`` (``VaultSession``), whose
 docstring draws the translation table; no hvac or requests exception leaves this module.
 """
 
@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from rotator.adapters.vault_auth import (
+from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.vault.auth import (
     AppRoleAuth,
     KubernetesAuth,
     RenewalOutcome,
@@ -25,10 +26,16 @@ from rotator.adapters.vault_auth import (
     VaultSession,
     expect_mapping,
 )
+from rotator.core.errors import (
+    CasConflict,
+    RotatorError,
+    SecretNotFound,
+    TransientError,
+    VaultError,
+)
 from rotator.core.ports import SecretRef, VaultSecret
 from rotator.core.secret import Secret
-from rotator.errors import CasConflict, RotatorError, SecretNotFound, TransientError, VaultError
-from rotator.retry import RetryPolicy
+from rotator.redaction import remember_secret
 
 __all__ = [
     "AppRoleAuth",
@@ -177,7 +184,9 @@ class VaultStore:
             raise SecretNotFound(f"the secret has no field {ref.field!r}", **context)
         if not isinstance(value, str) or not value:
             raise VaultError(f"field {ref.field!r} is not a non-empty string", **context)
-        return VaultSecret(version=found, secret=Secret(value),
+        secret = Secret(value)
+        remember_secret(secret)  # masked in every log line from the moment it is read
+        return VaultSecret(version=found, secret=secret,
                            custom_metadata=_custom_metadata(metadata))
 
     def _base_of_write(self, ref: SecretRef, cas: int) -> tuple[dict[str, Any], dict[str, str]]:

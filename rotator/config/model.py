@@ -14,10 +14,10 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rotator.config_base import Duration, Frozen, check_url, refuse_plain_http
-from rotator.config_daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
-from rotator.config_locate import problems_by_key
-from rotator.errors import ConfigError
+from rotator.config.base import Duration, Frozen, check_url, refuse_plain_http
+from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
+from rotator.config.locate import problems_by_key
+from rotator.core.errors import ConfigError
 from rotator.scheduling.schedule import Schedule
 
 __all__ = [

@@ -1,0 +1,12 @@
+"""Count: the key provider over httpx.
+
+    client.py     ``CountProvider``, the ``KeyProvider`` port: calls, retries, errors
+    wire.py       one response in, a value or a classified error out (pure)
+    ratelimit.py  ``Retry-After`` and ``RateLimit-*`` headers, parsed (pure)
+"""
+
+from __future__ import annotations
+
+from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider
+
+__all__ = ["CallRecord", "CountPaths", "CountProvider"]
