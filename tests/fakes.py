@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from rotator.core.errors import (
@@ -21,7 +21,7 @@ from rotator.core.errors import (
     Unauthorized,
 )
 from rotator.core.machine import KeyRecord
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status
+from rotator.core.model import AuditEvent, EventKind, Rotation, ScheduleFacts, Status, StoredEvent
 from rotator.core.ports import (
     Deletion,
     Identity,
@@ -197,37 +197,43 @@ class FakeStore:
 
 
 class MemoryRepository:
-    def __init__(self) -> None:
-        self.rotations: dict[str, Rotation] = {}
-        self.events: list[AuditEvent] = []
+    """The ``RotationRepository`` and ``RotationReader`` ports in memory.
+
+    ``by_id`` and ``recorded`` are what SQL's ``rotations`` and ``rotation_events`` hold.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._clock = clock    # stamps a row recorded without ``at``, as SQL's default does
+        self.by_id: dict[str, Rotation] = {}
+        self.recorded: list[AuditEvent] = []
         self.leases: dict[str, tuple[str, datetime]] = {}
         self.cleanups: dict[tuple[str, str], PendingCleanup] = {}
 
     def insert_rotation(self, rotation: Rotation) -> None:
         if self.running_rotation(rotation.target):
             raise LeaseHeld("running", target=rotation.target)
-        self.rotations[rotation.rotation_id] = rotation
+        self.by_id[rotation.rotation_id] = rotation
 
     def save_rotation(self, rotation: Rotation) -> None:
-        self.rotations[rotation.rotation_id] = rotation
+        self.by_id[rotation.rotation_id] = rotation
 
     def get_rotation(self, rotation_id: str) -> Rotation | None:
-        return self.rotations.get(rotation_id)
+        return self.by_id.get(rotation_id)
 
     def running_rotation(self, target: str) -> Rotation | None:
-        return next((r for r in self.rotations.values()
+        return next((r for r in self.by_id.values()
                      if r.target == target and r.status is Status.RUNNING), None)
 
     def record(self, event: AuditEvent) -> None:
-        self.events.append(event)
+        self.recorded.append(event if event.at is not None else replace(event, at=self._clock()))
 
     def open_intents(self, rotation_id: str) -> list[AuditEvent]:
-        closed = {e.op_id for e in self.events if e.kind is EventKind.OUTCOME}
-        return [e for e in self.events if e.rotation_id == rotation_id
+        closed = {e.op_id for e in self.recorded if e.kind is EventKind.OUTCOME}
+        return [e for e in self.recorded if e.rotation_id == rotation_id
                 and e.kind is EventKind.INTENT and e.op_id not in closed]
 
     def protected_key_ids(self, service_account: str, except_rotation: str) -> set[str]:
-        return {k for r in self.rotations.values()
+        return {k for r in self.by_id.values()
                 if r.service_account == service_account and r.status is Status.RUNNING
                 and r.rotation_id != except_rotation
                 for k in (r.old_key_id, r.new_key_id) if k}
@@ -259,3 +265,57 @@ class MemoryRepository:
 
     def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None:
         self.cleanups.pop((target, key_id), None)
+
+    # --- the RotationReader port ---------------------------------------------------------
+
+    def events(self, target: str | None = None, since: datetime | None = None,
+               limit: int | None = None) -> list[StoredEvent]:
+        rows = [_stored(i, e) for i, e in enumerate(self.recorded, start=1)
+                if (target is None or e.target == target)
+                and (since is None or (e.at is not None and e.at >= since))]
+        if limit is None:
+            return rows
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        return rows[len(rows) - limit:] if limit else []
+
+    def rotations(self, target: str | None = None,
+                  status: Status | None = None) -> list[Rotation]:
+        found = [r for r in self.by_id.values()
+                 if (target is None or r.target == target)
+                 and (status is None or r.status is status)]
+        return sorted(found, key=lambda r: (r.started_at, r.rotation_id))
+
+    def all_running(self) -> list[Rotation]:
+        return self.rotations(status=Status.RUNNING)
+
+    def latest_rotations(self) -> dict[str, Rotation]:
+        latest: dict[str, Rotation] = {}
+        for rot in self.rotations():      # oldest first: a later start replaces an earlier
+            latest[rot.target] = rot
+        return dict(sorted(latest.items()))
+
+    def last_completed(self, target: str) -> Rotation | None:
+        done = self.rotations(target, Status.COMPLETED)
+        far_past = datetime.min.replace(tzinfo=UTC)
+        return max(done, key=lambda r: (r.finished_at or far_past, r.started_at), default=None)
+
+    def schedule_facts(self, target: str) -> ScheduleFacts:
+        done = self.last_completed(target)
+        failed = [r for r in self.rotations(target)
+                  if r.status in (Status.FAILED, Status.ROLLED_BACK)
+                  and (done is None or r.started_at > done.started_at)]
+        ends = [r.finished_at for r in failed if r.finished_at is not None]
+        return ScheduleFacts(done, len(failed), max(ends, default=None))
+
+    def all_pending_cleanups(self) -> list[PendingCleanup]:
+        return list(self.cleanups.values())
+
+
+def _stored(row_id: int, event: AuditEvent) -> StoredEvent:
+    assert event.at is not None, "the audit trail stamps every row it records"
+    return StoredEvent(
+        id=row_id, at=event.at, rotation_id=event.rotation_id, target=event.target,
+        step=event.step, kind=event.kind, action=event.action, result=event.result,
+        key_id=event.key_id, fingerprint=event.fingerprint, vault_version=event.vault_version,
+        request_id=event.request_id, op_id=event.op_id, detail=event.detail)

@@ -712,8 +712,8 @@ class World:
         key = self.served()
         assert key is not None and key.account == ACCOUNT      # Vault's key authenticates
         assert self.count.account_keys() == {key.key_id}       # and no other key is left
-        closed = {e.op_id for e in self.repo.events if e.kind is EventKind.OUTCOME}
-        intents = [e for e in self.repo.events if e.kind is EventKind.INTENT]
+        closed = {e.op_id for e in self.repo.recorded if e.kind is EventKind.OUTCOME}
+        intents = [e for e in self.repo.recorded if e.kind is EventKind.INTENT]
         assert all(e.op_id in closed for e in intents)
         assert not self.repo.cleanups
         assert self.repo.running_rotation("app") is None
@@ -764,7 +764,7 @@ def test_garbage_from_one_call_never_leaves_a_half_done_rotation(
         again = w.runner("h5").rotate(w.spec).rotation   # and the target still rotates
         assert again.status is Status.COMPLETED, again.reason
         w.assert_consistent()
-    dump = repr([asdict(e) for e in w.repo.events]) + repr(w.repo.rotations) + repr(logs)
+    dump = repr([asdict(e) for e in w.repo.recorded]) + repr(w.repo.by_id) + repr(logs)
     assert not [s for s in w.count.secrets if s in dump]
 
 

@@ -1,8 +1,9 @@
 """The daemon's sweep with a clock the tests control: schedules fire exactly when they
 should, on SQLite and PostgreSQL, and a restart mid-grace revokes on time.
 
-The sweep runs its work inline here (no threads), against the real SQL repository and the
-fake provider and Vault, so every decision comes from what SQL holds, as in production.
+The sweep runs its work inline here (no threads), against the state store (in memory, and
+the real SQL repository on both databases) and the fake provider and Vault, so every
+decision comes from what the store holds, as in production.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.adapters.sql.repository import SqlRepository
 from rotator.core.model import Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
@@ -22,6 +22,7 @@ from rotator.daemon.sweep import Sweeper
 from rotator.engine.runner import Runner
 from rotator.scheduling.schedule import Schedule, parse_window
 from tests.fakes import FakeClock, FakeProvider, FakeStore
+from tests.fixtures.databases import StateStore
 
 DAY = 86400.0
 # A Monday, 10:00 UTC.
@@ -40,12 +41,12 @@ class InlinePool:
 
 
 class Fleet:
-    """Targets of one account each, a fake provider and Vault, and a real SQL repository."""
+    """Targets of one account each, a fake provider and Vault, and a state store."""
 
-    def __init__(self, repo: SqlRepository, schedules: dict[str, Schedule],
-                 grace: float = 60.0) -> None:
+    def __init__(self, make_state: Callable[[Callable[[], datetime]], StateStore],
+                 schedules: dict[str, Schedule], grace: float = 60.0) -> None:
         self.clock = FakeClock(START)
-        self.repo = SqlRepository(repo.engine, clock=self.clock.now)
+        self.repo = make_state(self.clock.now)
         self.provider = FakeProvider(self.clock)
         self.store = FakeStore()
         self.admin = self.provider.seed("sa_admin")
@@ -87,9 +88,9 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(repository: SqlRepository) -> Callable[..., Fleet]:
+def fleet(make_state: Callable[[Callable[[], datetime]], StateStore]) -> Callable[..., Fleet]:
     def make(schedules: dict[str, Schedule], grace: float = 60.0) -> Fleet:
-        return Fleet(repository, schedules, grace)
+        return Fleet(make_state, schedules, grace)
     return make
 
 

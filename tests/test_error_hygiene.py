@@ -370,8 +370,8 @@ def test_runner_logs_and_audit_hold_no_secret_when_calls_fail(
     texts = {
         "log events as built": repr(raw),
         f"{fmt} logs": stream.getvalue(),
-        "audit events": repr(repo.events),
-        "rotation": repr(repo.rotations) + repr(rotation) + str(rotation.reason),
+        "audit events": repr(repo.recorded),
+        "rotation": repr(repo.by_id) + repr(rotation) + str(rotation.reason),
         "pending cleanups": repr(repo.pending_cleanups("app")),
     }
     secrets = count.issued()
@@ -381,7 +381,7 @@ def test_runner_logs_and_audit_hold_no_secret_when_calls_fail(
         assert not leaked, f"{leaked} in the {where}"
         assert MARKER not in text, f"part of the management key in the {where}"
     if rotation.status is Status.COMPLETED:
-        assert store.current(REF).fingerprint in repr(repo.events)  # the scan sees real data
+        assert store.current(REF).fingerprint in repr(repo.recorded)  # the scan sees real data
     if scenario == "revoke-timeout":
         assert repo.pending_cleanups("app"), "the failed revoke was not queued"
 

@@ -1,31 +1,33 @@
 """The invariant checker finds each violation it names, and nothing after a clean rotation.
 
 Each violation is produced on purpose (a stray key, a dead key in Vault, a forged audit
-trail) against the real SQL repository, with the fake provider and Vault.
+trail) against the state store (in memory, and the real SQL repository on both databases),
+with the fake provider and Vault.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 
-from rotator.adapters.sql.repository import SqlRepository
 from rotator.app.verify import Finding, FindingKind, check_target
 from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
 from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeProvider, FakeStore
+from tests.fixtures.databases import StateStore
 
 REF = SecretRef("secret", "count/app", "api_key")
 
 
 class Setup:
-    def __init__(self, repository: SqlRepository) -> None:
+    def __init__(self, make_state: Callable[[Callable[[], datetime]], StateStore]) -> None:
         self.clock = FakeClock()
-        self.repo = SqlRepository(repository.engine, clock=self.clock.now)
+        self.repo = make_state(self.clock.now)
         self.provider = FakeProvider(self.clock)
         self.store = FakeStore()
         self.admin = self.provider.seed("sa_admin")
@@ -46,8 +48,8 @@ class Setup:
 
 
 @pytest.fixture
-def setup(repository: SqlRepository) -> Setup:
-    return Setup(repository)
+def setup(make_state: Callable[[Callable[[], datetime]], StateStore]) -> Setup:
+    return Setup(make_state)
 
 
 def test_clean_rotations_have_no_findings_at_any_point(setup: Setup) -> None:

@@ -1,4 +1,4 @@
-"""The operations the CLI (and later the scheduler) call: rotate, plan, status, audit.
+"""The operations both front ends call: rotate a batch, dry run, status, the audit trail.
 
 A batch goes on past a failing target and reports every target once at the end
 (certbot's habit); the caller turns the summary into an exit code.
@@ -10,19 +10,20 @@ import getpass
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
-from rotator.adapters.sql import queries
 from rotator.app.runtime import Runtime
 from rotator.core.errors import RotatorError
-from rotator.core.model import Rotation, Status, Step, key_name
+from rotator.core.model import Rotation, Status, Step, StoredEvent, key_name
+from rotator.core.ports import RotationReader
 from rotator.engine.runner import Runner
 
-__all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run", "rotate_targets",
-           "status", "whoami_actor"]
+__all__ = ["DryRun", "TargetResult", "TargetStatus", "audit_events", "dry_run",
+           "holder_id", "rotate_targets", "status", "whoami_actor"]
 
 log = structlog.get_logger("rotator.service")
 
@@ -153,22 +154,28 @@ class TargetStatus:
     pending_cleanups: int
 
 
-def status(rt: Runtime) -> list[TargetStatus]:
+def status(reader: RotationReader, targets: Iterable[str]) -> list[TargetStatus]:
+    """Each target's key, age, in-flight rotation, last result and queued deletions."""
     out = []
-    with rt.engine.connect() as conn:
-        latest = queries.latest_rotations(conn)
-        running = {r.target: r for r in queries.all_running(conn)}
-        cleanups = queries.unresolved_cleanups(conn)
-        for name in sorted(rt.config.targets):
-            done = queries.last_completed(conn, name)
-            last = latest.get(name)
-            if last is not None and last.status is Status.RUNNING:
-                last = done
-            out.append(TargetStatus(
-                target=name,
-                current_key_id=done.new_key_id if done else None,
-                key_since=done.key_stored_at if done else None,
-                in_flight=running.get(name), last=last,
-                pending_cleanups=sum(c.target == name for c in cleanups)))
+    latest = reader.latest_rotations()
+    running = {r.target: r for r in reader.all_running()}
+    cleanups = reader.all_pending_cleanups()
+    for name in targets:
+        done = reader.last_completed(name)
+        last = latest.get(name)
+        if last is not None and last.status is Status.RUNNING:
+            last = done
+        out.append(TargetStatus(
+            target=name,
+            current_key_id=done.new_key_id if done else None,
+            key_since=done.key_stored_at if done else None,
+            in_flight=running.get(name), last=last,
+            pending_cleanups=sum(c.target == name for c in cleanups)))
     return out
+
+
+def audit_events(reader: RotationReader, target: str | None, since: datetime | None,
+                 limit: int | None) -> list[StoredEvent]:
+    """The audit trail, oldest first: of one target or all, from ``since``, the latest ``limit``."""
+    return reader.events(target, since, limit)
 

@@ -27,11 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from rotator.adapters.sql.queries import StoredEvent
-from rotator.adapters.sql.repository import SqlRepository
 from rotator.core.errors import RotatorError
-from rotator.core.model import EventKind, Rotation, Status, Step
-from rotator.core.ports import KeyProvider, SecretStore
+from rotator.core.model import EventKind, Rotation, Status, Step, StoredEvent
+from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
 
 __all__ = ["Finding", "FindingKind", "check_target", "check_targets"]
@@ -58,7 +56,7 @@ class Finding:
 
 
 def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvider],
-                  store: SecretStore, repo: SqlRepository) -> list[Finding]:
+                  store: SecretStore, repo: RotationReader) -> list[Finding]:
     """Every finding for every target; keys shared by targets of one account count once."""
     specs = list(specs)
     served: dict[str, set[str]] = defaultdict(set)     # service account -> keys in use
@@ -82,12 +80,12 @@ def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvid
 
 
 def check_target(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
-                 repo: SqlRepository) -> list[Finding]:
+                 repo: RotationReader) -> list[Finding]:
     return check_targets([spec], {spec.provider: provider}, store, repo)
 
 
 def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
-               repo: SqlRepository) -> tuple[list[Finding], set[str], dict[str, str] | None]:
+               repo: RotationReader) -> tuple[list[Finding], set[str], dict[str, str] | None]:
     """Findings of one target, the key ids it accounts for, and its account's live keys."""
     findings: list[Finding] = []
     in_use: set[str] = set()

@@ -244,44 +244,39 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     rt = build_runtime(_config(args))
     try:
-        print(report.render_status(service.status(rt), datetime.now(UTC)))
+        statuses = service.status(rt.repo, sorted(rt.config.targets))
+        print(report.render_status(statuses, datetime.now(UTC)))
     finally:
         rt.close()
     return EXIT_OK
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from rotator.adapters.sql import queries  # noqa: PLC0415
-    from rotator.adapters.sql.schema import check_schema, make_engine  # noqa: PLC0415
+    from rotator.app.database import open_reader  # noqa: PLC0415
+    from rotator.app.operations import audit_events  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
     if args.target and args.target not in config.targets:
         raise UsageError(f"unknown target {args.target!r} in {args.config}")
-    engine = make_engine(config.database.url)
-    try:
-        check_schema(engine)
-        with engine.connect() as conn:
-            events = queries.events(conn, args.target, args.since, args.limit)
-    finally:
-        engine.dispose()
+    with open_reader(config) as reader:
+        events = audit_events(reader, args.target, args.since, args.limit)
     print(report.render_events(events, args.format))
     return EXIT_OK
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from rotator.adapters.sql.schema import upgrade  # noqa: PLC0415
+    from rotator.app.database import upgrade_schema  # noqa: PLC0415
 
-    revision = upgrade(_config(args).database.url)
+    revision = upgrade_schema(_config(args))
     print(f"database schema at {revision}")
     return EXIT_OK
 
 
 def _cmd_db_current(args: argparse.Namespace) -> int:
-    from rotator.adapters.sql.schema import current_revision, head_revision  # noqa: PLC0415
+    from rotator.app.database import schema_revisions  # noqa: PLC0415
 
-    current = current_revision(_config(args).database.url)
-    head = head_revision()
+    current, head = schema_revisions(_config(args))
     print(f"database schema at {current or 'none'}; this rotator needs {head}")
     return EXIT_OK if current == head else EXIT_NOT_READY
 

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from rotator.adapters.sql.queries import StoredEvent
 from rotator.app.operations import TargetResult, TargetStatus
 from rotator.app.verify import Finding
 from rotator.core.durations import format_duration
+from rotator.core.model import StoredEvent
 
 __all__ = ["render_events", "render_findings", "render_results", "render_status", "table"]
 

@@ -11,14 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "TERMINAL_STATUSES",
     "AuditEvent",
     "EventKind",
     "Rotation",
+    "ScheduleFacts",
     "Status",
     "Step",
+    "StoredEvent",
     "key_name",
 ]
 
@@ -108,6 +111,54 @@ class AuditEvent:
     op_id: str | None = None        # pairs an intent with its outcome
     detail: str | None = None
     at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An audit row as stored: the ``AuditEvent`` fields plus its ``id`` and ``at``."""
+
+    id: int
+    at: datetime
+    rotation_id: str
+    target: str
+    step: str
+    kind: EventKind
+    action: str
+    result: str | None
+    key_id: str | None
+    fingerprint: str | None
+    vault_version: int | None
+    request_id: str | None
+    op_id: str | None
+    detail: str | None
+
+    def to_event(self) -> AuditEvent:
+        """The ``AuditEvent`` this row records (with its ``at``)."""
+        return AuditEvent(
+            rotation_id=self.rotation_id, target=self.target, step=self.step,
+            kind=self.kind, action=self.action, result=self.result, key_id=self.key_id,
+            fingerprint=self.fingerprint, vault_version=self.vault_version,
+            request_id=self.request_id, op_id=self.op_id, detail=self.detail, at=self.at,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: timestamps as ISO 8601, the kind as its string value."""
+        return {
+            "id": self.id, "at": self.at.isoformat(), "rotation_id": self.rotation_id,
+            "target": self.target, "step": self.step, "kind": str(self.kind),
+            "action": self.action, "result": self.result, "key_id": self.key_id,
+            "fingerprint": self.fingerprint, "vault_version": self.vault_version,
+            "request_id": self.request_id, "op_id": self.op_id, "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFacts:
+    """What a target's schedule needs to know of its history, from one read."""
+
+    last_completed: Rotation | None
+    failures_since: int                  # failed or rolled back since that completion
+    last_failure_at: datetime | None
 
 
 def key_name(target: str, rotation_id: str) -> str:

@@ -1,4 +1,4 @@
-"""The ports: the small Protocols the rotation needs from the outside world.
+"""The ports: the small Protocols the rotation, the daemon and the reports need from outside.
 
 Adapters (``rotator.adapters``) satisfy them structurally; test fakes do too, without
 inheriting anything. Values crossing a port are frozen dataclasses; key material is
@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from rotator.core.machine import KeyRecord
-from rotator.core.model import AuditEvent, Rotation
+from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "KeyProvider",
     "NewKey",
     "PendingCleanup",
+    "RotationReader",
     "RotationRepository",
     "SecretRef",
     "SecretStore",
@@ -171,3 +172,47 @@ class RotationRepository(Protocol):
     def pending_cleanups(self, target: str) -> list[PendingCleanup]: ...
 
     def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None: ...
+
+
+class RotationReader(Protocol):
+    """What the daemon's sweep and planner, ``status``, ``audit`` and ``verify`` read.
+
+    Reads only, each a consistent answer of its own; the ``RotationRepository`` writes.
+    """
+
+    def events(self, target: str | None = None, since: datetime | None = None,
+               limit: int | None = None) -> list[StoredEvent]:
+        """Audit rows in the order written, optionally of one target and from ``since``.
+
+        With ``limit``, the latest ``limit`` matching rows (still oldest first).
+        """
+        ...
+
+    def rotations(self, target: str | None = None,
+                  status: Status | None = None) -> list[Rotation]:
+        """Rotations, oldest first, optionally of one target and/or in one status."""
+        ...
+
+    def all_running(self) -> list[Rotation]:
+        """Every running rotation, oldest first."""
+        ...
+
+    def latest_rotations(self) -> dict[str, Rotation]:
+        """The most recently started rotation of each target, by target name."""
+        ...
+
+    def last_completed(self, target: str) -> Rotation | None:
+        """The latest completed rotation of ``target`` (when its key was last replaced)."""
+        ...
+
+    def schedule_facts(self, target: str) -> ScheduleFacts:
+        """The last completed rotation of ``target`` and the failures since it."""
+        ...
+
+    def pending_cleanups(self, target: str) -> list[PendingCleanup]:
+        """The target's keys still waiting for deletion, oldest first."""
+        ...
+
+    def all_pending_cleanups(self) -> list[PendingCleanup]:
+        """Every target's keys still waiting for deletion, oldest first."""
+        ...

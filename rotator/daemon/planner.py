@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from rotator.adapters.sql.queries import ScheduleFacts
-from rotator.core.model import Rotation, Step
+from rotator.core.model import Rotation, ScheduleFacts, Step
 from rotator.scheduling.schedule import Due, History, Schedule, next_due
 
 __all__ = ["Decision", "Work", "WorkKind", "decide", "history_of"]

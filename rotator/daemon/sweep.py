@@ -15,10 +15,9 @@ from datetime import datetime
 
 import structlog
 
-from rotator.adapters.sql.repository import SqlRepository
 from rotator.core.errors import LeaseHeld, RotatorError
 from rotator.core.model import Rotation, Step
-from rotator.core.ports import Clock
+from rotator.core.ports import Clock, RotationReader
 from rotator.core.target import TargetSpec
 from rotator.daemon import planner
 from rotator.daemon.metrics import DaemonMetrics
@@ -51,7 +50,7 @@ class Outcome:
 
 @dataclass
 class Sweeper:
-    repo: SqlRepository
+    repo: RotationReader
     runner: Runner
     pool: WorkerPool
     clock: Clock

@@ -46,11 +46,11 @@ class World:
         who = self.provider.whoami(current)            # the key Vault serves authenticates
         assert who.service_account_id == "sa_1"
         assert self.account_keys() == {who.key_id}       # and no key leaked
-        closed = {e.op_id for e in self.repo.events if e.kind is EventKind.OUTCOME}
-        intents = [e for e in self.repo.events if e.kind is EventKind.INTENT]
+        closed = {e.op_id for e in self.repo.recorded if e.kind is EventKind.OUTCOME}
+        intents = [e for e in self.repo.recorded if e.kind is EventKind.INTENT]
         assert intents and all(e.op_id in closed for e in intents)
         issued = [k.secret for k in self.provider.keys.values()] + [self.first.reveal()]
-        dump = repr([asdict(e) for e in self.repo.events]) + repr(self.repo.rotations)
+        dump = repr([asdict(e) for e in self.repo.recorded]) + repr(self.repo.by_id)
         assert not [s for s in issued if s in dump]
 
 
@@ -134,7 +134,7 @@ def test_key_limit_deletes_a_stale_key_but_never_the_current_one() -> None:
     rot = w.runner().rotate(w.spec).rotation
     assert rot.status is Status.COMPLETED
     assert w.provider.key_of(stale) is None and rot.old_key_id in w.provider.deleted
-    reasons = [e.detail or "" for e in w.repo.events if e.action == "delete_key"]
+    reasons = [e.detail or "" for e in w.repo.recorded if e.action == "delete_key"]
     assert any("key limit reached" in r for r in reasons)
 
 

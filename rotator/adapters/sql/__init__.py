@@ -6,7 +6,6 @@ Alembic (``migrations/`` at the repository root) owns the schema.
 
 from __future__ import annotations
 
-from rotator.adapters.sql.queries import StoredEvent
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
     MIGRATIONS_DIR,
@@ -20,7 +19,6 @@ from rotator.adapters.sql.schema import (
 __all__ = [
     "MIGRATIONS_DIR",
     "SqlRepository",
-    "StoredEvent",
     "check_schema",
     "current_revision",
     "head_revision",

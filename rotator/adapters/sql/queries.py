@@ -1,4 +1,4 @@
-"""Read-only queries over the SQL store: what ``rotator status`` and ``rotator audit`` show.
+"""Read-only queries over the SQL store: what the daemon, status, audit and verify read.
 
 Each function takes a ``Connection`` (so a caller may run several in one transaction);
 ``SqlRepository`` exposes them as methods that open their own. Row-to-value conversion
@@ -8,19 +8,15 @@ repository.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.model import EventKind, Rotation, ScheduleFacts, Status, Step, StoredEvent
 from rotator.core.ports import PendingCleanup
 
 __all__ = [
-    "ScheduleFacts",
-    "StoredEvent",
     "all_running",
     "event_from_row",
     "events",
@@ -31,45 +27,6 @@ __all__ = [
     "schedule_facts",
     "unresolved_cleanups",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An audit row as stored: the ``AuditEvent`` fields plus its ``id`` and ``at``."""
-
-    id: int
-    at: datetime
-    rotation_id: str
-    target: str
-    step: str
-    kind: EventKind
-    action: str
-    result: str | None
-    key_id: str | None
-    fingerprint: str | None
-    vault_version: int | None
-    request_id: str | None
-    op_id: str | None
-    detail: str | None
-
-    def to_event(self) -> AuditEvent:
-        """The ``AuditEvent`` this row records (with its ``at``)."""
-        return AuditEvent(
-            rotation_id=self.rotation_id, target=self.target, step=self.step,
-            kind=self.kind, action=self.action, result=self.result, key_id=self.key_id,
-            fingerprint=self.fingerprint, vault_version=self.vault_version,
-            request_id=self.request_id, op_id=self.op_id, detail=self.detail, at=self.at,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: timestamps as ISO 8601, the kind as its string value."""
-        return {
-            "id": self.id, "at": self.at.isoformat(), "rotation_id": self.rotation_id,
-            "target": self.target, "step": self.step, "kind": str(self.kind),
-            "action": self.action, "result": self.result, "key_id": self.key_id,
-            "fingerprint": self.fingerprint, "vault_version": self.vault_version,
-            "request_id": self.request_id, "op_id": self.op_id, "detail": self.detail,
-        }
 
 
 def rotation_from_row(row: RowMapping) -> Rotation:
@@ -185,15 +142,6 @@ def unresolved_cleanups(conn: Connection, target: str | None = None) -> list[Pen
         )
         for row in conn.execute(query).mappings()
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleFacts:
-    """What the daemon's schedule needs to know about one target, from one read."""
-
-    last_completed: Rotation | None
-    failures_since: int                  # failed or rolled back since that completion
-    last_failure_at: datetime | None
 
 
 _FAILED = (str(Status.FAILED), str(Status.ROLLED_BACK))

@@ -19,10 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
 from rotator.adapters.sql import queries
-from rotator.adapters.sql.queries import StoredEvent, rotation_from_row
+from rotator.adapters.sql.queries import rotation_from_row
 from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
 from rotator.core.errors import LeaseHeld
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status
+from rotator.core.model import AuditEvent, EventKind, Rotation, ScheduleFacts, Status, StoredEvent
 from rotator.core.ports import PendingCleanup
 
 __all__ = ["SqlRepository"]
@@ -262,7 +262,7 @@ class SqlRepository:
         with self.engine.begin() as conn:
             conn.execute(stmt)
 
-    # --- queries for the CLI ------------------------------------------------------------
+    # --- the RotationReader port: what the daemon, status, audit and verify read --------
 
     def events(self, target: str | None = None, since: datetime | None = None,
                limit: int | None = None) -> list[StoredEvent]:
@@ -291,7 +291,7 @@ class SqlRepository:
         with self.engine.connect() as conn:
             return queries.all_running(conn)
 
-    def schedule_facts(self, target: str) -> queries.ScheduleFacts:
+    def schedule_facts(self, target: str) -> ScheduleFacts:
         """The last completed rotation of ``target`` and the failures since."""
         with self.engine.connect() as conn:
             return queries.schedule_facts(conn, target)
