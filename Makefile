@@ -22,9 +22,10 @@ test: venv
 test-fast: venv  ## the pure core and the adapters' unit tests only (seconds)
 	$(PY) -m pytest tests/unit -q
 
-lint: venv
+lint: venv  ## ruff, mypy --strict and the import contracts (pyproject.toml)
 	$(VENV)/bin/ruff check rotator tests bench
 	$(VENV)/bin/mypy --strict rotator
+	$(VENV)/bin/lint-imports
 
 bench: venv
 	$(PY) bench/rotation_latency.py

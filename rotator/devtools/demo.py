@@ -7,6 +7,8 @@ leaves no process behind. The config it writes is an ordinary one, printed for r
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -55,8 +57,6 @@ vault_path = "count/ci-deployer"
 
 
 def run_demo(grace: float = 3.0) -> int:
-    from rotator.cli.main import main  # noqa: PLC0415 (the demo drives the real CLI)
-
     settings = EmulatorSettings(key_limit=2, propagation_delay=0.3)
     with tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp, \
             Emulator(settings) as emulator, DevVault() as vault:
@@ -73,8 +73,8 @@ def run_demo(grace: float = 3.0) -> int:
         config.write_text(_CONFIG.format(
             db=Path(tmp) / "rotator.db", vault_url=vault.url, count_url=emulator.url,
             grace=grace, sa_billing=billing.account_id, sa_ci=ci.account_id))
-        os.environ["ROTATOR_DEMO_VAULT_TOKEN"] = vault.root_token
-        os.environ["ROTATOR_DEMO_COUNT_ADMIN_KEY"] = admin.secret
+        env = {**os.environ, "ROTATOR_DEMO_VAULT_TOKEN": vault.root_token,
+               "ROTATOR_DEMO_COUNT_ADMIN_KEY": admin.secret}
         print(f"Count emulator at {emulator.url}; OpenBao dev server at {vault.url}")
         print(f"config ({config}):\n\n{config.read_text()}")
         base = ["--config", str(config), "--log-format", "console", "--log-level", "info"]
@@ -86,8 +86,11 @@ def run_demo(grace: float = 3.0) -> int:
             ("$ rotator verify", ["verify"]),
         ]
         for title, argv in steps:
-            print(f"\n{title}")
-            code = main([*base, *argv])
+            print(f"\n{title}", flush=True)
+            # The real command line, as a user runs it: the demo shows nothing it fakes.
+            code = subprocess.run(  # noqa: S603 (this interpreter, arguments of our own)
+                [sys.executable, "-m", "rotator", *base, *argv],
+                env=env, check=False).returncode
             if code != 0:
                 print(f"demo: '{title}' exited {code}")
                 return code
