@@ -529,7 +529,7 @@ class _Key:
 
 
 class MiniCount:
-    """count-api-contract.md in memory: whoami, list, create, delete; envelopes as the
+    """docs/count-api.md in memory: whoami, list, create, delete; envelopes as the
     emulator writes them (``rotator.emulator.envelope``); admin or self authorization."""
 
     def __init__(self, clock: FakeClock, key_limit: int, propagation: float) -> None:

@@ -2,7 +2,7 @@
 
 It compares three independent sources, the provider's live keys, Vault's current and
 previous versions, and the SQL state with its audit trail, and reports every way they
-disagree with DESIGN.md's invariants:
+disagree with the invariants of docs/architecture.md:
 
     vault_key_dead               the key Vault serves does not authenticate
     previous_key_dead_in_grace   a rotation is in grace but the key consumers may still

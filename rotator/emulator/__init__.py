@@ -1,4 +1,4 @@
-"""The Count emulator: a real HTTP server implementing count-api-contract.md, with faults.
+"""The Count emulator: a real HTTP server implementing docs/count-api.md, with faults.
 
 It serves the tests, the demo and the benchmarks, and ``rotator emulator`` starts it::
 

@@ -1,6 +1,6 @@
 """The Count provider: the ``KeyProvider`` port over Count's REST API, with httpx.
 
-Owns the client side of count-api-contract.md (paths, the bearer, retries, the rate-limit
+Owns the client side of docs/count-api.md (paths, the bearer, retries, the rate-limit
 window) and the translation of every httpx failure and non-2xx answer into
 ``rotator.core.errors`` (the status classification is ``rotator.adapters.count.wire``'s):
 

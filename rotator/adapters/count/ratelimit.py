@@ -1,6 +1,6 @@
 """Rate-limit header arithmetic for HTTP adapters: pure functions, no IO.
 
-Count (count-api-contract.md) sends ``RateLimit-Limit``, ``RateLimit-Remaining`` and
+Count (docs/count-api.md) sends ``RateLimit-Limit``, ``RateLimit-Remaining`` and
 ``RateLimit-Reset`` on every response, and ``Retry-After`` on a 429. ``Retry-After`` is
 delta-seconds or an HTTP date; ``RateLimit-Reset`` is delta-seconds or epoch seconds
 (any value above ``EPOCH_THRESHOLD``). Everything here turns those into "seconds from

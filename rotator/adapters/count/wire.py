@@ -1,6 +1,6 @@
 """The wire side of one Count call: what was asked, and what its answer means.
 
-Owns the reading of Count's answers (count-api-contract.md): the body size cap, the JSON
+Owns the reading of Count's answers (docs/count-api.md): the body size cap, the JSON
 envelope (``success``, ``result``, ``request_id``, ``error.code``), typed field reads, and
 the classification of a status into a value or an error of ``rotator.core.errors``:
 
