@@ -28,9 +28,9 @@ are UTC. The rules, in order:
    a poisoned target is not retried in a tight loop. The reason is kept.
 7. The result may be in the past (overdue); the caller rotates when ``now >= due.at``.
 
-Cron expressions are standard 5-field crontab, not APScheduler's dialect: day-of-week 0
-and 7 are Sunday, and restricting both day-of-month and day-of-week is refused (crontab
-ORs them, APScheduler ANDs them, and either reading surprises someone).
+Cron expressions are standard 5-field crontab (``cron.py``): day-of-week 0 and 7 are
+Sunday, and restricting both day-of-month and day-of-week is refused (crontab ORs them,
+other schedulers AND them, and either reading surprises someone).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
+from rotator.scheduling.cron import Cron, next_fire, parse_cron
 
 __all__ = [
     "Due",
@@ -63,7 +63,6 @@ Reason = Literal["schedule", "first_rotation", "max_key_age"]
 _MAX_BACKOFF = 86400.0
 _TICK = timedelta(microseconds=1)
 _WINDOW = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # Any time will do: an expression without a year field that fires once fires forever.
 _PROBE = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -114,8 +113,7 @@ def check_timezone(name: str) -> ZoneInfo:
 def check_cron(expr: str, timezone: str) -> None:
     """``ValueError`` unless ``expr`` is a valid 5-field crontab that fires in ``timezone``."""
     zone = check_timezone(timezone)
-    fire: datetime | None = _trigger(expr, zone).get_next_fire_time(None, _PROBE)
-    if fire is None:
+    if next_fire(_cron(expr), zone, _PROBE) is None:
         raise ValueError(f"cron expression {expr!r} never fires")
 
 
@@ -210,9 +208,9 @@ def _scheduled(
         base = anchor + timedelta(seconds=schedule.every)
     else:
         assert schedule.cron is not None
-        # APScheduler returns the first fire time at or after its argument: step past the
-        # anchor so a rotation started exactly on a fire time is not due again at once.
-        base = _next_fire(_trigger(schedule.cron, zone), zone, anchor + _TICK)
+        # Strictly after the anchor: a rotation started exactly on a fire time is not
+        # due again at once.
+        base = next_fire(_cron(schedule.cron), zone, anchor + _TICK)
     if base is None:
         return None
     if anchor is not None:
@@ -249,69 +247,16 @@ def _local(day: date, wall: time, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, wall, tzinfo=zone).astimezone(UTC)
 
 
-def _next_fire(trigger: CronTrigger, zone: ZoneInfo, at_or_after: datetime) -> datetime | None:
-    local: datetime | None = trigger.get_next_fire_time(None, at_or_after)
-    # Arithmetic on local times drops fold, so step in UTC.
-    fire = None if local is None else local.astimezone(UTC)
-    # fold=1 is the second pass through a wall-clock time when the clocks go back; cron
-    # names wall-clock times, so "30 2 * * *" must not fire twice that night.
-    while fire is not None and fire.astimezone(zone).fold == 1:
-        local = trigger.get_next_fire_time(None, fire + _TICK)
-        fire = None if local is None else local.astimezone(UTC)
-    return fire
-
-
-def _trigger(expr: str, zone: ZoneInfo) -> CronTrigger:
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"invalid cron expression {expr!r}: expected 5 fields "
-            f"(minute hour day-of-month month day-of-week), got {len(fields)}"
-        )
-    minute, hour, day, month, weekday = fields
-    if not day.startswith("*") and not weekday.startswith("*"):
-        raise ValueError(
-            f"invalid cron expression {expr!r}: restrict day-of-month or day-of-week, not both"
-        )
+def _cron(expr: str) -> Cron:
+    if len(expr.split()) == 5:
+        _, _, day, _, weekday = expr.split()
+        if not day.startswith("*") and not weekday.startswith("*"):
+            raise ValueError(f"invalid cron expression {expr!r}: "
+                             "restrict day-of-month or day-of-week, not both")
     try:
-        days = _weekdays(weekday)
-        return CronTrigger.from_crontab(f"{minute} {hour} {day} {month} {days}", timezone=zone)
+        return parse_cron(expr)
     except ValueError as exc:
         raise ValueError(f"invalid cron expression {expr!r}: {exc}") from None
-
-
-def _weekdays(field: str) -> str:
-    """A crontab day-of-week field (0 and 7 are Sunday) as names APScheduler 3 reads alike.
-
-    APScheduler 3 counts 0 as Monday, so numbers are translated rather than passed on.
-    """
-    if field == "*":
-        return field
-    chosen: set[int] = set()
-    for item in field.lower().split(","):
-        span, slash, step_text = item.partition("/")
-        if slash and not (step_text.isdigit() and int(step_text) > 0):
-            raise ValueError(f"invalid day-of-week step in {item!r}")
-        step = int(step_text) if slash else 1
-        first, dash, last = span.partition("-")
-        if span == "*":
-            low, high = 0, 6
-        else:
-            low = _weekday(first, end=False)
-            high = _weekday(last, end=True) if dash else (6 if slash else low)
-        if low > high:
-            raise ValueError(f"invalid day-of-week range {item!r}")
-        chosen.update(n % 7 for n in range(low, high + 1, step))
-    return ",".join(_DAYS[n] for n in sorted(chosen))
-
-
-def _weekday(text: str, *, end: bool) -> int:
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
-    if text in _DAYS:
-        # "sat-sun": Sunday closing a range counts as 7, as crontab's 7 does.
-        return 7 if end and text == "sun" else _DAYS.index(text)
-    raise ValueError(f"invalid day of week {text!r}: use 0-7 or sun-sat")
 
 
 def _utc(name: str, value: datetime) -> datetime:
