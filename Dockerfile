@@ -9,28 +9,25 @@
 #   docker run -d -p 9108:9108 -v "$PWD/config.toml:/etc/rotator/config.toml:ro" \
 #       -e VAULT_TOKEN -e COUNT_MANAGEMENT_KEY rotator:0.1.0
 #
-# Both stages use the same base image, so the venv's interpreter symlink
-# (/opt/venv/bin/python -> /usr/local/bin/python3.x) is valid in the final one.
+# The image installs the wheel, not the source tree: what runs in it is what `pip install
+# rotator` gives, the Alembic migrations (package rotator.migrations) included.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
-# --- builder: a venv with rotator and its dependencies (wheels only, no compiler) -------------
-FROM ${PYTHON_IMAGE} AS builder
+# --- build: the wheel of rotator, from the files it is built from ------------------------------
+FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY rotator/ rotator/
-# Every dependency ships manylinux wheels (psycopg[binary] included): nothing is compiled.
-# pip byte-compiles what it installs; pip itself is then removed from the venv.
-RUN /opt/venv/bin/pip install . \
-    && /opt/venv/bin/pip uninstall --yes pip
+COPY migrations/ migrations/
+RUN python -m pip wheel --no-deps --wheel-dir /dist .
 
-# --- final: the venv, the migrations, a non-root user; no build tools, no pip ---------------
+# --- final: a venv with the wheel and its dependencies, a non-root user; no pip in the venv ----
 FROM ${PYTHON_IMAGE}
 
 ARG VERSION=0.1.0
@@ -44,13 +41,11 @@ LABEL org.opencontainers.image.title="rotator" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
-# ROTATOR_MIGRATIONS_DIR: the Alembic migrations are not inside the Python package; they
-# are copied beside it. ROTATOR_CONFIG: the default of --config (given before or after the command).
+# ROTATOR_CONFIG: the default of --config (given before or after the command).
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    ROTATOR_CONFIG=/etc/rotator/config.toml \
-    ROTATOR_MIGRATIONS_DIR=/opt/rotator/migrations
+    ROTATOR_CONFIG=/etc/rotator/config.toml
 
 # A fixed uid/gid (10001) so that Kubernetes' runAsNonRoot can verify it and volume
 # ownership is predictable. /var/lib/rotator is writable for a SQLite database (one replica).
@@ -60,8 +55,14 @@ RUN groupadd --system --gid 10001 rotator \
     && mkdir -p /etc/rotator /var/lib/rotator \
     && chown 10001:10001 /var/lib/rotator
 
-COPY --from=builder /opt/venv /opt/venv
-COPY migrations/ /opt/rotator/migrations/
+# The wheel is bind-mounted, not copied, so it adds no layer. Every dependency ships
+# manylinux wheels (psycopg[binary] included): nothing is compiled. pip byte-compiles what it
+# installs; pip itself is then removed from the venv.
+RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
+    python -m venv /opt/venv \
+    && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        /opt/venv/bin/pip install /tmp/dist/rotator-*.whl \
+    && /opt/venv/bin/pip uninstall --yes pip
 
 USER 10001:10001
 WORKDIR /var/lib/rotator

@@ -13,10 +13,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from rotator.adapters.sql import tables
+from rotator.adapters.sql import schema, tables
 from rotator.adapters.sql.schema import (
     MIGRATIONS_DIR,
-    MIGRATIONS_DIR_ENV,
     alembic_config,
     check_schema,
     current_revision,
@@ -181,7 +180,7 @@ def test_check_schema_refuses_an_older_revision(
     newer = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
     (newer / "versions" / "0002_extra.py").write_text(SECOND_REVISION)
-    monkeypatch.setenv(MIGRATIONS_DIR_ENV, str(newer))
+    monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
     assert head_revision() == "0002"
     with pytest.raises(
         SchemaError,

@@ -1,7 +1,8 @@
 """The SQL state and audit store: tables, schema management, the repository, queries.
 
 SQLite (embedded, one replica) and PostgreSQL (shared by replicas) through SQLAlchemy 2.0;
-Alembic (``migrations/`` at the repository root) owns the schema.
+Alembic (``migrations/`` at the repository root, the package ``rotator.migrations`` once
+built) owns the schema.
 """
 
 from __future__ import annotations

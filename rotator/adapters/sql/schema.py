@@ -1,9 +1,9 @@
 """Engines and schema management: the Alembic ``Config`` built in code, upgrade, checks.
 
-The migrations live in ``migrations/`` at the repository root (``MIGRATIONS_DIR``); the
-environment variable ``ROTATOR_MIGRATIONS_DIR`` points elsewhere (an installed package,
-a test with an extra revision). There is no ``alembic.ini``: ``rotator db upgrade`` calls
-``upgrade(url)``, and the daemon calls ``check_schema(engine)`` before it starts.
+The migrations live in ``migrations/`` at the repository root, which the build maps to the
+package ``rotator.migrations``: ``importlib.resources`` finds them in a wheel and in an
+editable install alike (``MIGRATIONS_DIR``). There is no ``alembic.ini``: ``rotator db
+upgrade`` calls ``upgrade(url)``, and the daemon calls ``check_schema(engine)`` before it starts.
 
 A PostgreSQL URL may select a schema with ``?options=-csearch_path%3D<schema>``: tables,
 trigger function and ``alembic_version`` are then all created in that schema.
@@ -11,10 +11,12 @@ trigger function and ``alembic_version`` are then all created in that schema.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
-import os
+import functools
 from collections.abc import Iterator
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from rotator.core.errors import SchemaError
 
 __all__ = [
     "MIGRATIONS_DIR",
-    "MIGRATIONS_DIR_ENV",
+    "MIGRATIONS_PACKAGE",
     "alembic_config",
     "check_schema",
     "current_revision",
@@ -40,9 +42,7 @@ __all__ = [
     "upgrade",
 ]
 
-MIGRATIONS_DIR_ENV = "ROTATOR_MIGRATIONS_DIR"
-_DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
-MIGRATIONS_DIR = Path(os.environ.get(MIGRATIONS_DIR_ENV) or _DEFAULT_MIGRATIONS_DIR)
+MIGRATIONS_PACKAGE = "rotator.migrations"
 
 # How long SQLite waits for another writer before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -54,10 +54,21 @@ _UPGRADE_HINT = "run `rotator db upgrade`"
 _UPGRADE_LOCK_KEY = 0x726F7461746F72
 
 
+# Alembic's script_location must be a real folder for as long as any Config is in use,
+# so a folder that as_file had to materialise lives until the process exits.
+_resources = contextlib.ExitStack()
+atexit.register(_resources.close)
+
+
+@functools.cache
 def migrations_dir() -> Path:
-    """The migrations folder: ``$ROTATOR_MIGRATIONS_DIR`` if set (read now), else the default."""
-    override = os.environ.get(MIGRATIONS_DIR_ENV)
-    return Path(override) if override else _DEFAULT_MIGRATIONS_DIR
+    """The folder of the package ``rotator.migrations``, as a filesystem path."""
+    # Installed from a wheel or editable, the package is a plain folder and as_file yields it
+    # unchanged; only an import from a zip would need a copy (which Python 3.12+ extracts).
+    return _resources.enter_context(as_file(files(MIGRATIONS_PACKAGE)))
+
+
+MIGRATIONS_DIR = migrations_dir()
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

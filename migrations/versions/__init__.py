@@ -1,0 +1,1 @@
+"""The revisions (Alembic skips ``__init__`` when it loads them)."""
