@@ -20,8 +20,15 @@ from rotator.core.errors import (
     SecretNotFound,
     Unauthorized,
 )
-from rotator.core.machine import KeyRecord
-from rotator.core.model import AuditEvent, EventKind, Rotation, ScheduleFacts, Status, StoredEvent
+from rotator.core.model import (
+    AuditEvent,
+    EventKind,
+    KeyRecord,
+    Rotation,
+    ScheduleFacts,
+    Status,
+    StoredEvent,
+)
 from rotator.core.ports import (
     Deletion,
     Identity,

@@ -35,7 +35,7 @@ from rotator.core.errors import (
     Unauthorized,
     UsageError,
 )
-from rotator.core.machine import KeyRecord
+from rotator.core.model import KeyRecord
 from rotator.core.ports import Deletion, Identity, KeyProvider
 from rotator.core.secret import Secret
 from tests.support import exception_chain

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rotator.core.model import Rotation, Status, Step
+from rotator.core.model import KeyRecord, Rotation, Status, Step
 
 __all__ = [
     "MAX_RECREATES",
@@ -26,7 +26,6 @@ __all__ = [
     "GraceElapsed",
     "InvalidTransition",
     "KeyCreated",
-    "KeyRecord",
     "Outcome",
     "Planned",
     "Refused",
@@ -223,16 +222,6 @@ def _start_over(rotation: Rotation) -> Rotation:
 
 def _finish(rotation: Rotation, status: Status, now: datetime, reason: str | None) -> Rotation:
     return rotation.evolve(step=Step.DONE, status=status, finished_at=now, reason=reason)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """What the provider lists about a key (never its secret)."""
-
-    key_id: str
-    name: str
-    created_at: datetime | None = None
-    last_used_at: datetime | None = None
 
 
 def deletable_when_full(keys: Sequence[KeyRecord], protected: Iterable[str],

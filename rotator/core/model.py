@@ -17,6 +17,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "AuditEvent",
     "EventKind",
+    "KeyRecord",
     "Rotation",
     "ScheduleFacts",
     "Status",
@@ -111,6 +112,16 @@ class AuditEvent:
     op_id: str | None = None        # pairs an intent with its outcome
     detail: str | None = None
     at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the provider lists about a key (never its secret)."""
+
+    key_id: str
+    name: str
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from rotator.core.machine import KeyRecord
-from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
+from rotator.core.model import AuditEvent, KeyRecord, Rotation, ScheduleFacts, Status, StoredEvent
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -26,6 +25,7 @@ __all__ = [
     "PendingCleanup",
     "RotationReader",
     "RotationRepository",
+    "RunObserver",
     "SecretRef",
     "SecretStore",
     "VaultSecret",
@@ -123,6 +123,18 @@ class SecretStore(Protocol):
         Custom metadata is set on the secret after the data write.
         """
         ...
+
+
+# --- what the runner reports, to the daemon's metrics ------------------------------------
+
+class RunObserver(Protocol):
+    """What the daemon's metrics hear from the runner; every call is synchronous."""
+
+    def rotation_started(self, rotation: Rotation) -> None: ...
+
+    def step_done(self, rotation: Rotation, action: str, seconds: float) -> None: ...
+
+    def rotation_finished(self, rotation: Rotation, last_step: str) -> None: ...
 
 
 # --- the state and audit store (SQL) -----------------------------------------------------

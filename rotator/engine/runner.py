@@ -12,14 +12,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 
 from rotator.core import machine as m
 from rotator.core.errors import LeaseHeld
 from rotator.core.model import Rotation, Status
-from rotator.core.ports import Clock, KeyProvider, RotationRepository, SecretStore
+from rotator.core.ports import (
+    Clock,
+    KeyProvider,
+    RotationRepository,
+    RunObserver,
+    SecretStore,
+)
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.engine.audit_trail import AuditTrail
@@ -27,7 +32,7 @@ from rotator.engine.crashpoints import crash_point
 from rotator.engine.steps import StepRunner
 from rotator.engine.unwind import Unwinder
 
-__all__ = ["RotationReport", "RunObserver", "Runner", "new_rotation_id"]
+__all__ = ["RotationReport", "Runner", "new_rotation_id"]
 
 log = structlog.get_logger("rotator.runner")
 
@@ -46,16 +51,6 @@ class RotationReport:
     resumed: bool
     cleaned: int = 0
     cleanup_pending: int = 0
-
-
-class RunObserver(Protocol):
-    """What the daemon's metrics hear from the runner; every call is synchronous."""
-
-    def rotation_started(self, rotation: Rotation) -> None: ...
-
-    def step_done(self, rotation: Rotation, action: str, seconds: float) -> None: ...
-
-    def rotation_finished(self, rotation: Rotation, last_step: str) -> None: ...
 
 
 class _Unobserved:

@@ -20,7 +20,7 @@ from rotator.core.errors import (
     Unauthorized,
     VaultUnavailable,
 )
-from rotator.core.model import Rotation, key_name
+from rotator.core.model import KeyRecord, Rotation, key_name
 from rotator.core.ports import NewKey
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
@@ -105,7 +105,7 @@ class StepRunner(StepBase):
                              "was lost, then retried: its secret was never seen", auth)
 
     def _create_when_full(self, rot: Rotation, spec: TargetSpec, name: str, auth: Secret,
-                          keys: list[m.KeyRecord]) -> NewKey:
+                          keys: list[KeyRecord]) -> NewKey:
         protected = {k for k in (rot.old_key_id,) if k}
         protected |= self._repo.protected_key_ids(spec.service_account, rot.rotation_id)
         stale = m.deletable_when_full(keys, protected, name)

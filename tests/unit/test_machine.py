@@ -8,7 +8,7 @@ import pytest
 
 from rotator.core import machine as m
 from rotator.core.machine import Action
-from rotator.core.model import Rotation, Status, Step, key_name
+from rotator.core.model import KeyRecord, Rotation, Status, Step, key_name
 from tests.fakes import T0
 
 
@@ -122,8 +122,8 @@ def test_next_action_in_grace_and_when_done() -> None:
 
 
 def test_deletable_when_full_protects_current_and_in_use() -> None:
-    keys = [m.KeyRecord("a", "x", T0), m.KeyRecord("b", "x", T0 - timedelta(days=2)),
-            m.KeyRecord("c", "mine", T0), m.KeyRecord("d", "x", None)]
+    keys = [KeyRecord("a", "x", T0), KeyRecord("b", "x", T0 - timedelta(days=2)),
+            KeyRecord("c", "mine", T0), KeyRecord("d", "x", None)]
     got = m.deletable_when_full(keys, {"a"}, "mine")
     assert [k.key_id for k in got] == ["d", "b"]
     assert m.deletable_when_full(keys[:1], {"a"}, "mine") == []

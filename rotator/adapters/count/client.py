@@ -51,7 +51,7 @@ from rotator.core.errors import (
     Unauthorized,
     UsageError,
 )
-from rotator.core.machine import KeyRecord
+from rotator.core.model import KeyRecord
 from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
