@@ -32,3 +32,20 @@ def serving(server: BaseServer) -> Iterator[None]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# A config whose only usable part is [database]: what `rotator db ...` needs.
+DATABASE_ONLY_CONFIG = """
+[database]
+url = "{url}"
+[vault]
+url = "https://vault.example"
+[providers.count]
+type = "count"
+base_url = "https://count.example"
+management_key_env = "UNUSED"
+[targets.app]
+provider = "count"
+service_account = "sa_1"
+vault_path = "count/app"
+"""

@@ -24,6 +24,7 @@ from rotator.adapters.sql.schema import (
     upgrade,
 )
 from rotator.core.errors import SchemaError
+from tests.support import DATABASE_ONLY_CONFIG
 
 ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
 
@@ -90,26 +91,12 @@ def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
     _check(database_url)
 
 
-CONFIG = """
-[database]
-url = "{url}"
-[vault]
-url = "https://vault.example"
-[providers.count]
-type = "count"
-base_url = "https://count.example"
-management_key_env = "UNUSED"
-[targets.app]
-provider = "count"
-service_account = "sa_1"
-vault_path = "count/app"
-"""
 
 
 def test_concurrent_upgrades_all_succeed(database_url: str, tmp_path: Path) -> None:
     # Replicas' init containers run `rotator db upgrade` at the same moment.
     config = tmp_path / "rotator.toml"
-    config.write_text(CONFIG.format(url=database_url))
+    config.write_text(DATABASE_ONLY_CONFIG.format(url=database_url))
     argv = [sys.executable, "-m", "rotator", "db", "upgrade", "--config", str(config)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(3)]
@@ -124,7 +111,8 @@ def test_an_unreachable_database_is_exit_3_without_a_traceback(
     from rotator.devtools.devvault import free_port  # noqa: PLC0415
 
     config = tmp_path / "rotator.toml"
-    config.write_text(CONFIG.format(url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x"))
+    unreachable = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x"
+    config.write_text(DATABASE_ONLY_CONFIG.format(url=unreachable))
     assert main(["db", "upgrade", "--config", str(config)]) == 3
     err = capsys.readouterr().err
     assert "rotator: database error: OperationalError" in err and "Traceback" not in err

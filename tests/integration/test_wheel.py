@@ -22,6 +22,7 @@ import pytest
 
 from rotator import __version__
 from rotator.adapters.sql.schema import current_revision, head_revision
+from tests.support import DATABASE_ONLY_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 # What the Dockerfile's build stage copies: the wheel must build from these alone.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "rotator", "migrations")
 
-CONFIG = """
-[database]
-url = "{url}"
-[vault]
-url = "https://vault.example"
-[providers.count]
-type = "count"
-base_url = "https://count.example"
-management_key_env = "UNUSED"
-[targets.app]
-provider = "count"
-service_account = "sa_1"
-vault_path = "count/app"
-"""
 
 
 @dataclass(frozen=True)
@@ -144,7 +131,7 @@ def test_python_m_rotator_prints_the_version(venv: Venv, tmp_path: Path) -> None
 def test_db_upgrade_and_current_from_the_wheel(venv: Venv, database_url: str,
                                                tmp_path: Path) -> None:
     config = tmp_path / "rotator.toml"
-    config.write_text(CONFIG.format(url=database_url))
+    config.write_text(DATABASE_ONLY_CONFIG.format(url=database_url))
     head = head_revision()
     upgraded = _ok(_run([venv.rotator, "db", "upgrade", "--config", config], cwd=tmp_path))
     assert upgraded.strip() == f"database schema at {head}"
