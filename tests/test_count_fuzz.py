@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from rotator.adapters.count.client import MAX_BODY_BYTES, CallRecord, CountProvider, ServiceAccount
-from rotator.adapters.retry import RetryPolicy
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     KeyLimitReached,
     KeyNotFound,

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.adapters.count import client as count
-from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider, ServiceAccount
-from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.count.client import CallRecord, CountProvider, ServiceAccount
+from rotator.config.provider import CountPaths
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ConfigError,
     KeyLimitReached,
@@ -116,8 +117,8 @@ def rig() -> Iterator[Callable[..., Rig]]:
 
 
 def test_public_api() -> None:
-    assert set(count.__all__) == {"MAX_BODY_BYTES", "CallRecord", "CountPaths",
-                                  "CountProvider", "ServiceAccount"}
+    assert set(count.__all__) == {"MAX_BODY_BYTES", "CallRecord", "CountProvider",
+                                  "ServiceAccount"}
 
 
 def test_satisfies_the_key_provider_port() -> None:

@@ -30,8 +30,8 @@ import pytest
 import structlog
 
 from rotator.adapters.count.client import CountProvider
-from rotator.adapters.retry import RetryPolicy
 from rotator.adapters.vault.store import AppRoleAuth, TokenAuth, VaultAuth, VaultStore
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ProtocolError,
     ProviderUnavailable,

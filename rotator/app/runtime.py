@@ -13,13 +13,12 @@ from functools import partial
 from sqlalchemy.engine import Engine
 
 from rotator.adapters.clock import SystemClock
-from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider
-from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.count.client import CallRecord, CountProvider
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema, make_engine
 from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
 from rotator.adapters.vault.store import VaultStore
-from rotator.config.model import Config, RetryConfig, VaultAppRoleAuth, VaultTokenAuth
+from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.errors import UsageError
 from rotator.core.ports import Clock, SecretRef
@@ -27,12 +26,7 @@ from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.redaction import remember_secret
 
-__all__ = ["Runtime", "build_runtime", "retry_policy", "target_spec", "vault_auth"]
-
-
-def retry_policy(cfg: RetryConfig) -> RetryPolicy:
-    return RetryPolicy(max_attempts=cfg.max_attempts, base_delay=cfg.base_delay,
-                       max_delay=cfg.max_delay, max_elapsed=cfg.max_elapsed)
+__all__ = ["Runtime", "build_runtime", "target_spec", "vault_auth"]
 
 
 def vault_auth(config: Config) -> VaultAuth:
@@ -101,12 +95,12 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     keys = management_keys(config)
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
-        timeout=config.vault.timeout, retry=retry_policy(config.vault.retry),
+        timeout=config.vault.timeout, retry=config.vault.retry,
         verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True)
     providers = {
         name: CountProvider(
-            p.base_url, paths=CountPaths(**p.paths.model_dump()), timeout=p.timeout,
-            retry=retry_policy(p.retry), verify=str(p.ca_bundle) if p.ca_bundle else True,
+            p.base_url, paths=p.paths, timeout=p.timeout,
+            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True,
             on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }

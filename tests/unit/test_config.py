@@ -8,6 +8,7 @@ import pytest
 
 from rotator.cli.main import main
 from rotator.config.model import load_config
+from rotator.config.retry import RetryPolicy
 from rotator.core.durations import parse_duration
 from rotator.core.errors import ConfigError
 
@@ -46,6 +47,14 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.targets["app"].vault_mount == "secret"
     assert config.probe_for("app").timeout == 60
     assert config.providers["count"].paths.whoami == "/v1/whoami"
+    assert config.providers["count"].retry.max_retry_after == 120
+
+
+def test_retry_tables_hold_the_adapters_policy(tmp_path: Path) -> None:
+    text = VALID + '[providers.count.retry]\nmax_attempts = 3\nmax_retry_after = "30s"\n'
+    retry = load_config(write(tmp_path, text)).providers["count"].retry
+    assert retry == RetryPolicy(max_attempts=3, max_retry_after=30.0)
+    assert retry.delay(1, retry_after=600.0) == 30.0
 
 
 def test_schedules_fall_back_key_by_key_and_every_or_cron_is_taken_whole(
@@ -135,6 +144,14 @@ BAD = [
     ("bad log level", VALID + '[logging]\nlevel = "loud"\n', "logging.level", "'debug'"),
     ("odd target name", VALID.replace("[targets.app]", '[targets."@daemon"]'),
      "targets.@daemon", "a target name is"),
+    ("relative path", VALID + '[providers.count.paths]\nwhoami = "v1/whoami"\n',
+     "providers.count.paths.whoami", "must start with '/'"),
+    ("unknown placeholder", VALID + '[providers.count.paths]\napi_key = "/v1/keys/{key}"\n',
+     "providers.count.paths.api_key", "only the placeholders {key_id}, {service_account}"),
+    ("negative max_retry_after", VALID + '[providers.count.retry]\nmax_retry_after = "-1s"\n',
+     "providers.count.retry.max_retry_after", "must not be negative"),
+    ("no attempts", VALID + '[vault.retry]\nmax_attempts = 0\n', "vault.retry.max_attempts",
+     "greater than or equal to 1"),
 ]
 
 

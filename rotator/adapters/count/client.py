@@ -1,8 +1,9 @@
 """The Count provider: the ``KeyProvider`` port over Count's REST API, with httpx.
 
-Owns the client side of count-api-contract.md (paths, the bearer, retries, the rate-limit
-window) and the translation of every httpx failure and non-2xx answer into
-``rotator.core.errors`` (the status classification is ``rotator.adapters.count.wire``'s):
+Owns the client side of count-api-contract.md (requests on the configured paths, the
+bearer, retries, the rate-limit window) and the translation of every httpx failure and
+non-2xx answer into ``rotator.core.errors`` (the status classification is
+``rotator.adapters.count.wire``'s):
 
     timeout, transport error, 5xx, 408, 409 (other code)  ProviderUnavailable (retried)
     TLS certificate verification failed                   ProviderError (not retried)
@@ -23,9 +24,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from string import Formatter
 from types import TracebackType
 from typing import Literal, Self, TypeVar
 from urllib.parse import quote
@@ -41,7 +41,9 @@ from rotator.adapters.count.wire import (
     interpret,
     read_body,
 )
-from rotator.adapters.retry import RetryPolicy, call_with_retry
+from rotator.adapters.retry import call_with_retry
+from rotator.config.provider import CountPaths
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ConfigError,
     ProviderError,
@@ -56,34 +58,14 @@ from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
 
-__all__ = ["MAX_BODY_BYTES", "CallRecord", "CountPaths", "CountProvider", "ServiceAccount"]
+__all__ = ["MAX_BODY_BYTES", "CallRecord", "CountProvider", "ServiceAccount"]
 
 T = TypeVar("T")
 Outcome = Literal["ok", "transient", "permanent"]
 
-_PLACEHOLDERS: dict[str, set[str]] = {
-    "service_accounts": set(), "api_keys": {"service_account"},
-    "api_key": {"service_account", "key_id"}, "whoami": set(),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CountPaths:
-    """Path templates of the contract's calls; config may override each."""
-
-    service_accounts: str = "/v1/service-accounts"
-    api_keys: str = "/v1/service-accounts/{service_account}/api-keys"
-    api_key: str = "/v1/service-accounts/{service_account}/api-keys/{key_id}"
-    whoami: str = "/v1/whoami"
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            template: str = getattr(self, item.name)
-            used = _placeholders(template)
-            if not template.startswith("/") or used is None or not used <= _PLACEHOLDERS[item.name]:
-                raise ConfigError("a Count path must start with '/' and use only the "
-                                  "placeholders " + str(sorted(_PLACEHOLDERS[item.name])),
-                                  key=f"paths.{item.name}")
+# Frozen, so one shared default is safe.
+_DEFAULT_PATHS = CountPaths()
+_DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +86,6 @@ class ServiceAccount:
     id: str
     name: str
     role: str
-
-
-def _placeholders(template: str) -> set[str] | None:
-    try:
-        return {name for _, name, _, _ in Formatter().parse(template) if name is not None}
-    except ValueError:  # an unbalanced brace
-        return None
 
 
 def _segment(value: str, what: str) -> str:
@@ -153,9 +128,9 @@ class CountProvider:
         self,
         base_url: str,
         *,
-        paths: CountPaths = CountPaths(),
+        paths: CountPaths = _DEFAULT_PATHS,
         timeout: float = 10.0,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so a shared default is safe
+        retry: RetryPolicy = _DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
