@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.adapters.count import client as count
-from rotator.adapters.count.client import CallRecord, CountProvider, ServiceAccount
+from rotator.adapters.count.client import CallRecord, CountProvider
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
@@ -117,8 +117,7 @@ def rig() -> Iterator[Callable[..., Rig]]:
 
 
 def test_public_api() -> None:
-    assert set(count.__all__) == {"MAX_BODY_BYTES", "CallRecord", "CountProvider",
-                                  "ServiceAccount"}
+    assert set(count.__all__) == {"MAX_BODY_BYTES", "CallRecord", "CountProvider"}
 
 
 def test_satisfies_the_key_provider_port() -> None:
@@ -129,15 +128,6 @@ def test_satisfies_the_key_provider_port() -> None:
 
 
 # --- happy paths ----------------------------------------------------------------------------
-
-def test_list_service_accounts(rig: Callable[..., Rig]) -> None:
-    r = rig(ok({"service_accounts": [{"id": "sa-1", "name": "etl", "role": "admin"},
-                                     {"id": "sa-2", "name": "bi", "role": "member"}]}))
-    assert r.provider.list_service_accounts(ADMIN) == [
-        ServiceAccount("sa-1", "etl", "admin"), ServiceAccount("sa-2", "bi", "member")]
-    (request,) = r.server.requests
-    assert (request.method, request.url.path) == ("GET", "/v1/service-accounts")
-
 
 def test_list_keys_parses_timestamps(rig: Callable[..., Rig]) -> None:
     r = rig(ok({"api_keys": [
@@ -213,17 +203,14 @@ def test_the_bearer_sent_is_the_auth_given(rig: Callable[..., Rig], auth: Secret
             return ok({"key_id": "k1", "deleted": True})
         if request.url.path.endswith("api-keys"):
             return ok({"api_keys": []})
-        if request.url.path.endswith("whoami"):
-            return ok({"service_account_id": "sa-1", "key_id": "k1"})
-        return ok({"service_accounts": []})
+        return ok({"service_account_id": "sa-1", "key_id": "k1"})
 
     r = rig(answer, user_agent="rotator-test/9")
-    r.provider.list_service_accounts(auth)
     r.provider.list_keys("sa-1", auth)
     r.provider.create_key("sa-1", "n", auth)
     r.provider.delete_key("sa-1", "k1", auth)
     r.provider.whoami(auth)
-    assert len(r.server.requests) == 5
+    assert len(r.server.requests) == 4
     for request in r.server.requests:
         assert request.headers["authorization"] == f"Bearer {auth.reveal()}"
         assert request.headers["user-agent"] == "rotator-test/9"
@@ -556,7 +543,7 @@ bodies = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, status=st.sampled_from([200, 201, 200, 404, 409, 429, 500]),
-       call=st.sampled_from(["accounts", "list", "create", "delete", "whoami"]))
+       call=st.sampled_from(["list", "create", "delete", "whoami"]))
 def test_random_bodies_succeed_or_raise_rotator_errors(body: bytes, status: int,
                                                        call: str) -> None:
     server = Server([httpx.Response(status, content=body)])
@@ -564,7 +551,6 @@ def test_random_bodies_succeed_or_raise_rotator_errors(body: bytes, status: int,
     with CountProvider(BASE, transport=httpx.MockTransport(server), retry=policy,
                        sleep=lambda _: None) as provider:
         actions: dict[str, Callable[[], object]] = {
-            "accounts": lambda: provider.list_service_accounts(ADMIN),
             "list": lambda: provider.list_keys("sa-1", ADMIN),
             "create": lambda: provider.create_key("sa-1", "n", ADMIN),
             "delete": lambda: provider.delete_key("sa-1", "k1", ADMIN),
@@ -624,7 +610,6 @@ def test_no_error_path_leaks_the_bearer(rig: Callable[..., Rig], auth: Secret,
                                         step: Callable[[], Any]) -> None:
     r = rig(step())
     calls: list[Callable[[], object]] = [
-        lambda: r.provider.list_service_accounts(auth),
         lambda: r.provider.list_keys("sa-1", auth),
         lambda: r.provider.create_key("sa-1", "n", auth),
         lambda: r.provider.delete_key("sa-1", "k1", auth),

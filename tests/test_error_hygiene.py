@@ -144,7 +144,6 @@ TRANSPORT_KINDS = ["connect", "read_timeout", "connect_timeout", "remote_protoco
 
 def _count_calls(provider: CountProvider, auth: Secret) -> dict[str, Callable[[], object]]:
     return {
-        "list_service_accounts": lambda: provider.list_service_accounts(auth),
         "list_keys": lambda: provider.list_keys("sa_1", auth),
         "create_key": lambda: provider.create_key("sa_1", "rotator:app:rot_1", auth),
         "delete_key": lambda: provider.delete_key("sa_1", "key_1", auth),

@@ -35,6 +35,7 @@ class CountPaths(Frozen):
 
     _secret_keys: ClassVar[frozenset[str]] = frozenset()  # "api_key" here is a path name
 
+    # No call uses it any more; kept so config files that set it still load.
     service_accounts: str = "/v1/service-accounts"
     api_keys: str = "/v1/service-accounts/{service_account}/api-keys"
     api_key: str = "/v1/service-accounts/{service_account}/api-keys/{key_id}"

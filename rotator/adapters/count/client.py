@@ -58,7 +58,7 @@ from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
 
-__all__ = ["MAX_BODY_BYTES", "CallRecord", "CountProvider", "ServiceAccount"]
+__all__ = ["MAX_BODY_BYTES", "CallRecord", "CountProvider"]
 
 T = TypeVar("T")
 Outcome = Literal["ok", "transient", "permanent"]
@@ -79,13 +79,6 @@ class CallRecord:
     attempt: int                 # 1-based, within one retried call
     duration_seconds: float
     outcome: Outcome
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceAccount:
-    id: str
-    name: str
-    role: str
 
 
 def _segment(value: str, what: str) -> str:
@@ -160,12 +153,6 @@ class CountProvider:
         self.close()
 
     # --- the calls ----------------------------------------------------------------------
-
-    def list_service_accounts(self, auth: Secret) -> list[ServiceAccount]:
-        call = Call("list_service_accounts", "GET", self._paths.service_accounts)
-        return self._request(call, auth, lambda result, _: [
-            ServiceAccount(item.text("id"), item.text("name"), item.text("role"))
-            for item in result.objects("service_accounts")])
 
     def list_keys(self, account: str, auth: Secret) -> KeyListing:
         path = self._paths.api_keys.format(service_account=_segment(account, "account"))
