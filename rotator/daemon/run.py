@@ -21,6 +21,7 @@ from types import FrameType
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from rotator.adapters.sql.backend import is_sqlite
 from rotator.adapters.sql.schema import check_schema
 from rotator.app.operations import holder_id, renew_vault_token
 from rotator.app.runtime import Runtime, build_runtime
@@ -82,7 +83,7 @@ class _Daemon:
 
     @property
     def single_replica(self) -> bool:
-        return self.rt.engine.dialect.name == "sqlite"
+        return is_sqlite(self.rt.engine)
 
     # --- start-up ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
 from rotator.adapters.sql import queries
+from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
 from rotator.adapters.sql.queries import StoredEvent, rotation_from_row
 from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
 from rotator.core.errors import LeaseHeld
@@ -72,10 +73,10 @@ class SqlRepository:
     def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow) -> None:
         self.engine = engine
         self._clock = clock
-        dialect = engine.dialect.name
-        if dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"SqlRepository supports sqlite and postgresql, not {dialect}")
-        self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        name = backend(engine)
+        if name not in SUPPORTED:
+            raise ValueError(f"SqlRepository supports sqlite and postgresql, not {name}")
+        self._insert = sqlite.insert if name == SQLITE else postgresql.insert
 
     # --- rotations ----------------------------------------------------------------------
 
