@@ -20,7 +20,6 @@ from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, 
 from rotator.adapters.vault.store import VaultStore
 from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
 from rotator.config.secret_sources import resolve_secret
-from rotator.core.errors import UsageError
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
@@ -57,10 +56,7 @@ def management_keys(config: Config) -> dict[str, Secret | None]:
 
 
 def target_spec(config: Config, name: str, keys: dict[str, Secret | None]) -> TargetSpec:
-    if name not in config.targets:
-        known = ", ".join(sorted(config.targets))
-        raise UsageError(f"unknown target {name!r} (configured: {known})", target=name)
-    target = config.targets[name]
+    target = config.target(name)
     probe = config.probe_for(name)
     return TargetSpec(
         name=name, provider=target.provider, service_account=target.service_account,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,7 +20,7 @@ from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, r
 from rotator.config.locate import problems_by_key
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
-from rotator.core.errors import ConfigError
+from rotator.core.errors import ConfigError, UsageError
 from rotator.scheduling.schedule import Schedule
 
 __all__ = [
@@ -181,15 +182,29 @@ class Config(Frozen):
                                   f"unknown provider {target.provider!r} (configured: {known})")
         return self
 
+    def target(self, name: str) -> TargetConfig:
+        """The target called ``name``; ``UsageError`` naming the configured ones if none is."""
+        target = self.targets.get(name)
+        if target is None:
+            where = f" in {self.source}" if self.source is not None else ""
+            raise UsageError(f"unknown target {name!r}{where} "
+                             f"(configured: {', '.join(sorted(self.targets))})")
+        return target
+
+    def require_targets(self, names: Iterable[str]) -> None:
+        """``UsageError`` for the first of ``names`` that is not a configured target."""
+        for name in names:
+            self.target(name)
+
     def grace_for(self, target: str) -> float:
-        grace = self.targets[target].grace
+        grace = self.target(target).grace
         return self.defaults.grace if grace is None else grace
 
     def probe_for(self, target: str) -> ProbeConfig:
-        return self.targets[target].probe or self.defaults.probe
+        return self.target(target).probe or self.defaults.probe
 
     def schedule_for(self, target: str) -> Schedule:
-        return resolve_schedule(self.defaults.schedule, self.targets[target].schedule)
+        return resolve_schedule(self.defaults.schedule, self.target(target).schedule)
 
 
 class _KeyedError(ValueError):

@@ -10,7 +10,7 @@ from rotator.cli.main import main
 from rotator.config.model import load_config
 from rotator.config.retry import RetryPolicy
 from rotator.core.durations import parse_duration
-from rotator.core.errors import ConfigError
+from rotator.core.errors import ConfigError, UsageError
 
 VALID = """\
 [database]
@@ -216,6 +216,25 @@ def test_unknown_target_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = write(tmp_path, VALID)
     assert main(["--config", str(path), "rotate", "nope"]) == 2
     assert "unknown target 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["rotate", "nope"], ["verify", "app", "nope"],
+                                  ["audit", "nope"], ["run", "--once", "--rotate", "nope"]])
+def test_every_command_refuses_an_unknown_target_alike(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    path = write(tmp_path, VALID)
+    assert main(["--config", str(path), *argv]) == 2
+    assert f"unknown target 'nope' in {path} (configured: app)" in capsys.readouterr().err
+
+
+def test_config_names_the_unknown_target(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    config = load_config(path)
+    assert config.target("app") is config.targets["app"]
+    config.require_targets(["app"])
+    with pytest.raises(UsageError) as info:
+        config.require_targets(["app", "nope", "other"])
+    assert info.value.message == f"unknown target 'nope' in {path} (configured: app)"
 
 
 def test_rotate_needs_targets_or_all(tmp_path: Path) -> None:
