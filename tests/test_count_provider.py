@@ -399,6 +399,17 @@ def test_429_waits_as_the_server_asks(rig: Callable[..., Rig],
     assert slept == pytest.approx(expected, abs=1.5)
 
 
+def test_dates_and_epochs_are_measured_on_the_injected_clock(rig: Callable[..., Rig]) -> None:
+    then = datetime(2030, 1, 1, tzinfo=UTC)   # far from the machine's own time
+    r = rig(fail(429, "rate_limited", headers={
+                "Retry-After": format_datetime(then + timedelta(seconds=30), usegmt=True)}),
+            ok({"api_keys": []}, headers=_exhausted(str(int(then.timestamp()) + 12))),
+            ok({"api_keys": []}), now=lambda: then)
+    r.provider.list_keys("sa-1", ADMIN)      # the 429, retried after its Retry-After date
+    r.provider.list_keys("sa-1", ADMIN)      # waits for the window's RateLimit-Reset epoch
+    assert r.sleeps == [30.0, pytest.approx(12.0, abs=0.5)]
+
+
 def test_429_carries_retry_after_when_the_budget_runs_out(rig: Callable[..., Rig]) -> None:
     r = rig(fail(429, "rate_limited", headers={"Retry-After": "2"}))
     with pytest.raises(RateLimited) as caught:

@@ -86,8 +86,13 @@ class Runtime:
 
 
 def build_runtime(config: Config, *, require_schema: bool = True,
-                  on_call: Callable[[str, CallRecord], None] | None = None) -> Runtime:
-    """Live adapters for ``config``; ``on_call(provider, record)`` hears every provider call."""
+                  on_call: Callable[[str, CallRecord], None] | None = None,
+                  clock: Clock | None = None) -> Runtime:
+    """Live adapters for ``config``; ``on_call(provider, record)`` hears every provider call.
+
+    Every adapter that reads the time reads ``clock`` (default: the system's).
+    """
+    clock = clock or SystemClock()
     keys = management_keys(config)
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
@@ -96,7 +101,7 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     providers = {
         name: CountProvider(
             p.base_url, paths=p.paths, timeout=p.timeout,
-            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True,
+            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True, now=clock.now,
             on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }
@@ -110,5 +115,5 @@ def build_runtime(config: Config, *, require_schema: bool = True,
         for provider in providers.values():
             provider.close()
         raise
-    return Runtime(config=config, engine=engine, repo=SqlRepository(engine), store=store,
-                   providers=providers, keys=keys)
+    return Runtime(config=config, engine=engine, repo=SqlRepository(engine, clock=clock.now),
+                   store=store, providers=providers, keys=keys, clock=clock)

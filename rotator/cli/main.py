@@ -39,6 +39,7 @@ def _duration(text: str) -> float:
 
 
 def _since(text: str) -> datetime:
+    # Parsed with the arguments, before any runtime (and its clock) exists.
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
     except ValueError:
@@ -237,7 +238,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     rt = build_runtime(_config(args))
     try:
-        print(report.render_status(service.status(rt), datetime.now(UTC)))
+        print(report.render_status(service.status(rt), rt.clock.now()))
     finally:
         rt.close()
     return EXIT_OK

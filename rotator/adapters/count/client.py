@@ -25,13 +25,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from rotator.adapters.clock import SystemClock
 from rotator.adapters.count.ratelimit import RateLimitState
 from rotator.adapters.count.wire import (
     MAX_BODY_BYTES,
@@ -66,7 +67,7 @@ Outcome = Literal["ok", "transient", "permanent"]
 # Frozen, so one shared default is safe.
 _DEFAULT_PATHS = CountPaths()
 _DEFAULT_RETRY = RetryPolicy()
-
+_SYSTEM_CLOCK = SystemClock()
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
@@ -113,8 +114,9 @@ class CountProvider:
     """``KeyProvider`` for Count. Thread-safe; close it (or use ``with``) when done.
 
     Every call is retried by ``retry`` (transient errors only) and sleeps through
-    ``sleep``; ``on_call`` gets one ``CallRecord`` per HTTP attempt, synchronously, and
-    must not raise. A ``verify`` string is a CA bundle path.
+    ``sleep``; ``now`` (timezone-aware UTC) is what Retry-After dates and RateLimit-Reset
+    epochs are measured against. ``on_call`` gets one ``CallRecord`` per HTTP attempt,
+    synchronously, and must not raise. A ``verify`` string is a CA bundle path.
     """
 
     def __init__(
@@ -127,10 +129,12 @@ class CountProvider:
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = _SYSTEM_CLOCK.now,
         on_call: Callable[[CallRecord], None] | None = None,
         user_agent: str = "rotator/0.1",
     ) -> None:
         self._paths, self._retry, self._sleep, self._on_call = paths, retry, sleep, on_call
+        self._now = now
         self._resume_at: dict[str, float] = {}   # bearer fingerprint -> monotonic deadline
         self._lock = threading.Lock()
         tls: bool | ssl.SSLContext = verify if isinstance(verify, bool) else True
@@ -212,11 +216,12 @@ class CountProvider:
         started = time.monotonic()
         answer = self._exchange(call, auth)
         status = rid = None
+        answered_at = self._now()   # what Retry-After and RateLimit-Reset count from
         result: T | RotatorError = answer if isinstance(answer, RotatorError) else interpret(
-            call, answer, parse)
+            call, answer, parse, answered_at)
         if isinstance(answer, Answer):
             status, rid = answer.status, answer.request_id
-            self._note_window(auth.fingerprint, answer)
+            self._note_window(auth.fingerprint, answer, answered_at)
         outcome: Outcome = ("transient" if isinstance(result, TransientError) else
                             "permanent" if isinstance(result, RotatorError) else "ok")
         if self._on_call is not None:
@@ -265,8 +270,8 @@ class CountProvider:
             if self._resume_at.get(bearer) == deadline:
                 del self._resume_at[bearer]
 
-    def _note_window(self, bearer: str, answer: Answer) -> None:
-        state = RateLimitState.from_headers(answer.headers, datetime.now(UTC))
+    def _note_window(self, bearer: str, answer: Answer, answered_at: datetime) -> None:
+        state = RateLimitState.from_headers(answer.headers, answered_at)
         with self._lock:
             # A 429 is waited out by the retry loop (its Retry-After or RateLimit-Reset).
             if answer.status != 429 and state.exhausted and state.reset_in:

@@ -10,7 +10,7 @@ triggers keep ``rotation_events`` append-only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, case, delete, exists, insert, or_, select, update
@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
+from rotator.adapters.clock import SystemClock
 from rotator.adapters.sql import queries
 from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
 from rotator.adapters.sql.queries import StoredEvent, rotation_from_row
@@ -29,10 +30,7 @@ from rotator.core.ports import PendingCleanup
 __all__ = ["SqlRepository"]
 
 _RUNNING = str(Status.RUNNING)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+_SYSTEM_CLOCK = SystemClock()
 
 
 def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
@@ -70,7 +68,8 @@ class SqlRepository:
     UTC); lease and cleanup methods take ``now`` explicitly, as the port says.
     """
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, engine: Engine,
+                 clock: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
         self.engine = engine
         self._clock = clock
         name = backend(engine)
