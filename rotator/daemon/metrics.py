@@ -41,14 +41,18 @@ from rotator.adapters.clock import SystemClock
 from rotator.adapters.count.client import CallRecord
 from rotator.core.model import Rotation, Status, Step
 
-__all__ = ["DaemonMetrics", "failure_reason"]
-
-# The *_created samples double the page for no use here (rotator never resets a counter).
-disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus_client leaves it untyped)
+__all__ = ["DaemonMetrics", "drop_created_series", "failure_reason"]
 
 _SYSTEM_CLOCK = SystemClock()
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FAILING_STEPS = {Step.CREATE.value, Step.VERIFY.value, Step.STORE.value}
+
+
+def drop_created_series() -> None:
+    """Called once at daemon start-up: prometheus_client's switch is process-wide, so it is
+    not flipped on import. It takes effect at the next scrape."""
+    # The *_created samples double the page for no use here (rotator never resets a counter).
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus_client leaves it untyped)
 
 
 def failure_reason(rotation: Rotation, last_step: str) -> str:

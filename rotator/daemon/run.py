@@ -30,10 +30,10 @@ from rotator.config.model import Config
 from rotator.core.errors import ConfigError, LeaseHeld, SchemaError
 from rotator.core.model import Status
 from rotator.daemon.http import HealthServer
-from rotator.daemon.metrics import DaemonMetrics
+from rotator.daemon.metrics import DaemonMetrics, drop_created_series
 from rotator.daemon.readiness import Readiness
 from rotator.daemon.sweep import Outcome, Sweeper
-from rotator.daemon.waker import Waker
+from rotator.daemon.waker import Waker, quiet_scheduler_logs
 from rotator.daemon.workers import LeaseHeartbeat, WorkerPool
 from rotator.engine.runner import Runner
 
@@ -256,6 +256,8 @@ def _succeeded(outcome: Outcome) -> bool:
 
 def run_daemon(config: Config, opts: RunOptions, stop: threading.Event | None = None) -> int:
     """Run until stopped (or, with ``--once``, until done); the process exit code."""
+    quiet_scheduler_logs()
+    drop_created_series()
     stop = stop or threading.Event()
     daemon = _Daemon(config, opts, stop)
     _install_signal_handlers(stop)

@@ -22,13 +22,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from rotator.adapters.clock import SystemClock
 
-__all__ = ["Waker"]
+__all__ = ["Waker", "quiet_scheduler_logs"]
 
 log = structlog.get_logger("rotator.scheduler")
 _SYSTEM_CLOCK = SystemClock()
 
-# APScheduler logs every job run at INFO: noise in a daemon that wakes every minute.
-logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+def quiet_scheduler_logs() -> None:
+    """Called once at daemon start-up (a process-wide setting, so never at import)."""
+    # APScheduler logs every job run at INFO: noise in a daemon that wakes every minute.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 class Waker:
