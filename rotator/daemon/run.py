@@ -228,7 +228,7 @@ class _Daemon:
             self.exit_code = 1
 
     def _latest(self) -> dict[str, Outcome]:
-        return {o.target: o for o in self.sweeper.outcomes}
+        return self.sweeper.latest_outcomes()
 
     def drain(self) -> None:
         """Let running steps finish (bounded), then give back every lease we hold."""
