@@ -34,8 +34,8 @@ import structlog
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from rotator.adapters.count.client import MAX_BODY_BYTES, CallRecord, CountProvider, ServiceAccount
-from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.count.client import MAX_BODY_BYTES, CallRecord, CountProvider
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     KeyLimitReached,
     KeyNotFound,
@@ -61,7 +61,7 @@ ACCOUNT, KEY_ID = "sa_1", "key_0001"
 POLICY = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, max_elapsed=1e6)
 FUZZ = settings(deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-CALLS = ["whoami", "list_keys", "create_key", "delete_key", "list_service_accounts"]
+CALLS = ["whoami", "list_keys", "create_key", "delete_key"]
 T0 = "2026-11-01T12:00:00Z"
 
 
@@ -182,13 +182,9 @@ def _results(call: str) -> st.SearchStrategy[dict[str, Any]]:
                                       "api_key": text, "created_at": stamp})
     if call == "delete_key":
         return st.just({"key_id": KEY_ID, "deleted": True})
-    if call == "list_keys":
-        item = st.fixed_dictionaries({"key_id": text, "name": st.text(max_size=8),
-                                      "created_at": stamp,
-                                      "last_used_at": st.none() | stamp})
-        return st.fixed_dictionaries({"api_keys": st.lists(item, max_size=3)})
-    item = st.fixed_dictionaries({"id": text, "name": text, "role": text})
-    return st.fixed_dictionaries({"service_accounts": st.lists(item, max_size=3)})
+    item = st.fixed_dictionaries({"key_id": text, "name": st.text(max_size=8),
+                                  "created_at": stamp, "last_used_at": st.none() | stamp})
+    return st.fixed_dictionaries({"api_keys": st.lists(item, max_size=3)})
 
 
 @st.composite
@@ -316,9 +312,7 @@ def perform(provider: CountProvider, call: str, auth: Secret = BEARER) -> object
         return provider.list_keys(ACCOUNT, auth)
     if call == "create_key":
         return provider.create_key(ACCOUNT, "rotator:app:rot_1", auth)
-    if call == "delete_key":
-        return provider.delete_key(ACCOUNT, KEY_ID, auth)
-    return provider.list_service_accounts(auth)
+    return provider.delete_key(ACCOUNT, KEY_ID, auth)
 
 
 def assert_clean(exc: BaseException, secret: str = BEARER_VALUE) -> None:
@@ -363,16 +357,10 @@ def assert_well_typed(call: str, value: object) -> None:
         assert isinstance(value.name, str)
         moment(value.created_at)
         rid(value.request_id)
-    elif call == "delete_key":
+    else:
         assert isinstance(value, Deletion) and value.key_id == KEY_ID
         assert isinstance(value.already_gone, bool)
         rid(value.request_id)
-    else:
-        assert isinstance(value, list)
-        for account in value:
-            assert isinstance(account, ServiceAccount)
-            for text in (account.id, account.name, account.role):
-                ident(text)
 
 
 @st.composite

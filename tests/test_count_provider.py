@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotator.adapters.count import client as count
-from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider, ServiceAccount
-from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.count.client import CallRecord, CountProvider
+from rotator.config.provider import CountPaths
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ConfigError,
     KeyLimitReached,
@@ -116,8 +117,7 @@ def rig() -> Iterator[Callable[..., Rig]]:
 
 
 def test_public_api() -> None:
-    assert set(count.__all__) == {"MAX_BODY_BYTES", "CallRecord", "CountPaths",
-                                  "CountProvider", "ServiceAccount"}
+    assert set(count.__all__) == {"MAX_BODY_BYTES", "CallRecord", "CountProvider"}
 
 
 def test_satisfies_the_key_provider_port() -> None:
@@ -128,15 +128,6 @@ def test_satisfies_the_key_provider_port() -> None:
 
 
 # --- happy paths ----------------------------------------------------------------------------
-
-def test_list_service_accounts(rig: Callable[..., Rig]) -> None:
-    r = rig(ok({"service_accounts": [{"id": "sa-1", "name": "etl", "role": "admin"},
-                                     {"id": "sa-2", "name": "bi", "role": "member"}]}))
-    assert r.provider.list_service_accounts(ADMIN) == [
-        ServiceAccount("sa-1", "etl", "admin"), ServiceAccount("sa-2", "bi", "member")]
-    (request,) = r.server.requests
-    assert (request.method, request.url.path) == ("GET", "/v1/service-accounts")
-
 
 def test_list_keys_parses_timestamps(rig: Callable[..., Rig]) -> None:
     r = rig(ok({"api_keys": [
@@ -212,17 +203,14 @@ def test_the_bearer_sent_is_the_auth_given(rig: Callable[..., Rig], auth: Secret
             return ok({"key_id": "k1", "deleted": True})
         if request.url.path.endswith("api-keys"):
             return ok({"api_keys": []})
-        if request.url.path.endswith("whoami"):
-            return ok({"service_account_id": "sa-1", "key_id": "k1"})
-        return ok({"service_accounts": []})
+        return ok({"service_account_id": "sa-1", "key_id": "k1"})
 
     r = rig(answer, user_agent="rotator-test/9")
-    r.provider.list_service_accounts(auth)
     r.provider.list_keys("sa-1", auth)
     r.provider.create_key("sa-1", "n", auth)
     r.provider.delete_key("sa-1", "k1", auth)
     r.provider.whoami(auth)
-    assert len(r.server.requests) == 5
+    assert len(r.server.requests) == 4
     for request in r.server.requests:
         assert request.headers["authorization"] == f"Bearer {auth.reveal()}"
         assert request.headers["user-agent"] == "rotator-test/9"
@@ -411,6 +399,17 @@ def test_429_waits_as_the_server_asks(rig: Callable[..., Rig],
     assert slept == pytest.approx(expected, abs=1.5)
 
 
+def test_dates_and_epochs_are_measured_on_the_injected_clock(rig: Callable[..., Rig]) -> None:
+    then = datetime(2030, 1, 1, tzinfo=UTC)   # far from the machine's own time
+    r = rig(fail(429, "rate_limited", headers={
+                "Retry-After": format_datetime(then + timedelta(seconds=30), usegmt=True)}),
+            ok({"api_keys": []}, headers=_exhausted(str(int(then.timestamp()) + 12))),
+            ok({"api_keys": []}), now=lambda: then)
+    r.provider.list_keys("sa-1", ADMIN)      # the 429, retried after its Retry-After date
+    r.provider.list_keys("sa-1", ADMIN)      # waits for the window's RateLimit-Reset epoch
+    assert r.sleeps == [30.0, pytest.approx(12.0, abs=0.5)]
+
+
 def test_429_carries_retry_after_when_the_budget_runs_out(rig: Callable[..., Rig]) -> None:
     r = rig(fail(429, "rate_limited", headers={"Retry-After": "2"}))
     with pytest.raises(RateLimited) as caught:
@@ -555,7 +554,7 @@ bodies = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, status=st.sampled_from([200, 201, 200, 404, 409, 429, 500]),
-       call=st.sampled_from(["accounts", "list", "create", "delete", "whoami"]))
+       call=st.sampled_from(["list", "create", "delete", "whoami"]))
 def test_random_bodies_succeed_or_raise_rotator_errors(body: bytes, status: int,
                                                        call: str) -> None:
     server = Server([httpx.Response(status, content=body)])
@@ -563,7 +562,6 @@ def test_random_bodies_succeed_or_raise_rotator_errors(body: bytes, status: int,
     with CountProvider(BASE, transport=httpx.MockTransport(server), retry=policy,
                        sleep=lambda _: None) as provider:
         actions: dict[str, Callable[[], object]] = {
-            "accounts": lambda: provider.list_service_accounts(ADMIN),
             "list": lambda: provider.list_keys("sa-1", ADMIN),
             "create": lambda: provider.create_key("sa-1", "n", ADMIN),
             "delete": lambda: provider.delete_key("sa-1", "k1", ADMIN),
@@ -623,7 +621,6 @@ def test_no_error_path_leaks_the_bearer(rig: Callable[..., Rig], auth: Secret,
                                         step: Callable[[], Any]) -> None:
     r = rig(step())
     calls: list[Callable[[], object]] = [
-        lambda: r.provider.list_service_accounts(auth),
         lambda: r.provider.list_keys("sa-1", auth),
         lambda: r.provider.create_key("sa-1", "n", auth),
         lambda: r.provider.delete_key("sa-1", "k1", auth),

@@ -285,3 +285,16 @@ def test_metrics_follow_the_rotations(fleet: Callable[..., Fleet]) -> None:
     assert value("rotator_rotations_in_flight") == 0
     assert value("rotator_step_duration_seconds_count", step="plan") == 6
     assert value("rotator_step_duration_seconds_count", step="rollback") == 2
+
+
+def test_a_long_run_keeps_one_outcome_per_target(fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"a": Schedule(every=DAY), "b": Schedule(every=DAY)}, grace=0)
+    for day in range(30):
+        f.at(START + timedelta(days=day))
+    assert len(_completed(f, "a")) == len(_completed(f, "b")) == 30
+    latest = f.sweeper.latest_outcomes()
+    assert sorted(latest) == ["a", "b"]                # not one entry per rotation
+    for target, outcome in latest.items():
+        assert outcome.rotation is not None and outcome.rotation.status is Status.COMPLETED
+        assert outcome.rotation.started_at == START + timedelta(days=29)
+        assert outcome.rotation == f.repo.rotations(target, Status.COMPLETED)[-1]

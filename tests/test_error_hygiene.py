@@ -30,8 +30,8 @@ import pytest
 import structlog
 
 from rotator.adapters.count.client import CountProvider
-from rotator.adapters.retry import RetryPolicy
 from rotator.adapters.vault.store import AppRoleAuth, TokenAuth, VaultAuth, VaultStore
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ProtocolError,
     ProviderUnavailable,
@@ -144,7 +144,6 @@ TRANSPORT_KINDS = ["connect", "read_timeout", "connect_timeout", "remote_protoco
 
 def _count_calls(provider: CountProvider, auth: Secret) -> dict[str, Callable[[], object]]:
     return {
-        "list_service_accounts": lambda: provider.list_service_accounts(auth),
         "list_keys": lambda: provider.list_keys("sa_1", auth),
         "create_key": lambda: provider.create_key("sa_1", "rotator:app:rot_1", auth),
         "delete_key": lambda: provider.delete_key("sa_1", "key_1", auth),

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rotator.app.verify import Finding, FindingKind, check_target
+from rotator.app.verify import Finding, FindingKind, check_targets
 from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
@@ -41,7 +41,7 @@ class Setup:
                       clock=self.clock, holder="h", lease_ttl=30)
 
     def check(self) -> list[Finding]:
-        return check_target(self.spec, self.provider, self.store, self.repo)
+        return check_targets([self.spec], {"count": self.provider}, self.store, self.repo)
 
     def kinds(self) -> list[FindingKind]:
         return [f.kind for f in self.check()]

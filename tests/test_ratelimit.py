@@ -86,14 +86,14 @@ def test_reset_garbage_is_none(value: str | None) -> None:
 def test_state_from_headers_is_case_insensitive() -> None:
     state = RateLimitState.from_headers(
         {"ratelimit-LIMIT": "100", "RATELIMIT-remaining": "0", "RateLimit-Reset": "12"}, NOW)
-    assert state == RateLimitState(limit=100, remaining=0, reset_in=12.0)
+    assert state == RateLimitState(remaining=0, reset_in=12.0)
     assert state.exhausted
 
 
 def test_state_from_httpx_headers() -> None:
     headers = httpx.Headers({"RateLimit-Limit": "10, 10;w=1", "RateLimit-Remaining": "3"})
     state = RateLimitState.from_headers(headers, NOW)
-    assert state == RateLimitState(limit=10, remaining=3, reset_in=None)
+    assert state == RateLimitState(remaining=3, reset_in=None)
     assert not state.exhausted
 
 
@@ -106,9 +106,9 @@ def test_state_missing_or_garbage_headers_are_none() -> None:
 
 
 def test_state_is_frozen() -> None:
-    state = RateLimitState(limit=1)
+    state = RateLimitState(remaining=1)
     with pytest.raises(AttributeError):
-        state.limit = 2  # type: ignore[misc]
+        state.remaining = 2  # type: ignore[misc]
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -166,6 +166,6 @@ def test_state_round_trip(limit: int | None, remaining: int | None, reset: int |
         ("RateLimit-Limit", limit), ("RateLimit-Remaining", remaining),
         ("RateLimit-Reset", reset)] if value is not None}
     state = RateLimitState.from_headers(headers, NOW)
-    assert state == RateLimitState(limit=limit, remaining=remaining,
+    assert state == RateLimitState(remaining=remaining,
                                    reset_in=None if reset is None else float(reset))
     assert state.exhausted == (remaining == 0)

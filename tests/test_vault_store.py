@@ -14,11 +14,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from rotator.adapters.retry import RetryPolicy
 from rotator.adapters.vault import auth as vault_auth
 from rotator.adapters.vault import store as vault
 from rotator.adapters.vault.auth import renewal_action
 from rotator.adapters.vault.store import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     CasConflict,
     RotatorError,

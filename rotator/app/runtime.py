@@ -13,26 +13,19 @@ from functools import partial
 from sqlalchemy.engine import Engine
 
 from rotator.adapters.clock import SystemClock
-from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider
-from rotator.adapters.retry import RetryPolicy
+from rotator.adapters.count.client import CallRecord, CountProvider
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema, make_engine
 from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
 from rotator.adapters.vault.store import VaultStore
-from rotator.config.model import Config, RetryConfig, VaultAppRoleAuth, VaultTokenAuth
+from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
 from rotator.config.secret_sources import resolve_secret
-from rotator.core.errors import UsageError
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.redaction import remember_secret
 
-__all__ = ["Runtime", "build_runtime", "retry_policy", "target_spec", "vault_auth"]
-
-
-def retry_policy(cfg: RetryConfig) -> RetryPolicy:
-    return RetryPolicy(max_attempts=cfg.max_attempts, base_delay=cfg.base_delay,
-                       max_delay=cfg.max_delay, max_elapsed=cfg.max_elapsed)
+__all__ = ["Runtime", "build_runtime", "target_spec", "vault_auth"]
 
 
 def vault_auth(config: Config) -> VaultAuth:
@@ -63,10 +56,7 @@ def management_keys(config: Config) -> dict[str, Secret | None]:
 
 
 def target_spec(config: Config, name: str, keys: dict[str, Secret | None]) -> TargetSpec:
-    if name not in config.targets:
-        known = ", ".join(sorted(config.targets))
-        raise UsageError(f"unknown target {name!r} (configured: {known})", target=name)
-    target = config.targets[name]
+    target = config.target(name)
     probe = config.probe_for(name)
     return TargetSpec(
         name=name, provider=target.provider, service_account=target.service_account,
@@ -96,17 +86,22 @@ class Runtime:
 
 
 def build_runtime(config: Config, *, require_schema: bool = True,
-                  on_call: Callable[[str, CallRecord], None] | None = None) -> Runtime:
-    """Live adapters for ``config``; ``on_call(provider, record)`` hears every provider call."""
+                  on_call: Callable[[str, CallRecord], None] | None = None,
+                  clock: Clock | None = None) -> Runtime:
+    """Live adapters for ``config``; ``on_call(provider, record)`` hears every provider call.
+
+    Every adapter that reads the time reads ``clock`` (default: the system's).
+    """
+    clock = clock or SystemClock()
     keys = management_keys(config)
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
-        timeout=config.vault.timeout, retry=retry_policy(config.vault.retry),
+        timeout=config.vault.timeout, retry=config.vault.retry,
         verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True)
     providers = {
         name: CountProvider(
-            p.base_url, paths=CountPaths(**p.paths.model_dump()), timeout=p.timeout,
-            retry=retry_policy(p.retry), verify=str(p.ca_bundle) if p.ca_bundle else True,
+            p.base_url, paths=p.paths, timeout=p.timeout,
+            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True, now=clock.now,
             on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }
@@ -120,5 +115,5 @@ def build_runtime(config: Config, *, require_schema: bool = True,
         for provider in providers.values():
             provider.close()
         raise
-    return Runtime(config=config, engine=engine, repo=SqlRepository(engine), store=store,
-                   providers=providers, keys=keys)
+    return Runtime(config=config, engine=engine, repo=SqlRepository(engine, clock=clock.now),
+                   store=store, providers=providers, keys=keys, clock=clock)

@@ -32,7 +32,7 @@ from rotator.core.model import EventKind, Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
 
-__all__ = ["Finding", "FindingKind", "check_target", "check_targets"]
+__all__ = ["Finding", "FindingKind", "check_targets"]
 
 
 class FindingKind(StrEnum):
@@ -77,11 +77,6 @@ def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvid
                     "not used by a running rotation and not queued for cleanup",
                     key_id=key_id))
     return findings
-
-
-def check_target(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
-                 repo: RotationReader) -> list[Finding]:
-    return check_targets([spec], {spec.provider: provider}, store, repo)
 
 
 def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,

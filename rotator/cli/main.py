@@ -39,6 +39,7 @@ def _duration(text: str) -> float:
 
 
 def _since(text: str) -> datetime:
+    # Parsed with the arguments, before any runtime (and its clock) exists.
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
     except ValueError:
@@ -171,13 +172,6 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _check_targets(config: Config, names: Sequence[str], source: Path) -> None:
-    for name in names:
-        if name not in config.targets:
-            raise UsageError(f"unknown target {name!r} in {source} "
-                             f"(configured: {', '.join(sorted(config.targets))})")
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from rotator.app import operations as service  # noqa: PLC0415
     from rotator.daemon.run import RunOptions, run_daemon  # noqa: PLC0415
@@ -188,7 +182,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.rotate_all and args.rotate:
         raise UsageError("--rotate and --rotate-all do not go together")
     names = sorted(config.targets) if args.rotate_all else list(dict.fromkeys(args.rotate))
-    _check_targets(config, names, args.config)
+    config.require_targets(names)
     options = RunOptions(rotate=tuple(names), once=args.once, actor=service.whoami_actor())
     return run_daemon(config, options)
 
@@ -202,7 +196,7 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     if args.all == bool(args.targets):
         raise UsageError("name one or more targets, or --all (not both)")
     names = sorted(config.targets) if args.all else list(dict.fromkeys(args.targets))
-    _check_targets(config, names, args.config)
+    config.require_targets(names)
     rt = build_runtime(config)
     try:
         if args.dry_run:
@@ -227,7 +221,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     config = _config(args)
     names = list(dict.fromkeys(args.targets)) or sorted(config.targets)
-    _check_targets(config, names, args.config)
+    config.require_targets(names)
     rt = build_runtime(config)
     try:
         findings = check_targets([rt.spec(n) for n in names], rt.providers, rt.store, rt.repo)
@@ -245,7 +239,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     rt = build_runtime(_config(args))
     try:
         statuses = service.status(rt.repo, sorted(rt.config.targets))
-        print(report.render_status(statuses, datetime.now(UTC)))
+        print(report.render_status(statuses, rt.clock.now()))
     finally:
         rt.close()
     return EXIT_OK
@@ -257,8 +251,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
-    if args.target and args.target not in config.targets:
-        raise UsageError(f"unknown target {args.target!r} in {args.config}")
+    if args.target:
+        config.require_targets([args.target])
     with open_reader(config) as reader:
         events = audit_events(reader, args.target, args.since, args.limit)
     print(report.render_events(events, args.format))

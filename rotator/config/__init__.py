@@ -3,6 +3,8 @@
     model.py           the whole config and ``load_config``
     base.py            the frozen base model, durations, URL checks
     daemon.py          ``[daemon]``, ``[logging]`` and the schedule tables
+    provider.py        ``CountPaths``: the Count API's path templates (``[providers.*.paths]``)
+    retry.py           ``RetryPolicy``: attempts and delays (``[*.retry]``), used by the adapters
     locate.py          pydantic errors -> the config key, file and line they name
     secret_sources.py  a secret named by ``*_env`` or ``*_file``, read and checked
 """

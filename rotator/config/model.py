@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rotator.config.base import Duration, Frozen, check_url, refuse_plain_http
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
 from rotator.config.locate import problems_by_key
-from rotator.core.errors import ConfigError
+from rotator.config.provider import CountPaths
+from rotator.config.retry import RetryPolicy
+from rotator.core.errors import ConfigError, UsageError
 from rotator.scheduling.schedule import Schedule
 
 __all__ = [
     "Config",
-    "CountPathsConfig",
     "CountProviderConfig",
     "DaemonConfig",
     "DatabaseConfig",
     "LoggingConfig",
     "ProbeConfig",
-    "RetryConfig",
     "ScheduleConfig",
     "TargetConfig",
     "VaultAppRoleAuth",
@@ -37,28 +38,6 @@ __all__ = [
     "VaultTokenAuth",
     "load_config",
 ]
-
-class RetryConfig(Frozen):
-    max_attempts: int = Field(default=5, ge=1, le=100)
-    base_delay: Duration = 0.2
-    max_delay: Duration = 10.0
-    max_elapsed: Duration = 60.0
-
-
-class CountPathsConfig(Frozen):
-    _secret_keys: ClassVar[frozenset[str]] = frozenset()  # "api_key" here is a path name
-
-    service_accounts: str = "/v1/service-accounts"
-    api_keys: str = "/v1/service-accounts/{service_account}/api-keys"
-    api_key: str = "/v1/service-accounts/{service_account}/api-keys/{key_id}"
-    whoami: str = "/v1/whoami"
-
-    @field_validator("*")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"path must start with '/', got {value!r}")
-        return value
 
 
 class CountProviderConfig(Frozen):
@@ -70,8 +49,8 @@ class CountProviderConfig(Frozen):
     timeout: Duration = 10.0
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
-    paths: CountPathsConfig = CountPathsConfig()
-    retry: RetryConfig = RetryConfig()
+    paths: CountPaths = CountPaths()
+    retry: RetryPolicy = RetryPolicy()
 
     @field_validator("base_url")
     @classmethod
@@ -130,7 +109,7 @@ class VaultConfig(Frozen):
     allow_insecure_http: bool = False
     timeout: Duration = 10.0
     auth: VaultAuthConfig = VaultTokenAuth()
-    retry: RetryConfig = RetryConfig()
+    retry: RetryPolicy = RetryPolicy()
 
     @field_validator("url")
     @classmethod
@@ -203,15 +182,29 @@ class Config(Frozen):
                                   f"unknown provider {target.provider!r} (configured: {known})")
         return self
 
+    def target(self, name: str) -> TargetConfig:
+        """The target called ``name``; ``UsageError`` naming the configured ones if none is."""
+        target = self.targets.get(name)
+        if target is None:
+            where = f" in {self.source}" if self.source is not None else ""
+            raise UsageError(f"unknown target {name!r}{where} "
+                             f"(configured: {', '.join(sorted(self.targets))})")
+        return target
+
+    def require_targets(self, names: Iterable[str]) -> None:
+        """``UsageError`` for the first of ``names`` that is not a configured target."""
+        for name in names:
+            self.target(name)
+
     def grace_for(self, target: str) -> float:
-        grace = self.targets[target].grace
+        grace = self.target(target).grace
         return self.defaults.grace if grace is None else grace
 
     def probe_for(self, target: str) -> ProbeConfig:
-        return self.targets[target].probe or self.defaults.probe
+        return self.target(target).probe or self.defaults.probe
 
     def schedule_for(self, target: str) -> Schedule:
-        return resolve_schedule(self.defaults.schedule, self.targets[target].schedule)
+        return resolve_schedule(self.defaults.schedule, self.target(target).schedule)
 
 
 class _KeyedError(ValueError):

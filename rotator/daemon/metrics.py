@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,16 +37,22 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rotator import __version__
+from rotator.adapters.clock import SystemClock
 from rotator.adapters.count.client import CallRecord
 from rotator.core.model import Rotation, Status, Step
 
-__all__ = ["DaemonMetrics", "failure_reason"]
+__all__ = ["DaemonMetrics", "drop_created_series", "failure_reason"]
 
-# The *_created samples double the page for no use here (rotator never resets a counter).
-disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus_client leaves it untyped)
-
+_SYSTEM_CLOCK = SystemClock()
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _FAILING_STEPS = {Step.CREATE.value, Step.VERIFY.value, Step.STORE.value}
+
+
+def drop_created_series() -> None:
+    """Called once at daemon start-up: prometheus_client's switch is process-wide, so it is
+    not flipped on import. It takes effect at the next scrape."""
+    # The *_created samples double the page for no use here (rotator never resets a counter).
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # (prometheus_client leaves it untyped)
 
 
 def failure_reason(rotation: Rotation, last_step: str) -> str:
@@ -98,7 +104,7 @@ class _Ages(Collector):
 class DaemonMetrics:
     """Every metric the daemon exports; also the runner's ``RunObserver``."""
 
-    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, now: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.started = Counter("rotator_rotations_started", "Rotations started",

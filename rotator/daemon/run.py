@@ -15,12 +15,14 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from rotator.adapters.clock import SystemClock
+from rotator.adapters.sql.backend import is_sqlite
 from rotator.adapters.sql.schema import check_schema
 from rotator.app.operations import holder_id, renew_vault_token
 from rotator.app.runtime import Runtime, build_runtime
@@ -28,10 +30,10 @@ from rotator.config.model import Config
 from rotator.core.errors import ConfigError, LeaseHeld, SchemaError
 from rotator.core.model import Status
 from rotator.daemon.http import HealthServer
-from rotator.daemon.metrics import DaemonMetrics
+from rotator.daemon.metrics import DaemonMetrics, drop_created_series
 from rotator.daemon.readiness import Readiness
 from rotator.daemon.sweep import Outcome, Sweeper
-from rotator.daemon.waker import Waker
+from rotator.daemon.waker import Waker, quiet_scheduler_logs
 from rotator.daemon.workers import LeaseHeartbeat, WorkerPool
 from rotator.engine.runner import Runner
 
@@ -55,9 +57,10 @@ class _Daemon:
     def __init__(self, config: Config, opts: RunOptions, stop: threading.Event) -> None:
         self.config, self.opts, self.stop = config, opts, stop
         self.exit_code = 0
-        self.metrics = DaemonMetrics()
+        clock = SystemClock()
+        self.metrics = DaemonMetrics(now=clock.now)
         self.rt: Runtime = build_runtime(config, require_schema=False,
-                                         on_call=self.metrics.provider_call)
+                                         on_call=self.metrics.provider_call, clock=clock)
         self.holder = holder_id()
         self.schema_ok = False
         self._renewed_at = -math.inf
@@ -66,7 +69,7 @@ class _Daemon:
                              clock=self.rt.clock, holder=self.holder, lease_ttl=lease_ttl,
                              heartbeat=lambda: renew_vault_token(self.rt),
                              observer=self.metrics, stopping=stop.is_set)
-        self.waker = Waker(self.tick, config.daemon.poll_interval)
+        self.waker = Waker(self.tick, config.daemon.poll_interval, now=self.rt.clock.now)
         self.pool = WorkerPool(config.daemon.workers, on_done=self.waker.wake_now)
         self.sweeper = Sweeper(
             repo=self.rt.repo, runner=self.runner, pool=self.pool, clock=self.rt.clock,
@@ -82,7 +85,7 @@ class _Daemon:
 
     @property
     def single_replica(self) -> bool:
-        return self.rt.engine.dialect.name == "sqlite"
+        return is_sqlite(self.rt.engine)
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -217,14 +220,15 @@ class _Daemon:
             deadlines = [r.grace_ends_at for r in waiting if r.grace_ends_at is not None]
             if wake is not None:
                 deadlines.append(wake)
-            until = min(deadlines, default=self.rt.clock.now() + timedelta(seconds=1))
-            self.stop.wait(max(0.05, (until - datetime.now(UTC)).total_seconds() + 0.02))
+            now = self.rt.clock.now()
+            until = min(deadlines, default=now + timedelta(seconds=1))
+            self.stop.wait(max(0.05, (until - now).total_seconds() + 0.02))
         self.drain()
         if self.exit_code == 0 and not all(_succeeded(o) for o in self._latest().values()):
             self.exit_code = 1
 
     def _latest(self) -> dict[str, Outcome]:
-        return {o.target: o for o in self.sweeper.outcomes}
+        return self.sweeper.latest_outcomes()
 
     def drain(self) -> None:
         """Let running steps finish (bounded), then give back every lease we hold."""
@@ -252,6 +256,8 @@ def _succeeded(outcome: Outcome) -> bool:
 
 def run_daemon(config: Config, opts: RunOptions, stop: threading.Event | None = None) -> int:
     """Run until stopped (or, with ``--once``, until done); the process exit code."""
+    quiet_scheduler_logs()
+    drop_created_series()
     stop = stop or threading.Event()
     daemon = _Daemon(config, opts, stop)
     _install_signal_handlers(stop)

@@ -59,7 +59,9 @@ class Sweeper:
     schedules: dict[str, Schedule]
     actor: str
     wake_at: Callable[[datetime], None] = lambda _when: None
-    outcomes: list[Outcome] = field(default_factory=list)
+    # Only the latest outcome per target is kept (what --once decides on): one entry per
+    # configured target however long the daemon runs.
+    _outcomes: dict[str, Outcome] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)   # targets this process has worked on
     _manual: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +74,11 @@ class Sweeper:
     def manual_pending(self) -> set[str]:
         with self._lock:
             return set(self._manual)
+
+    def latest_outcomes(self) -> dict[str, Outcome]:
+        """Each target's last noted outcome, by target."""
+        with self._lock:
+            return dict(self._outcomes)
 
     def sweep(self, only: set[str] | None = None) -> datetime | None:
         """Dispatch what is due now; return when the next sweep is needed (None: no timer)."""
@@ -145,7 +152,7 @@ class Sweeper:
 
     def _note(self, outcome: Outcome) -> Outcome:
         with self._lock:
-            self.outcomes.append(outcome)
+            self._outcomes[outcome.target] = outcome
         return outcome
 
     def _still_due(self, target: str) -> bool:

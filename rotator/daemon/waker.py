@@ -20,18 +20,29 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-__all__ = ["Waker"]
+from rotator.adapters.clock import SystemClock
+
+__all__ = ["Waker", "quiet_scheduler_logs"]
 
 log = structlog.get_logger("rotator.scheduler")
+_SYSTEM_CLOCK = SystemClock()
 
-# APScheduler logs every job run at INFO: noise in a daemon that wakes every minute.
-logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+def quiet_scheduler_logs() -> None:
+    """Called once at daemon start-up (a process-wide setting, so never at import)."""
+    # APScheduler logs every job run at INFO: noise in a daemon that wakes every minute.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 class Waker:
-    def __init__(self, tick: Callable[[], datetime | None], poll_interval: float) -> None:
+    """Calls ``tick`` on APScheduler's thread; ``now`` is the daemon's clock (timezone-aware
+    UTC), the one the deadlines ``tick`` returns are computed on."""
+
+    def __init__(self, tick: Callable[[], datetime | None], poll_interval: float,
+                 now: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
         self._tick = tick
         self._poll_interval = poll_interval
+        self._now = now
         self._lock = threading.Lock()
         self._next: datetime | None = None
         self.last_tick = time.monotonic()
@@ -44,13 +55,13 @@ class Waker:
 
     def start(self) -> None:
         self._scheduler.add_job(self._run, IntervalTrigger(seconds=self._poll_interval),
-                                id="poll", next_run_time=datetime.now(UTC))
+                                id="poll", next_run_time=self._now())
         self._scheduler.start()
 
     def wake_at(self, when: datetime) -> None:
         """Sweep at ``when`` (or now, if it has passed); an earlier pending wake-up wins."""
         with self._lock:
-            now = datetime.now(UTC)
+            now = self._now()
             if self._next is not None and now <= self._next <= when:
                 return
             self._next = max(when, now)
@@ -60,7 +71,7 @@ class Waker:
                     milliseconds=20)), id="wake", replace_existing=True)
 
     def wake_now(self) -> None:
-        self.wake_at(datetime.now(UTC))
+        self.wake_at(self._now())
 
     def stalled(self, limit: float) -> bool:
         """No sweep has finished for ``limit`` seconds: the loop is stuck."""
@@ -72,7 +83,7 @@ class Waker:
 
     def _run(self) -> None:
         with self._lock:
-            if self._next is not None and self._next <= datetime.now(UTC):
+            if self._next is not None and self._next <= self._now():
                 self._next = None
         try:
             upcoming = self._tick()

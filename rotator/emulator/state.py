@@ -161,10 +161,6 @@ class EmulatorState:
             return [k for k in self._keys.values()
                     if k.account_id == account_id and (include_deleted or not k.deleted)]
 
-    def key(self, key_id: str) -> ApiKey | None:
-        with self._lock:
-            return self._keys.get(key_id)
-
     def create_key(self, account_id: str, name: object, *, key_limit: int = 2,
                    propagation_delay: float = 0.0) -> ApiKey:
         """Create a key; 400 invalid_request for a bad name, 409 key_limit_reached."""

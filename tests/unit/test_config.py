@@ -8,8 +8,9 @@ import pytest
 
 from rotator.cli.main import main
 from rotator.config.model import load_config
+from rotator.config.retry import RetryPolicy
 from rotator.core.durations import parse_duration
-from rotator.core.errors import ConfigError
+from rotator.core.errors import ConfigError, UsageError
 
 VALID = """\
 [database]
@@ -46,6 +47,14 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.targets["app"].vault_mount == "secret"
     assert config.probe_for("app").timeout == 60
     assert config.providers["count"].paths.whoami == "/v1/whoami"
+    assert config.providers["count"].retry.max_retry_after == 120
+
+
+def test_retry_tables_hold_the_adapters_policy(tmp_path: Path) -> None:
+    text = VALID + '[providers.count.retry]\nmax_attempts = 3\nmax_retry_after = "30s"\n'
+    retry = load_config(write(tmp_path, text)).providers["count"].retry
+    assert retry == RetryPolicy(max_attempts=3, max_retry_after=30.0)
+    assert retry.delay(1, retry_after=600.0) == 30.0
 
 
 def test_schedules_fall_back_key_by_key_and_every_or_cron_is_taken_whole(
@@ -135,6 +144,14 @@ BAD = [
     ("bad log level", VALID + '[logging]\nlevel = "loud"\n', "logging.level", "'debug'"),
     ("odd target name", VALID.replace("[targets.app]", '[targets."@daemon"]'),
      "targets.@daemon", "a target name is"),
+    ("relative path", VALID + '[providers.count.paths]\nwhoami = "v1/whoami"\n',
+     "providers.count.paths.whoami", "must start with '/'"),
+    ("unknown placeholder", VALID + '[providers.count.paths]\napi_key = "/v1/keys/{key}"\n',
+     "providers.count.paths.api_key", "only the placeholders {key_id}, {service_account}"),
+    ("negative max_retry_after", VALID + '[providers.count.retry]\nmax_retry_after = "-1s"\n',
+     "providers.count.retry.max_retry_after", "must not be negative"),
+    ("no attempts", VALID + '[vault.retry]\nmax_attempts = 0\n', "vault.retry.max_attempts",
+     "greater than or equal to 1"),
 ]
 
 
@@ -199,6 +216,25 @@ def test_unknown_target_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = write(tmp_path, VALID)
     assert main(["--config", str(path), "rotate", "nope"]) == 2
     assert "unknown target 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["rotate", "nope"], ["verify", "app", "nope"],
+                                  ["audit", "nope"], ["run", "--once", "--rotate", "nope"]])
+def test_every_command_refuses_an_unknown_target_alike(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    path = write(tmp_path, VALID)
+    assert main(["--config", str(path), *argv]) == 2
+    assert f"unknown target 'nope' in {path} (configured: app)" in capsys.readouterr().err
+
+
+def test_config_names_the_unknown_target(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    config = load_config(path)
+    assert config.target("app") is config.targets["app"]
+    config.require_targets(["app"])
+    with pytest.raises(UsageError) as info:
+        config.require_targets(["app", "nope", "other"])
+    assert info.value.message == f"unknown target 'nope' in {path} (configured: app)"
 
 
 def test_rotate_needs_targets_or_all(tmp_path: Path) -> None:

@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from rotator.adapters.count.client import CallRecord, CountPaths, CountProvider
+from rotator.adapters.count.client import CallRecord, CountProvider
 
-__all__ = ["CallRecord", "CountPaths", "CountProvider"]
+__all__ = ["CallRecord", "CountProvider"]

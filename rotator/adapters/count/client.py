@@ -1,8 +1,9 @@
 """The Count provider: the ``KeyProvider`` port over Count's REST API, with httpx.
 
-Owns the client side of docs/count-api.md (paths, the bearer, retries, the rate-limit
-window) and the translation of every httpx failure and non-2xx answer into
-``rotator.core.errors`` (the status classification is ``rotator.adapters.count.wire``'s):
+Owns the client side of docs/count-api.md (requests on the configured paths, the
+bearer, retries, the rate-limit window) and the translation of every httpx failure and
+non-2xx answer into ``rotator.core.errors`` (the status classification is
+``rotator.adapters.count.wire``'s):
 
     timeout, transport error, 5xx, 408, 409 (other code)  ProviderUnavailable (retried)
     TLS certificate verification failed                   ProviderError (not retried)
@@ -23,15 +24,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from string import Formatter
+from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from rotator.adapters.clock import SystemClock
 from rotator.adapters.count.ratelimit import RateLimitState
 from rotator.adapters.count.wire import (
     MAX_BODY_BYTES,
@@ -41,7 +42,9 @@ from rotator.adapters.count.wire import (
     interpret,
     read_body,
 )
-from rotator.adapters.retry import RetryPolicy, call_with_retry
+from rotator.adapters.retry import call_with_retry
+from rotator.config.provider import CountPaths
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ConfigError,
     ProviderError,
@@ -56,35 +59,15 @@ from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
 
-__all__ = ["MAX_BODY_BYTES", "CallRecord", "CountPaths", "CountProvider", "ServiceAccount"]
+__all__ = ["MAX_BODY_BYTES", "CallRecord", "CountProvider"]
 
 T = TypeVar("T")
 Outcome = Literal["ok", "transient", "permanent"]
 
-_PLACEHOLDERS: dict[str, set[str]] = {
-    "service_accounts": set(), "api_keys": {"service_account"},
-    "api_key": {"service_account", "key_id"}, "whoami": set(),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class CountPaths:
-    """Path templates of the contract's calls; config may override each."""
-
-    service_accounts: str = "/v1/service-accounts"
-    api_keys: str = "/v1/service-accounts/{service_account}/api-keys"
-    api_key: str = "/v1/service-accounts/{service_account}/api-keys/{key_id}"
-    whoami: str = "/v1/whoami"
-
-    def __post_init__(self) -> None:
-        for item in fields(self):
-            template: str = getattr(self, item.name)
-            used = _placeholders(template)
-            if not template.startswith("/") or used is None or not used <= _PLACEHOLDERS[item.name]:
-                raise ConfigError("a Count path must start with '/' and use only the "
-                                  "placeholders " + str(sorted(_PLACEHOLDERS[item.name])),
-                                  key=f"paths.{item.name}")
-
+# Frozen, so one shared default is safe.
+_DEFAULT_PATHS = CountPaths()
+_DEFAULT_RETRY = RetryPolicy()
+_SYSTEM_CLOCK = SystemClock()
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
@@ -97,20 +80,6 @@ class CallRecord:
     attempt: int                 # 1-based, within one retried call
     duration_seconds: float
     outcome: Outcome
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceAccount:
-    id: str
-    name: str
-    role: str
-
-
-def _placeholders(template: str) -> set[str] | None:
-    try:
-        return {name for _, name, _, _ in Formatter().parse(template) if name is not None}
-    except ValueError:  # an unbalanced brace
-        return None
 
 
 def _segment(value: str, what: str) -> str:
@@ -145,24 +114,27 @@ class CountProvider:
     """``KeyProvider`` for Count. Thread-safe; close it (or use ``with``) when done.
 
     Every call is retried by ``retry`` (transient errors only) and sleeps through
-    ``sleep``; ``on_call`` gets one ``CallRecord`` per HTTP attempt, synchronously, and
-    must not raise. A ``verify`` string is a CA bundle path.
+    ``sleep``; ``now`` (timezone-aware UTC) is what Retry-After dates and RateLimit-Reset
+    epochs are measured against. ``on_call`` gets one ``CallRecord`` per HTTP attempt,
+    synchronously, and must not raise. A ``verify`` string is a CA bundle path.
     """
 
     def __init__(
         self,
         base_url: str,
         *,
-        paths: CountPaths = CountPaths(),
+        paths: CountPaths = _DEFAULT_PATHS,
         timeout: float = 10.0,
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so a shared default is safe
+        retry: RetryPolicy = _DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = _SYSTEM_CLOCK.now,
         on_call: Callable[[CallRecord], None] | None = None,
         user_agent: str = "rotator/0.1",
     ) -> None:
         self._paths, self._retry, self._sleep, self._on_call = paths, retry, sleep, on_call
+        self._now = now
         self._resume_at: dict[str, float] = {}   # bearer fingerprint -> monotonic deadline
         self._lock = threading.Lock()
         tls: bool | ssl.SSLContext = verify if isinstance(verify, bool) else True
@@ -185,12 +157,6 @@ class CountProvider:
         self.close()
 
     # --- the calls ----------------------------------------------------------------------
-
-    def list_service_accounts(self, auth: Secret) -> list[ServiceAccount]:
-        call = Call("list_service_accounts", "GET", self._paths.service_accounts)
-        return self._request(call, auth, lambda result, _: [
-            ServiceAccount(item.text("id"), item.text("name"), item.text("role"))
-            for item in result.objects("service_accounts")])
 
     def list_keys(self, account: str, auth: Secret) -> KeyListing:
         path = self._paths.api_keys.format(service_account=_segment(account, "account"))
@@ -250,11 +216,12 @@ class CountProvider:
         started = time.monotonic()
         answer = self._exchange(call, auth)
         status = rid = None
+        answered_at = self._now()   # what Retry-After and RateLimit-Reset count from
         result: T | RotatorError = answer if isinstance(answer, RotatorError) else interpret(
-            call, answer, parse)
+            call, answer, parse, answered_at)
         if isinstance(answer, Answer):
             status, rid = answer.status, answer.request_id
-            self._note_window(auth.fingerprint, answer)
+            self._note_window(auth.fingerprint, answer, answered_at)
         outcome: Outcome = ("transient" if isinstance(result, TransientError) else
                             "permanent" if isinstance(result, RotatorError) else "ok")
         if self._on_call is not None:
@@ -303,8 +270,8 @@ class CountProvider:
             if self._resume_at.get(bearer) == deadline:
                 del self._resume_at[bearer]
 
-    def _note_window(self, bearer: str, answer: Answer) -> None:
-        state = RateLimitState.from_headers(answer.headers, datetime.now(UTC))
+    def _note_window(self, bearer: str, answer: Answer, answered_at: datetime) -> None:
+        state = RateLimitState.from_headers(answer.headers, answered_at)
         with self._lock:
             # A 429 is waited out by the retry loop (its Retry-After or RateLimit-Reset).
             if answer.status != 429 and state.exhausted and state.reset_in:

@@ -105,7 +105,6 @@ class RateLimitState:
     Each field is ``None`` when its header was absent or malformed.
     """
 
-    limit: int | None = None
     remaining: int | None = None
     reset_in: float | None = None  # seconds from the response until the window resets
 
@@ -116,10 +115,13 @@ class RateLimitState:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], now: datetime) -> RateLimitState:
-        """Read ``RateLimit-Limit``/``-Remaining``/``-Reset`` (names case-insensitive)."""
+        """Read ``RateLimit-Remaining`` and ``-Reset`` (names case-insensitive).
+
+        ``RateLimit-Limit`` is not read: whether a request is left, and when the window
+        resets, is all the client acts on.
+        """
         lowered = {name.lower(): value for name, value in headers.items()}
         return cls(
-            limit=_integer(lowered.get("ratelimit-limit")),
             remaining=_integer(lowered.get("ratelimit-remaining")),
             reset_in=parse_ratelimit_reset(lowered.get("ratelimit-reset"), now),
         )

@@ -11,9 +11,10 @@ the classification of a status into a value or an error of ``rotator.core.errors
     401, 403 Unauthorized    404 KeyNotFound    409 key_limit_reached KeyLimitReached
     other 4xx ProviderError  1xx, 3xx ProtocolError
 
-Pure apart from reading a streamed body: no client, no retries (``rotator.adapters.count.client``
-owns those). Identifiers echoed by the server are kept only if they look like identifiers
-and do not hold the bearer; errors carry identifiers only, never bodies or headers.
+Pure apart from reading a streamed body: no client, no retries, no clock (the caller,
+``rotator.adapters.count.client``, owns those and passes the time in). Identifiers echoed
+by the server are kept only if they look like identifiers and do not hold the bearer;
+errors carry identifiers only, never bodies or headers.
 """
 
 from __future__ import annotations
@@ -149,9 +150,13 @@ def _token(value: object, bearer: str) -> str | None:
     return value if ok and isinstance(value, str) else None
 
 
-def interpret(call: Call, answer: Answer,
-              parse: Callable[[Fields, str | None], T]) -> T | RotatorError:
-    """A 2xx parsed into its value, or the error that any other answer means."""
+def interpret(call: Call, answer: Answer, parse: Callable[[Fields, str | None], T],
+              now: datetime) -> T | RotatorError:
+    """A 2xx parsed into its value, or the error that any other answer means.
+
+    ``now`` is when the answer arrived: a 429's Retry-After date or RateLimit-Reset epoch
+    becomes seconds from then.
+    """
     status, code, rid = answer.status, answer.code, answer.request_id
     if 200 <= status < 300:
         return _parse_success(call, answer, parse)
@@ -159,7 +164,6 @@ def interpret(call: Call, answer: Answer,
         return parse(Fields(call, {}, "result", gone=True), rid)
     context = call.context(status=status, request_id=rid, code=code)
     if status == 429:
-        now = datetime.now(UTC)
         retry_after = parse_retry_after(answer.headers.get("retry-after"), now)
         if retry_after is None:
             retry_after = parse_ratelimit_reset(answer.headers.get("ratelimit-reset"), now)

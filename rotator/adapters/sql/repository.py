@@ -10,7 +10,7 @@ triggers keep ``rotation_events`` append-only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, case, delete, exists, insert, or_, select, update
@@ -18,7 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
+from rotator.adapters.clock import SystemClock
 from rotator.adapters.sql import queries
+from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
 from rotator.adapters.sql.queries import rotation_from_row
 from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
 from rotator.core.errors import LeaseHeld
@@ -28,10 +30,7 @@ from rotator.core.ports import PendingCleanup
 __all__ = ["SqlRepository"]
 
 _RUNNING = str(Status.RUNNING)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+_SYSTEM_CLOCK = SystemClock()
 
 
 def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
@@ -69,13 +68,14 @@ class SqlRepository:
     UTC); lease and cleanup methods take ``now`` explicitly, as the port says.
     """
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, engine: Engine,
+                 clock: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
         self.engine = engine
         self._clock = clock
-        dialect = engine.dialect.name
-        if dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"SqlRepository supports sqlite and postgresql, not {dialect}")
-        self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        name = backend(engine)
+        if name not in SUPPORTED:
+            raise ValueError(f"SqlRepository supports sqlite and postgresql, not {name}")
+        self._insert = sqlite.insert if name == SQLITE else postgresql.insert
 
     # --- rotations ----------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
+from rotator.adapters.sql.backend import POSTGRESQL, SQLITE, backend, is_sqlite
 from rotator.core.errors import SchemaError
 
 __all__ = [
@@ -88,18 +89,18 @@ def make_engine(url: str) -> Engine:
     PostgreSQL: ``pool_pre_ping``, so a replica survives a database restart.
     """
     parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
+    name = backend(parsed)
+    if name == SQLITE:
         engine = create_engine(parsed)
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
-    if backend == "postgresql":
+    if name == POSTGRESQL:
         # A plain postgresql:// URL would pick psycopg2; rotator ships psycopg 3.
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True,
                              connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
-    raise SchemaError(f"unsupported database {backend!r}: use sqlite or postgresql", url=_safe(url))
+    raise SchemaError(f"unsupported database {name!r}: use sqlite or postgresql", url=_safe(url))
 
 
 def alembic_config(directory: Path | None = None) -> Config:
@@ -130,7 +131,7 @@ def upgrade(url: str) -> str:
 @contextlib.contextmanager
 def _sqlite_upgrade_lock(url: str) -> Iterator[None]:
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if not is_sqlite(parsed) or parsed.database in (None, "", ":memory:"):
         yield
         return
     lock_path = Path(f"{parsed.database}.upgrade-lock")
@@ -144,7 +145,7 @@ def _upgrade(url: str) -> str:
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
+            if backend(connection) == POSTGRESQL:
                 # Replicas' init containers may upgrade at once: one at a time, the others
                 # then find nothing left to do. Released at commit.
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),

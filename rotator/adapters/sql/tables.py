@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from rotator.adapters.sql.backend import is_sqlite
+
 __all__ = [
     "APPEND_ONLY_MESSAGE",
     "UtcDateTime",
@@ -65,7 +67,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()}: rotator stores UTC only")
         value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
+        if is_sqlite(dialect):
             return value.replace(tzinfo=None)
         return value
 

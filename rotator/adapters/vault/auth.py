@@ -36,8 +36,9 @@ import hvac
 import requests
 from hvac import exceptions as hvac_errors
 
-from rotator.adapters.retry import RetryPolicy, call_with_retry
+from rotator.adapters.retry import call_with_retry
 from rotator.adapters.vault.errors import StatusAdapter, translate
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import TransientError, VaultError
 from rotator.core.secret import Secret
 

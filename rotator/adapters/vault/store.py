@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from rotator.adapters.retry import RetryPolicy
 from rotator.adapters.vault.auth import (
     AppRoleAuth,
     KubernetesAuth,
@@ -26,6 +25,7 @@ from rotator.adapters.vault.auth import (
     VaultSession,
     expect_mapping,
 )
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     CasConflict,
     RotatorError,

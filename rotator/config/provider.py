@@ -1,0 +1,73 @@
+"""The Count API's path templates: one frozen definition, read from ``[providers.*.paths]``
+and used by ``rotator.adapters.count.client`` to build every request.
+
+Each template must be absolute and may use only the placeholders its call fills in, so a
+typo is a config problem named by key and line, not a failed request at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from string import Formatter
+from typing import Any, ClassVar
+
+from pydantic import ValidationError, ValidationInfo, field_validator
+
+from rotator.config.base import Frozen
+from rotator.core.errors import ConfigError
+
+__all__ = ["CountPaths"]
+
+_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "service_accounts": frozenset(), "api_keys": frozenset({"service_account"}),
+    "api_key": frozenset({"service_account", "key_id"}), "whoami": frozenset(),
+}
+
+
+def _placeholders(template: str) -> set[str] | None:
+    try:
+        return {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+    except ValueError:  # an unbalanced brace
+        return None
+
+
+class CountPaths(Frozen):
+    """Path templates of the contract's calls; config may override each."""
+
+    _secret_keys: ClassVar[frozenset[str]] = frozenset()  # "api_key" here is a path name
+
+    # No call uses it any more; kept so config files that set it still load.
+    service_accounts: str = "/v1/service-accounts"
+    api_keys: str = "/v1/service-accounts/{service_account}/api-keys"
+    api_key: str = "/v1/service-accounts/{service_account}/api-keys/{key_id}"
+    whoami: str = "/v1/whoami"
+
+    def __init__(self, **data: Any) -> None:
+        # Built in code, a bad template is a ConfigError naming its key, as the adapters'
+        # other config problems are. Read from the file, it must stay a ValidationError so
+        # load_config reports it with every other problem, by key and line: the flag below
+        # makes pydantic validate a nested table without calling this __init__.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            cause = first.get("ctx", {}).get("error")
+            key = ".".join(["paths", *(str(part) for part in first["loc"][:1])])
+            raise ConfigError(str(cause) if cause is not None else first["msg"],
+                              key=key) from None
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @field_validator("*")
+    @classmethod
+    def _template(cls, value: str, info: ValidationInfo) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"path must start with '/', got {value!r}")
+        allowed = _PLACEHOLDERS[info.field_name or ""]
+        used = _placeholders(value)
+        if used is None:
+            raise ValueError(f"path has an unbalanced '{{' or '}}', got {value!r}")
+        if not used <= allowed:
+            names = ", ".join("{" + name + "}" for name in sorted(allowed))
+            may = f"only the placeholders {names}" if names else "no placeholders"
+            raise ValueError(f"path may use {may}, got {value!r}")
+        return value
