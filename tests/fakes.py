@@ -21,7 +21,7 @@ from rotator.core.errors import (
     Unauthorized,
 )
 from rotator.core.machine import KeyRecord
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status
+from rotator.core.model import AuditEvent, Rotation, Status
 from rotator.core.ports import (
     Deletion,
     Identity,
@@ -32,6 +32,7 @@ from rotator.core.ports import (
     VaultSecret,
 )
 from rotator.core.secret import Secret
+from rotator.core.vocabulary import EventKind
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -13,9 +13,10 @@ import pytest
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.app.verify import Finding, FindingKind, check_target
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.model import AuditEvent, Rotation, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeProvider, FakeStore
 

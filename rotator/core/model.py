@@ -3,6 +3,8 @@
 A ``Rotation`` is exactly what SQL stores about one rotation; it never holds a secret
 (key ids and fingerprints only). The in-memory secret of a freshly created key lives in
 the runner, which is why a resumed rotation may have to discard and recreate its key.
+The audit trail's words (``EventKind``, actions, results) live in
+``rotator.core.vocabulary``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rotator.core.vocabulary import EventKind
 
 __all__ = [
     "TERMINAL_STATUSES",
     "AuditEvent",
-    "EventKind",
     "Rotation",
     "Status",
     "Step",
@@ -45,12 +50,6 @@ class Status(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.ROLLED_BACK, Status.FAILED})
-
-
-class EventKind(StrEnum):
-    INTENT = "intent"    # recorded before a side effect
-    OUTCOME = "outcome"  # recorded after it (ok, error, or unknown after a crash)
-    NOTE = "note"        # a decision or a read: plan, probe, grace started, finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +98,8 @@ class AuditEvent:
     target: str
     step: str
     kind: EventKind
-    action: str
-    result: str | None = None       # ok, error, unknown, already_gone, ...
+    action: str                     # an ``AuditAction``; str, so any stored row reads back
+    result: str | None = None       # an ``AuditResult``: ok, error, unknown, ...
     key_id: str | None = None
     fingerprint: str | None = None
     vault_version: int | None = None

@@ -22,8 +22,9 @@ from rotator.core.model import Rotation, Status
 from rotator.core.ports import Clock, KeyProvider, RotationRepository, SecretStore
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.audit_trail import AuditTrail
-from rotator.engine.crashpoints import crash_point
+from rotator.engine.crashpoints import STARTED, crash_point, step_point
 from rotator.engine.steps import StepRunner
 from rotator.engine.unwind import Unwinder
 
@@ -181,11 +182,11 @@ class Runner:
             service_account=spec.service_account, trigger=trigger, actor=actor,
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now)
         self._repo.insert_rotation(rot)
-        self._trail.note(rot, "started", detail=f"{trigger} rotation by {actor}; "
+        self._trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
                                                 f"grace {rot.grace_seconds:g}s")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
-        crash_point("started")
+        crash_point(STARTED)
         return rot
 
     def _drive(self, rot: Rotation, spec: TargetSpec, steps: StepRunner, unwind: Unwinder,
@@ -211,7 +212,7 @@ class Runner:
             self._repo.save_rotation(new)
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
-            crash_point(f"step:{new.step.value}")
+            crash_point(step_point(new.step))
             if isinstance(outcome, m.RollbackBlocked):
                 blocked += 1
                 log.error("rollback_blocked", reason=outcome.reason, attempt=blocked)
@@ -227,7 +228,7 @@ class Runner:
     def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, steps: StepRunner,
                  unwind: Unwinder) -> m.Outcome:
         if action is m.Action.END_GRACE:
-            self._trail.note(rot, "grace_over", key_id=rot.old_key_id)
+            self._trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
             return m.GraceElapsed()
         handlers = {
             m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,
@@ -256,7 +257,9 @@ class Runner:
     def _finished(self, rot: Rotation, last_step: str) -> None:
         self._fresh.pop(rot.rotation_id, None)
         self._observer.rotation_finished(rot, last_step)
-        self._trail.note(rot, rot.status.value, result=rot.status.value,
+        # The last note is spelt as the final status, in both of its columns.
+        self._trail.note(rot, AuditAction(rot.status.value),
+                         result=AuditResult(rot.status.value),
                          key_id=rot.new_key_id, vault_version=rot.new_version,
                          detail=rot.reason)
         if rot.status is Status.COMPLETED:

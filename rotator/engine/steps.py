@@ -24,6 +24,7 @@ from rotator.core.model import Rotation, key_name
 from rotator.core.ports import NewKey
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey, vault_metadata
 from rotator.engine.audit_trail import EffectResult
 from rotator.engine.crashpoints import fail_point
 from rotator.engine.step_base import StepBase
@@ -56,10 +57,11 @@ class StepRunner(StepBase):
         if who.service_account_id != spec.service_account:
             return m.Refused(f"the key in Vault belongs to service account "
                              f"{who.service_account_id}, not {spec.service_account}")
-        recorded = current.custom_metadata.get("rotator_key_id")
+        recorded = current.custom_metadata.get(VaultMetadataKey.KEY_ID)
         detail = None if recorded in (None, who.key_id) else (
             f"Vault metadata names key {recorded}; the probe says {who.key_id}")
-        self._trail.note(rot, "plan", key_id=who.key_id, fingerprint=current.secret.fingerprint,
+        self._trail.note(rot, AuditAction.PLAN, key_id=who.key_id,
+                         fingerprint=current.secret.fingerprint,
                          vault_version=current.version, request_id=who.request_id,
                          detail=detail)
         return m.Planned(old_key_id=who.key_id, old_version=current.version)
@@ -87,7 +89,7 @@ class StepRunner(StepBase):
 
     def _create(self, rot: Rotation, spec: TargetSpec, name: str, auth: Secret) -> NewKey:
         return self._trail.side_effect(
-            rot, "create_key",
+            rot, AuditAction.CREATE_KEY,
             lambda: self._provider.create_key(spec.service_account, name, auth),
             lambda k: EffectResult(key_id=k.key_id, request_id=k.request_id,
                                    detail=f"name {name}; fingerprint {k.secret.fingerprint}"),
@@ -140,13 +142,14 @@ class StepRunner(StepBase):
                     return m.StepFailed(
                         f"new key authenticates as {who.service_account_id}/{who.key_id}, "
                         f"expected {spec.service_account}/{rot.new_key_id}")
-                self._trail.note(rot, "probe", key_id=rot.new_key_id,
+                self._trail.note(rot, AuditAction.PROBE, key_id=rot.new_key_id,
                                  fingerprint=rot.new_fingerprint, request_id=who.request_id,
                                  detail=f"authenticated after {attempts} probe(s)")
                 return m.Verified()
             remaining = deadline - self._clock.now().timestamp()
             if remaining <= 0:
-                self._trail.note(rot, "probe", result="error", key_id=rot.new_key_id,
+                self._trail.note(rot, AuditAction.PROBE, result=AuditResult.ERROR,
+                                 key_id=rot.new_key_id,
                                  detail=f"{attempts} probe(s) failed; last: {last}")
                 return m.StepFailed(f"new key did not authenticate within "
                                     f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})")
@@ -154,7 +157,8 @@ class StepRunner(StepBase):
             wait = min(wait * 2, _PROBE_BACKOFF_CAP)
 
     def discard(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
-        self._trail.note(rot, "secret_lost", result="unknown", key_id=rot.new_key_id,
+        self._trail.note(rot, AuditAction.SECRET_LOST, result=AuditResult.UNKNOWN,
+                         key_id=rot.new_key_id,
                          detail="restarted after create: the new key's secret is gone; "
                                 "it will be deleted and a new key created")
         return m.SecretLost()
@@ -163,27 +167,26 @@ class StepRunner(StepBase):
     def store(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
         secret = self._fresh[rot.rotation_id]
         assert rot.old_version is not None and rot.new_key_id is not None
-        metadata = {
-            "rotator_key_id": rot.new_key_id,
-            "rotator_rotation_id": rot.rotation_id,
-            "rotator_created_at": self._clock.now().isoformat(timespec="seconds"),
-            "rotator_fingerprint": secret.fingerprint,
-        }
+        metadata = vault_metadata(
+            key_id=rot.new_key_id, rotation_id=rot.rotation_id,
+            created_at=self._clock.now().isoformat(timespec="seconds"),
+            fingerprint=secret.fingerprint)
         try:
             version = self._trail.side_effect(
-                rot, "vault_write",
+                rot, AuditAction.VAULT_WRITE,
                 lambda: self._store.write(spec.ref, secret, rot.old_version or 0, metadata),
                 lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
                 key_id=rot.new_key_id, fingerprint=secret.fingerprint,
                 vault_version=rot.old_version, detail=f"check-and-set on {rot.old_version}")
-            fail_point("read_back", VaultUnavailable)
+            fail_point(AuditAction.READ_BACK.value, VaultUnavailable)
             back = self._store.read_current(spec.ref)
         except CasConflict as exc:
             return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}")
         except RotatorError as exc:
             return m.StepFailed(f"{type(exc).__name__}: {exc}")
         same = back.version == version and back.secret.fingerprint == secret.fingerprint
-        self._trail.note(rot, "read_back", result="ok" if same else "error",
+        self._trail.note(rot, AuditAction.READ_BACK,
+                         result=AuditResult.OK if same else AuditResult.ERROR,
                          key_id=rot.new_key_id, fingerprint=back.secret.fingerprint,
                          vault_version=back.version)
         if not same:
@@ -198,7 +201,7 @@ class StepRunner(StepBase):
         except RotatorError as exc:
             return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}")
         if m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
-            self._trail.note(rot, "read_back", key_id=rot.new_key_id,
+            self._trail.note(rot, AuditAction.READ_BACK, key_id=rot.new_key_id,
                              fingerprint=current.secret.fingerprint,
                              vault_version=current.version,
                              detail="resumed: the interrupted Vault write had landed")

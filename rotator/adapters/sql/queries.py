@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, func, select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.model import AuditEvent, Rotation, Status, Step
 from rotator.core.ports import PendingCleanup
+from rotator.core.vocabulary import EventKind
 
 __all__ = [
     "ScheduleFacts",
