@@ -1,21 +1,23 @@
 """Value objects of a rotation: its steps, its status, its persisted state, audit events.
 
-A ``Rotation`` is exactly what SQL stores about one rotation; it never holds a secret
-(key ids and fingerprints only). The in-memory secret of a freshly created key lives in
-the runner, which is why a resumed rotation may have to discard and recreate its key.
-The audit trail's words (``EventKind``, actions, results) live in
+A ``Rotation`` is what SQL stores about one rotation, plus the fields of its failure,
+which SQL keeps only as the ``reason`` text (they do not take part in equality); it never
+holds a secret (key ids and fingerprints only). The in-memory secret of a freshly created
+key lives in the runner, which is why a resumed rotation may have to discard and
+recreate its key. The audit trail's words (``EventKind``, actions, results) live in
 ``rotator.core.vocabulary``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rotator.core.failure import Failure
     from rotator.core.vocabulary import EventKind
 
 __all__ = [
@@ -70,8 +72,11 @@ class Rotation:
     new_version: int | None = None
     grace_ends_at: datetime | None = None
     finished_at: datetime | None = None
-    reason: str | None = None
+    reason: str | None = None    # the words of ``failure`` (``reason_text``), or a note
     recreate_count: int = 0
+    # Not stored: ``reason`` is. Set when this process saw the failure happen.
+    failure: Failure | None = field(default=None, compare=False)
+    rollback_blocked: str | None = field(default=None, compare=False)
 
     @property
     def is_terminal(self) -> bool:

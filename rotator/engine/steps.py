@@ -20,6 +20,7 @@ from rotator.core.errors import (
     Unauthorized,
     VaultUnavailable,
 )
+from rotator.core.failure import FailureCode
 from rotator.core.model import Rotation, key_name
 from rotator.core.ports import NewKey
 from rotator.core.secret import Secret
@@ -42,21 +43,24 @@ class StepRunner(StepBase):
         try:
             current = self._store.read_current(spec.ref)
         except SecretNotFound as exc:
-            return m.Refused(f"no key in Vault to rotate: {exc}")
+            return m.Refused(f"no key in Vault to rotate: {exc}", FailureCode.NO_CURRENT_KEY)
         except RotatorError as exc:
-            return m.Refused(f"cannot read Vault: {exc}")
+            return m.Refused(f"cannot read Vault: {exc}", FailureCode.VAULT_UNREADABLE)
         try:
             who = self._provider.whoami(current.secret)
         except Unauthorized:
             log.error("vault_key_does_not_authenticate", vault_version=current.version)
             return m.Refused(
                 f"the key in Vault (version {current.version}) does not authenticate at the "
-                "provider; refusing to rotate: fix or re-seed it first")
+                "provider; refusing to rotate: fix or re-seed it first",
+                FailureCode.CURRENT_KEY_REJECTED)
         except RotatorError as exc:
-            return m.Refused(f"cannot probe the current key: {exc}")
+            return m.Refused(f"cannot probe the current key: {exc}",
+                             FailureCode.CURRENT_KEY_UNPROBED)
         if who.service_account_id != spec.service_account:
             return m.Refused(f"the key in Vault belongs to service account "
-                             f"{who.service_account_id}, not {spec.service_account}")
+                             f"{who.service_account_id}, not {spec.service_account}",
+                             FailureCode.WRONG_ACCOUNT)
         recorded = current.custom_metadata.get(VaultMetadataKey.KEY_ID)
         detail = None if recorded in (None, who.key_id) else (
             f"Vault metadata names key {recorded}; the probe says {who.key_id}")
@@ -83,7 +87,7 @@ class StepRunner(StepBase):
                 new = self._create_when_full(rot, spec, name, auth, keys)
             self._delete_duplicates(rot, spec, name, new.key_id, auth)
         except RotatorError as exc:
-            return m.StepFailed(f"{type(exc).__name__}: {exc}")
+            return m.StepFailed(f"{type(exc).__name__}: {exc}", FailureCode.CREATE_FAILED)
         self._fresh[rot.rotation_id] = new.secret
         return m.KeyCreated(key_id=new.key_id, fingerprint=new.secret.fingerprint)
 
@@ -135,13 +139,14 @@ class StepRunner(StepBase):
             except TransientError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             except PermanentError as exc:
-                return m.StepFailed(f"probe failed: {exc}")
+                return m.StepFailed(f"probe failed: {exc}", FailureCode.PROBE_FAILED)
             else:
                 if (who.service_account_id, who.key_id) != (spec.service_account,
                                                              rot.new_key_id):
                     return m.StepFailed(
                         f"new key authenticates as {who.service_account_id}/{who.key_id}, "
-                        f"expected {spec.service_account}/{rot.new_key_id}")
+                        f"expected {spec.service_account}/{rot.new_key_id}",
+                        FailureCode.WRONG_IDENTITY)
                 self._trail.note(rot, AuditAction.PROBE, key_id=rot.new_key_id,
                                  fingerprint=rot.new_fingerprint, request_id=who.request_id,
                                  detail=f"authenticated after {attempts} probe(s)")
@@ -152,7 +157,8 @@ class StepRunner(StepBase):
                                  key_id=rot.new_key_id,
                                  detail=f"{attempts} probe(s) failed; last: {last}")
                 return m.StepFailed(f"new key did not authenticate within "
-                                    f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})")
+                                    f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})",
+                                    FailureCode.NEVER_AUTHENTICATED)
             self._clock.sleep(min(wait, remaining))
             wait = min(wait * 2, _PROBE_BACKOFF_CAP)
 
@@ -181,9 +187,10 @@ class StepRunner(StepBase):
             fail_point(AuditAction.READ_BACK.value, VaultUnavailable)
             back = self._store.read_current(spec.ref)
         except CasConflict as exc:
-            return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}")
+            return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}",
+                                FailureCode.CAS_LOST)
         except RotatorError as exc:
-            return m.StepFailed(f"{type(exc).__name__}: {exc}")
+            return m.StepFailed(f"{type(exc).__name__}: {exc}", FailureCode.STORE_FAILED)
         same = back.version == version and back.secret.fingerprint == secret.fingerprint
         self._trail.note(rot, AuditAction.READ_BACK,
                          result=AuditResult.OK if same else AuditResult.ERROR,
@@ -191,7 +198,8 @@ class StepRunner(StepBase):
                          vault_version=back.version)
         if not same:
             return m.StepFailed(f"read-back of Vault version {back.version} does not match "
-                                f"the key written as version {version}")
+                                f"the key written as version {version}",
+                                FailureCode.READ_BACK_MISMATCH)
         self._fresh.pop(rot.rotation_id, None)
         return m.Stored(version=version)
 
@@ -199,7 +207,8 @@ class StepRunner(StepBase):
         try:
             current = self._store.read_current(spec.ref)
         except RotatorError as exc:
-            return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}")
+            return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}",
+                                FailureCode.STORE_UNKNOWN)
         if m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
             self._trail.note(rot, AuditAction.READ_BACK, key_id=rot.new_key_id,
                              fingerprint=current.secret.fingerprint,
