@@ -22,7 +22,6 @@ from rotator.core.errors import (
 )
 from rotator.core.model import (
     AuditEvent,
-    EventKind,
     KeyRecord,
     Rotation,
     ScheduleFacts,
@@ -39,6 +38,7 @@ from rotator.core.ports import (
     VaultSecret,
 )
 from rotator.core.secret import Secret
+from rotator.core.vocabulary import EventKind
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

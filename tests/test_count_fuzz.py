@@ -47,10 +47,11 @@ from rotator.core.errors import (
     Unauthorized,
     UsageError,
 )
-from rotator.core.model import EventKind, Status, Step
+from rotator.core.model import Status, Step
 from rotator.core.ports import Deletion, Identity, KeyListing, NewKey, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeStore, MemoryRepository
 

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from rotator.app.verify import Finding, FindingKind, check_targets
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step
+from rotator.core.model import AuditEvent, Rotation, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeProvider, FakeStore
 from tests.fixtures.databases import StateStore

@@ -14,8 +14,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from rotator.adapters.sql import SqlRepository
 from rotator.adapters.sql.tables import leases
 from rotator.core.errors import LeaseHeld
-from rotator.core.model import AuditEvent, EventKind, Rotation, Status, Step, StoredEvent
+from rotator.core.model import AuditEvent, Rotation, Status, Step, StoredEvent
 from rotator.core.ports import PendingCleanup, RotationRepository
+from rotator.core.vocabulary import EventKind
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))

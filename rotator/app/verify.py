@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rotator.core.errors import RotatorError
-from rotator.core.model import EventKind, Rotation, Status, Step, StoredEvent
+from rotator.core.model import Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult, EventKind, VaultMetadataKey
 
 __all__ = ["Finding", "FindingKind", "check_targets"]
 
@@ -125,7 +126,7 @@ def _previous_in_grace(spec: TargetSpec, provider: KeyProvider, store: SecretSto
                        running: Rotation | None, version: int,
                        metadata: Mapping[str, str]) -> list[Finding]:
     if (running is None or running.step is not Step.GRACE or version < 2
-            or metadata.get("rotator_rotation_id") != running.rotation_id):
+            or metadata.get(VaultMetadataKey.ROTATION_ID) != running.rotation_id):
         return []
     try:
         previous = store.read_version(spec.ref, version - 1)
@@ -170,18 +171,18 @@ def _ordering(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
     stored = grace_over = False
     deletes = 0
     for event in events:
-        ok, intent = event.result == "ok", event.kind is EventKind.INTENT
-        if event.action == "probe" and ok and event.key_id:
+        ok, intent = event.result == AuditResult.OK, event.kind is EventKind.INTENT
+        if event.action == AuditAction.PROBE and ok and event.key_id:
             verified.add(event.key_id)
-        elif event.action == "vault_write" and intent and event.key_id not in verified:
+        elif event.action == AuditAction.VAULT_WRITE and intent and event.key_id not in verified:
             problems.append((FindingKind.UNVERIFIED_IN_VAULT,
                              f"vault_write of key {event.key_id} (row {event.id}) before "
                              "any successful probe of it", event.key_id))
-        elif event.action == "read_back" and ok:
+        elif event.action == AuditAction.READ_BACK and ok:
             stored = True
-        elif event.action == "grace_over":
+        elif event.action == AuditAction.GRACE_OVER:
             grace_over = True
-        elif event.action == "revoke_key" and intent:
+        elif event.action == AuditAction.REVOKE_KEY and intent:
             too_soon = rot.grace_ends_at is not None and event.at < rot.grace_ends_at
             if too_soon or not (stored and grace_over):
                 problems.append((FindingKind.EARLY_REVOKE,
@@ -189,8 +190,8 @@ def _ordering(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
                                  f"{event.at}) before the new key was verified, stored and "
                                  f"read back and the grace window (until {rot.grace_ends_at})"
                                  " had ended", event.key_id))
-        elif event.action == "revoke_key" and ok:
-            deletes += 1              # "already_gone" is not a second delete
+        elif event.action == AuditAction.REVOKE_KEY and ok:
+            deletes += 1              # ALREADY_GONE is not a second delete
     if deletes > 1:
         problems.append((FindingKind.REVOKED_TWICE, f"old key deleted {deletes} times",
                          rot.old_key_id))

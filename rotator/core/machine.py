@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from rotator.core.model import KeyRecord, Rotation, Status, Step
+from rotator.core.model import Failure, FailureCode, KeyRecord, Rotation, Status, Step, reason_text
 
 __all__ = [
     "MAX_RECREATES",
@@ -78,6 +78,7 @@ class Refused:
     """Nothing was changed and nothing will be: the current key is unusable, say."""
 
     reason: str
+    code: FailureCode = FailureCode.REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class StepFailed:
     """A permanent failure, or transient ones past the step's budget: roll back."""
 
     reason: str
+    code: FailureCode = FailureCode.STEP_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +172,14 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
     match step, outcome:
         case Step.PLAN, Planned(old_key_id=key_id, old_version=version):
             return rotation.evolve(step=Step.CREATE, old_key_id=key_id, old_version=version)
-        case Step.PLAN, Refused(reason=reason):
-            return _finish(rotation, Status.FAILED, now, reason)
+        case Step.PLAN, Refused(reason=reason, code=code):
+            return _fail(rotation, Failure(step, code, reason), now)
         case Step.CREATE, KeyCreated(key_id=key_id, fingerprint=fpr):
             return rotation.evolve(step=Step.VERIFY, new_key_id=key_id, new_fingerprint=fpr)
-        case Step.CREATE, Refused(reason=reason):
-            return _finish(rotation, Status.FAILED, now, reason)
-        case (Step.CREATE | Step.VERIFY | Step.STORE), StepFailed(reason=reason):
-            return rotation.evolve(step=Step.ROLLBACK, reason=f"{step.value}: {reason}")
+        case Step.CREATE, Refused(reason=reason, code=code):
+            return _fail(rotation, Failure(step, code, reason), now)
+        case (Step.CREATE | Step.VERIFY | Step.STORE), StepFailed(reason=reason, code=code):
+            return _roll_back(rotation, Failure(step, code, reason))
         case Step.VERIFY, Verified():
             return rotation.evolve(step=Step.STORE)
         case (Step.VERIFY | Step.STORE), SecretLost():
@@ -196,13 +198,14 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
             return _finish(rotation, Status.COMPLETED, now,
                            f"old key {rotation.old_key_id} queued for cleanup: {reason}")
         case Step.ROLLBACK, RolledBack(cleanup_pending=pending):
-            reason = rotation.reason or "rolled back"
-            if pending:
-                reason += f"; new key {rotation.new_key_id} queued for cleanup"
-            return _finish(rotation, Status.ROLLED_BACK, now, reason)
+            failure = _failure_of(rotation)
+            reason = reason_text(failure, rollback_blocked=rotation.rollback_blocked,
+                                 cleanup_pending=pending, new_key_id=rotation.new_key_id)
+            return _finish(rotation.evolve(failure=failure), Status.ROLLED_BACK, now, reason)
         case Step.ROLLBACK, RollbackBlocked(reason=why):
-            base = (rotation.reason or "rolled back").split("; rollback blocked: ")[0]
-            return rotation.evolve(reason=f"{base}; rollback blocked: {why}")
+            failure = _failure_of(rotation)
+            return rotation.evolve(failure=failure, rollback_blocked=why,
+                                   reason=reason_text(failure, rollback_blocked=why))
     raise InvalidTransition(
         f"{type(outcome).__name__} cannot follow step {step.value} "
         f"of rotation {rotation.rotation_id}"
@@ -212,12 +215,26 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
 def _start_over(rotation: Rotation) -> Rotation:
     count = rotation.recreate_count + 1
     if count > MAX_RECREATES:
-        return rotation.evolve(
-            step=Step.ROLLBACK, recreate_count=count,
-            reason=f"lost the new key's secret {count} times (restarts); giving up",
-        )
+        return _roll_back(rotation.evolve(recreate_count=count), Failure(
+            rotation.step, FailureCode.SECRET_LOST_TOO_OFTEN,
+            f"lost the new key's secret {count} times (restarts); giving up"))
     return rotation.evolve(step=Step.CREATE, recreate_count=count,
                            new_key_id=None, new_fingerprint=None)
+
+
+def _roll_back(rotation: Rotation, failure: Failure) -> Rotation:
+    return rotation.evolve(step=Step.ROLLBACK, failure=failure, reason=reason_text(failure))
+
+
+def _fail(rotation: Rotation, failure: Failure, now: datetime) -> Rotation:
+    return _finish(rotation.evolve(failure=failure), Status.FAILED, now, reason_text(failure))
+
+
+def _failure_of(rotation: Rotation) -> Failure:
+    """The rotation's failure; one read back from SQL is known by its whole text only."""
+    if rotation.failure is not None:
+        return rotation.failure
+    return Failure.unrecorded(rotation.reason or "rolled back")
 
 
 def _finish(rotation: Rotation, status: Status, now: datetime, reason: str | None) -> Rotation:

@@ -1,22 +1,32 @@
 """Value objects of a rotation: its steps, its status, its persisted state, audit events.
 
-A ``Rotation`` is exactly what SQL stores about one rotation; it never holds a secret
-(key ids and fingerprints only). The in-memory secret of a freshly created key lives in
-the runner, which is why a resumed rotation may have to discard and recreate its key.
+A ``Rotation`` is what SQL stores about one rotation, plus the fields of its failure,
+which SQL keeps only as the ``reason`` text (they do not take part in equality); it never
+holds a secret (key ids and fingerprints only). The in-memory secret of a freshly created
+key lives in the runner, which is why a resumed rotation may have to discard and
+recreate its key. The audit trail's words (``EventKind``, actions, results) live in
+``rotator.core.vocabulary``.
+
+A failure is fields: a ``Failure`` carries the step whose action failed, a machine-readable
+``FailureCode`` and the message; ``reason_text`` alone words them as the stored ``reason``,
+and nothing reads that text back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from rotator.core.vocabulary import EventKind
+
 __all__ = [
     "TERMINAL_STATUSES",
     "AuditEvent",
-    "EventKind",
+    "Failure",
+    "FailureCode",
     "KeyRecord",
     "Rotation",
     "ScheduleFacts",
@@ -24,6 +34,7 @@ __all__ = [
     "Step",
     "StoredEvent",
     "key_name",
+    "reason_text",
 ]
 
 # The contract caps key names at 100 characters.
@@ -51,10 +62,68 @@ class Status(StrEnum):
 TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.ROLLED_BACK, Status.FAILED})
 
 
-class EventKind(StrEnum):
-    INTENT = "intent"    # recorded before a side effect
-    OUTCOME = "outcome"  # recorded after it (ok, error, or unknown after a crash)
-    NOTE = "note"        # a decision or a read: plan, probe, grace started, finished
+class FailureCode(StrEnum):
+    # refusals at plan: nothing was changed (status failed)
+    REFUSED = "refused"
+    NO_CURRENT_KEY = "no_current_key"
+    VAULT_UNREADABLE = "vault_unreadable"
+    CURRENT_KEY_REJECTED = "current_key_rejected"
+    CURRENT_KEY_UNPROBED = "current_key_unprobed"
+    WRONG_ACCOUNT = "wrong_account"
+    # an action of create, verify or store failed: the rotation rolls back
+    STEP_FAILED = "step_failed"
+    CREATE_FAILED = "create_failed"
+    PROBE_FAILED = "probe_failed"
+    WRONG_IDENTITY = "wrong_identity"
+    NEVER_AUTHENTICATED = "never_authenticated"
+    CAS_LOST = "cas_lost"
+    STORE_FAILED = "store_failed"
+    READ_BACK_MISMATCH = "read_back_mismatch"
+    STORE_UNKNOWN = "store_unknown"
+    # not one action's failure
+    SECRET_LOST_TOO_OFTEN = "secret_lost_too_often"  # noqa: S105  (restarts before store)
+    UNRECORDED = "unrecorded"      # read back from SQL, which keeps only the text
+
+    @property
+    def names_step(self) -> bool:
+        """Whether the reason starts with the step: only an action's failure does."""
+        return self in _STEP_FAILURES
+
+
+_STEP_FAILURES = frozenset({
+    FailureCode.STEP_FAILED, FailureCode.CREATE_FAILED, FailureCode.PROBE_FAILED,
+    FailureCode.WRONG_IDENTITY, FailureCode.NEVER_AUTHENTICATED, FailureCode.CAS_LOST,
+    FailureCode.STORE_FAILED, FailureCode.READ_BACK_MISMATCH, FailureCode.STORE_UNKNOWN,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    step: Step | None        # the step whose action failed; None when unrecorded
+    code: FailureCode
+    message: str
+
+    @classmethod
+    def unrecorded(cls, text: str) -> Failure:
+        """A failure known only by its stored text: the text is kept whole, never split."""
+        return cls(None, FailureCode.UNRECORDED, text)
+
+
+def reason_text(failure: Failure, *, rollback_blocked: str | None = None,
+                cleanup_pending: bool = False, new_key_id: str | None = None) -> str:
+    """The ``reason`` of a failed or rolling-back rotation, worded as it is stored.
+
+    ``rollback_blocked``: why the rollback cannot finish yet (replaced on every try, never
+    accumulated). ``cleanup_pending``: the rollback queued ``new_key_id`` for deletion.
+    """
+    text = failure.message
+    if failure.code.names_step and failure.step is not None:
+        text = f"{failure.step.value}: {text}"
+    if rollback_blocked is not None:
+        text += f"; rollback blocked: {rollback_blocked}"
+    if cleanup_pending:
+        text += f"; new key {new_key_id} queued for cleanup"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +144,11 @@ class Rotation:
     new_version: int | None = None
     grace_ends_at: datetime | None = None
     finished_at: datetime | None = None
-    reason: str | None = None
+    reason: str | None = None    # the words of ``failure`` (``reason_text``), or a note
     recreate_count: int = 0
+    # Not stored: ``reason`` is. Set when this process saw the failure happen.
+    failure: Failure | None = field(default=None, compare=False)
+    rollback_blocked: str | None = field(default=None, compare=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -103,8 +175,8 @@ class AuditEvent:
     target: str
     step: str
     kind: EventKind
-    action: str
-    result: str | None = None       # ok, error, unknown, already_gone, ...
+    action: str                     # an ``AuditAction``; str, so any stored row reads back
+    result: str | None = None       # an ``AuditResult``: ok, error, unknown, ...
     key_id: str | None = None
     fingerprint: str | None = None
     vault_version: int | None = None

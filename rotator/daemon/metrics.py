@@ -39,13 +39,12 @@ from prometheus_client.registry import Collector
 from rotator import __version__
 from rotator.adapters.clock import SystemClock
 from rotator.adapters.count.client import CallRecord
-from rotator.core.model import Rotation, Status, Step
+from rotator.core.model import Rotation, Status
 
 __all__ = ["DaemonMetrics", "drop_created_series", "failure_reason"]
 
 _SYSTEM_CLOCK = SystemClock()
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-_FAILING_STEPS = {Step.CREATE.value, Step.VERIFY.value, Step.STORE.value}
 
 
 def drop_created_series() -> None:
@@ -58,12 +57,16 @@ def drop_created_series() -> None:
 def failure_reason(rotation: Rotation, last_step: str) -> str:
     """A bounded label for why a rotation ended badly: the step where it went wrong.
 
-    A rollback's reason starts with the step that failed ("verify: ..."); a refusal
-    ends the rotation at the step that refused (plan: the Vault key does not work).
+    A rollback names the step whose action failed (create, verify or store), from its
+    ``Failure``; "other" when no one action failed (the new key's secret was lost too
+    often) or when the failure was read back from SQL, which keeps its text only. A
+    refusal ends the rotation at the step that refused (plan: the Vault key does not work).
     """
     if rotation.status is Status.ROLLED_BACK:
-        head = (rotation.reason or "").split(":", 1)[0]
-        return head if head in _FAILING_STEPS else "other"
+        failure = rotation.failure
+        if failure is None or failure.step is None or not failure.code.names_step:
+            return "other"
+        return failure.step.value
     return last_step
 
 

@@ -13,9 +13,10 @@ from dataclasses import replace
 from typing import TypeVar
 
 from rotator.core.errors import RotatorError
-from rotator.core.model import AuditEvent, EventKind, Rotation
+from rotator.core.model import AuditEvent, Rotation
 from rotator.core.ports import Clock, RotationRepository
-from rotator.engine.crashpoints import crash_point
+from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
+from rotator.engine.crashpoints import Moment, crash_point, effect_point
 
 __all__ = ["AuditTrail", "EffectResult"]
 
@@ -27,7 +28,7 @@ class EffectResult:
 
     __slots__ = ("detail", "key_id", "request_id", "result", "vault_version")
 
-    def __init__(self, *, result: str = "ok", key_id: str | None = None,
+    def __init__(self, *, result: AuditResult = AuditResult.OK, key_id: str | None = None,
                  request_id: str | None = None, vault_version: int | None = None,
                  detail: str | None = None) -> None:
         self.result = result
@@ -42,7 +43,8 @@ class AuditTrail:
         self._repo = repo
         self._clock = clock
 
-    def note(self, rotation: Rotation, action: str, *, result: str | None = "ok",
+    def note(self, rotation: Rotation, action: AuditAction, *,
+             result: AuditResult | None = AuditResult.OK,
              key_id: str | None = None, fingerprint: str | None = None,
              vault_version: int | None = None, request_id: str | None = None,
              detail: str | None = None) -> None:
@@ -53,7 +55,7 @@ class AuditTrail:
             detail=detail, at=self._clock.now(),
         ))
 
-    def side_effect(self, rotation: Rotation, action: str, fn: Callable[[], T],
+    def side_effect(self, rotation: Rotation, action: AuditAction, fn: Callable[[], T],
                     describe: Callable[[T], EffectResult], *, key_id: str | None = None,
                     fingerprint: str | None = None, vault_version: int | None = None,
                     detail: str | None = None) -> T:
@@ -64,12 +66,12 @@ class AuditTrail:
                           op_id=op_id, key_id=key_id, fingerprint=fingerprint,
                           vault_version=vault_version)
         self._repo.record(replace(base, detail=detail, at=self._clock.now()))
-        crash_point(f"{action}:before")
+        crash_point(effect_point(action, Moment.BEFORE))
         try:
             value = fn()
         except RotatorError as exc:
             self._repo.record(replace(
-                base, kind=EventKind.OUTCOME, result="error",
+                base, kind=EventKind.OUTCOME, result=AuditResult.ERROR,
                 request_id=exc.context.get("request_id"),
                 detail=f"{type(exc).__name__}: {exc}", at=self._clock.now()))
             raise
@@ -79,7 +81,7 @@ class AuditTrail:
             key_id=outcome.key_id or key_id,
             vault_version=outcome.vault_version or vault_version,
             request_id=outcome.request_id, detail=outcome.detail, at=self._clock.now()))
-        crash_point(f"{action}:after")
+        crash_point(effect_point(action, Moment.AFTER))
         return value
 
     def close_open_intents(self, rotation: Rotation) -> int:
@@ -88,7 +90,7 @@ class AuditTrail:
         for intent in dangling:
             self._repo.record(AuditEvent(
                 rotation_id=intent.rotation_id, target=intent.target, step=intent.step,
-                kind=EventKind.OUTCOME, action=intent.action, result="unknown",
+                kind=EventKind.OUTCOME, action=intent.action, result=AuditResult.UNKNOWN,
                 key_id=intent.key_id, fingerprint=intent.fingerprint, op_id=intent.op_id,
                 detail="the process stopped before recording the outcome; "
                        "the step reconciles from the provider and Vault",

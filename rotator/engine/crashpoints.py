@@ -5,6 +5,15 @@ Off unless ``ROTATOR_TEST_HOOKS=1``, so a production process never stops here.
 atexit, exactly what a power cut or an OOM kill does). ``ROTATOR_TEST_FAIL_AT=<point>``:
 the call at that point fails, every time, with the error ``fail_point`` is given (the way
 to reach a rollback that must restore Vault, which real servers will not produce on cue).
+
+The point names are test and operator vocabulary too, so they are built here from
+``rotator.core``'s words and nowhere else:
+
+    started                  a new rotation's row and its ``started`` note are written
+    <action>:before|after    around a side effect (``AuditAction``): after its intent row,
+                             after its outcome row
+    step:<step>              the rotation's new step is saved
+    read_back                (fail point) the read of Vault after the write
 """
 
 from __future__ import annotations
@@ -12,8 +21,28 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from enum import StrEnum
 
-__all__ = ["crash_point", "fail_point"]
+from rotator.core.model import Step
+from rotator.core.vocabulary import AuditAction
+
+__all__ = ["STARTED", "Moment", "crash_point", "effect_point", "fail_point", "step_point"]
+
+
+class Moment(StrEnum):
+    BEFORE = "before"   # the intent is recorded, the call not made
+    AFTER = "after"     # the call made and its outcome recorded
+
+
+STARTED = AuditAction.STARTED.value
+
+
+def effect_point(action: AuditAction, moment: Moment) -> str:
+    return f"{action.value}:{moment.value}"
+
+
+def step_point(step: Step) -> str:
+    return f"step:{step.value}"
 
 
 def crash_point(name: str) -> None:

@@ -27,8 +27,9 @@ from rotator.core.ports import (
 )
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.audit_trail import AuditTrail
-from rotator.engine.crashpoints import crash_point
+from rotator.engine.crashpoints import STARTED, crash_point, step_point
 from rotator.engine.steps import StepRunner
 from rotator.engine.unwind import Unwinder
 
@@ -90,6 +91,10 @@ class Runner:
         self._stopping = stopping
         self._fresh: dict[str, Secret] = {}
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
+        # Target -> the last state this process saved of its rotation. SQL keeps a failure
+        # as its text only, so a rollback blocked on an earlier run (the daemon's next
+        # sweep) gets its failure's fields back from here rather than by parsing the text.
+        self._saved: dict[str, Rotation] = {}
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
                grace: float | None = None, wait: bool = True,
@@ -118,7 +123,7 @@ class Runner:
         try:
             steps, unwind = self._workers(spec)
             cleaned, pending = unwind.cleanup(spec)
-            rot = self._repo.running_rotation(spec.name)
+            rot = self._own_state(spec, self._repo.running_rotation(spec.name))
             resumed = rot is not None and rot.rotation_id not in self._driven
             if rot is None:
                 if start_if is not None and not start_if():
@@ -176,11 +181,11 @@ class Runner:
             service_account=spec.service_account, trigger=trigger, actor=actor,
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now)
         self._repo.insert_rotation(rot)
-        self._trail.note(rot, "started", detail=f"{trigger} rotation by {actor}; "
+        self._trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
                                                 f"grace {rot.grace_seconds:g}s")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
-        crash_point("started")
+        crash_point(STARTED)
         return rot
 
     def _drive(self, rot: Rotation, spec: TargetSpec, steps: StepRunner, unwind: Unwinder,
@@ -204,9 +209,10 @@ class Runner:
             self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
             self._repo.save_rotation(new)
+            self._saved[new.target] = new
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
-            crash_point(f"step:{new.step.value}")
+            crash_point(step_point(new.step))
             if isinstance(outcome, m.RollbackBlocked):
                 blocked += 1
                 log.error("rollback_blocked", reason=outcome.reason, attempt=blocked)
@@ -222,7 +228,7 @@ class Runner:
     def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, steps: StepRunner,
                  unwind: Unwinder) -> m.Outcome:
         if action is m.Action.END_GRACE:
-            self._trail.note(rot, "grace_over", key_id=rot.old_key_id)
+            self._trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
             return m.GraceElapsed()
         handlers = {
             m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,
@@ -248,10 +254,25 @@ class Runner:
             raise LeaseHeld("lost the lease mid-rotation; another process took over",
                             target=spec.name)
 
+    def _own_state(self, spec: TargetSpec, stored: Rotation | None) -> Rotation | None:
+        """``stored``, with its failure's fields if this process saved exactly that state.
+
+        Equality leaves the unstored fields out, so another process's change since (a
+        replica took the rotation over) means the stored value, as SQL has it, wins.
+        """
+        saved = self._saved.get(spec.name)
+        if stored is None or saved != stored:
+            self._saved.pop(spec.name, None)
+            return stored
+        return saved
+
     def _finished(self, rot: Rotation, last_step: str) -> None:
         self._fresh.pop(rot.rotation_id, None)
+        self._saved.pop(rot.target, None)
         self._observer.rotation_finished(rot, last_step)
-        self._trail.note(rot, rot.status.value, result=rot.status.value,
+        # The last note is spelt as the final status, in both of its columns.
+        self._trail.note(rot, AuditAction(rot.status.value),
+                         result=AuditResult(rot.status.value),
                          key_id=rot.new_key_id, vault_version=rot.new_version,
                          detail=rot.reason)
         if rot.status is Status.COMPLETED:

@@ -8,13 +8,14 @@ from rotator.core.model import Rotation
 from rotator.core.ports import Clock, Deletion, KeyProvider, RotationRepository, SecretStore
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.audit_trail import AuditTrail, EffectResult
 
 __all__ = ["StepBase", "deletion_result"]
 
 
 def deletion_result(d: Deletion) -> EffectResult:
-    return EffectResult(result="already_gone" if d.already_gone else "ok",
+    return EffectResult(result=AuditResult.ALREADY_GONE if d.already_gone else AuditResult.OK,
                         key_id=d.key_id, request_id=d.request_id)
 
 
@@ -37,6 +38,6 @@ class StepBase:
     def _delete(self, rot: Rotation, spec: TargetSpec, key_id: str, why: str,
                 auth: Secret) -> Deletion:
         return self._trail.side_effect(
-            rot, "delete_key",
+            rot, AuditAction.DELETE_KEY,
             lambda: self._provider.delete_key(spec.service_account, key_id, auth),
             deletion_result, key_id=key_id, detail=why)

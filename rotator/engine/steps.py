@@ -20,10 +20,11 @@ from rotator.core.errors import (
     Unauthorized,
     VaultUnavailable,
 )
-from rotator.core.model import KeyRecord, Rotation, key_name
+from rotator.core.model import FailureCode, KeyRecord, Rotation, key_name
 from rotator.core.ports import NewKey
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey, vault_metadata
 from rotator.engine.audit_trail import EffectResult
 from rotator.engine.crashpoints import fail_point
 from rotator.engine.step_base import StepBase
@@ -41,25 +42,29 @@ class StepRunner(StepBase):
         try:
             current = self._store.read_current(spec.ref)
         except SecretNotFound as exc:
-            return m.Refused(f"no key in Vault to rotate: {exc}")
+            return m.Refused(f"no key in Vault to rotate: {exc}", FailureCode.NO_CURRENT_KEY)
         except RotatorError as exc:
-            return m.Refused(f"cannot read Vault: {exc}")
+            return m.Refused(f"cannot read Vault: {exc}", FailureCode.VAULT_UNREADABLE)
         try:
             who = self._provider.whoami(current.secret)
         except Unauthorized:
             log.error("vault_key_does_not_authenticate", vault_version=current.version)
             return m.Refused(
                 f"the key in Vault (version {current.version}) does not authenticate at the "
-                "provider; refusing to rotate: fix or re-seed it first")
+                "provider; refusing to rotate: fix or re-seed it first",
+                FailureCode.CURRENT_KEY_REJECTED)
         except RotatorError as exc:
-            return m.Refused(f"cannot probe the current key: {exc}")
+            return m.Refused(f"cannot probe the current key: {exc}",
+                             FailureCode.CURRENT_KEY_UNPROBED)
         if who.service_account_id != spec.service_account:
             return m.Refused(f"the key in Vault belongs to service account "
-                             f"{who.service_account_id}, not {spec.service_account}")
-        recorded = current.custom_metadata.get("rotator_key_id")
+                             f"{who.service_account_id}, not {spec.service_account}",
+                             FailureCode.WRONG_ACCOUNT)
+        recorded = current.custom_metadata.get(VaultMetadataKey.KEY_ID)
         detail = None if recorded in (None, who.key_id) else (
             f"Vault metadata names key {recorded}; the probe says {who.key_id}")
-        self._trail.note(rot, "plan", key_id=who.key_id, fingerprint=current.secret.fingerprint,
+        self._trail.note(rot, AuditAction.PLAN, key_id=who.key_id,
+                         fingerprint=current.secret.fingerprint,
                          vault_version=current.version, request_id=who.request_id,
                          detail=detail)
         return m.Planned(old_key_id=who.key_id, old_version=current.version)
@@ -81,13 +86,13 @@ class StepRunner(StepBase):
                 new = self._create_when_full(rot, spec, name, auth, keys)
             self._delete_duplicates(rot, spec, name, new.key_id, auth)
         except RotatorError as exc:
-            return m.StepFailed(f"{type(exc).__name__}: {exc}")
+            return m.StepFailed(f"{type(exc).__name__}: {exc}", FailureCode.CREATE_FAILED)
         self._fresh[rot.rotation_id] = new.secret
         return m.KeyCreated(key_id=new.key_id, fingerprint=new.secret.fingerprint)
 
     def _create(self, rot: Rotation, spec: TargetSpec, name: str, auth: Secret) -> NewKey:
         return self._trail.side_effect(
-            rot, "create_key",
+            rot, AuditAction.CREATE_KEY,
             lambda: self._provider.create_key(spec.service_account, name, auth),
             lambda k: EffectResult(key_id=k.key_id, request_id=k.request_id,
                                    detail=f"name {name}; fingerprint {k.secret.fingerprint}"),
@@ -133,28 +138,32 @@ class StepRunner(StepBase):
             except TransientError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             except PermanentError as exc:
-                return m.StepFailed(f"probe failed: {exc}")
+                return m.StepFailed(f"probe failed: {exc}", FailureCode.PROBE_FAILED)
             else:
                 if (who.service_account_id, who.key_id) != (spec.service_account,
                                                              rot.new_key_id):
                     return m.StepFailed(
                         f"new key authenticates as {who.service_account_id}/{who.key_id}, "
-                        f"expected {spec.service_account}/{rot.new_key_id}")
-                self._trail.note(rot, "probe", key_id=rot.new_key_id,
+                        f"expected {spec.service_account}/{rot.new_key_id}",
+                        FailureCode.WRONG_IDENTITY)
+                self._trail.note(rot, AuditAction.PROBE, key_id=rot.new_key_id,
                                  fingerprint=rot.new_fingerprint, request_id=who.request_id,
                                  detail=f"authenticated after {attempts} probe(s)")
                 return m.Verified()
             remaining = deadline - self._clock.now().timestamp()
             if remaining <= 0:
-                self._trail.note(rot, "probe", result="error", key_id=rot.new_key_id,
+                self._trail.note(rot, AuditAction.PROBE, result=AuditResult.ERROR,
+                                 key_id=rot.new_key_id,
                                  detail=f"{attempts} probe(s) failed; last: {last}")
                 return m.StepFailed(f"new key did not authenticate within "
-                                    f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})")
+                                    f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})",
+                                    FailureCode.NEVER_AUTHENTICATED)
             self._clock.sleep(min(wait, remaining))
             wait = min(wait * 2, _PROBE_BACKOFF_CAP)
 
     def discard(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
-        self._trail.note(rot, "secret_lost", result="unknown", key_id=rot.new_key_id,
+        self._trail.note(rot, AuditAction.SECRET_LOST, result=AuditResult.UNKNOWN,
+                         key_id=rot.new_key_id,
                          detail="restarted after create: the new key's secret is gone; "
                                 "it will be deleted and a new key created")
         return m.SecretLost()
@@ -163,32 +172,33 @@ class StepRunner(StepBase):
     def store(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
         secret = self._fresh[rot.rotation_id]
         assert rot.old_version is not None and rot.new_key_id is not None
-        metadata = {
-            "rotator_key_id": rot.new_key_id,
-            "rotator_rotation_id": rot.rotation_id,
-            "rotator_created_at": self._clock.now().isoformat(timespec="seconds"),
-            "rotator_fingerprint": secret.fingerprint,
-        }
+        metadata = vault_metadata(
+            key_id=rot.new_key_id, rotation_id=rot.rotation_id,
+            created_at=self._clock.now().isoformat(timespec="seconds"),
+            fingerprint=secret.fingerprint)
         try:
             version = self._trail.side_effect(
-                rot, "vault_write",
+                rot, AuditAction.VAULT_WRITE,
                 lambda: self._store.write(spec.ref, secret, rot.old_version or 0, metadata),
                 lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
                 key_id=rot.new_key_id, fingerprint=secret.fingerprint,
                 vault_version=rot.old_version, detail=f"check-and-set on {rot.old_version}")
-            fail_point("read_back", VaultUnavailable)
+            fail_point(AuditAction.READ_BACK.value, VaultUnavailable)
             back = self._store.read_current(spec.ref)
         except CasConflict as exc:
-            return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}")
+            return m.StepFailed(f"Vault changed since plan (check-and-set lost): {exc}",
+                                FailureCode.CAS_LOST)
         except RotatorError as exc:
-            return m.StepFailed(f"{type(exc).__name__}: {exc}")
+            return m.StepFailed(f"{type(exc).__name__}: {exc}", FailureCode.STORE_FAILED)
         same = back.version == version and back.secret.fingerprint == secret.fingerprint
-        self._trail.note(rot, "read_back", result="ok" if same else "error",
+        self._trail.note(rot, AuditAction.READ_BACK,
+                         result=AuditResult.OK if same else AuditResult.ERROR,
                          key_id=rot.new_key_id, fingerprint=back.secret.fingerprint,
                          vault_version=back.version)
         if not same:
             return m.StepFailed(f"read-back of Vault version {back.version} does not match "
-                                f"the key written as version {version}")
+                                f"the key written as version {version}",
+                                FailureCode.READ_BACK_MISMATCH)
         self._fresh.pop(rot.rotation_id, None)
         return m.Stored(version=version)
 
@@ -196,9 +206,10 @@ class StepRunner(StepBase):
         try:
             current = self._store.read_current(spec.ref)
         except RotatorError as exc:
-            return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}")
+            return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}",
+                                FailureCode.STORE_UNKNOWN)
         if m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
-            self._trail.note(rot, "read_back", key_id=rot.new_key_id,
+            self._trail.note(rot, AuditAction.READ_BACK, key_id=rot.new_key_id,
                              fingerprint=current.secret.fingerprint,
                              vault_version=current.version,
                              detail="resumed: the interrupted Vault write had landed")

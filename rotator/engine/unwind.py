@@ -13,6 +13,7 @@ from rotator.core.errors import CasConflict, PermanentError, RotatorError, Secre
 from rotator.core.model import Rotation, key_name
 from rotator.core.ports import PendingCleanup
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey, vault_metadata
 from rotator.engine.audit_trail import EffectResult
 from rotator.engine.step_base import StepBase, deletion_result
 
@@ -34,7 +35,7 @@ class Unwinder(StepBase):
         try:
             auth = self._auth(spec)
             gone = self._trail.side_effect(
-                rot, "revoke_key",
+                rot, AuditAction.REVOKE_KEY,
                 lambda: self._provider.delete_key(spec.service_account, rot.old_key_id or "",
                                                   auth),
                 deletion_result, key_id=rot.old_key_id,
@@ -57,8 +58,8 @@ class Unwinder(StepBase):
         self._repo.add_cleanup(PendingCleanup(
             target=rot.target, service_account=spec.service_account, key_id=rot.old_key_id,
             rotation_id=rot.rotation_id, reason=why), self._clock.now())
-        self._trail.note(rot, "cleanup_queued", result="deferred", key_id=rot.old_key_id,
-                         detail=why)
+        self._trail.note(rot, AuditAction.CLEANUP_QUEUED, result=AuditResult.DEFERRED,
+                         key_id=rot.old_key_id, detail=why)
         log.warning("revoke_deferred", key_id=rot.old_key_id, reason=why)
         return m.RevokeDeferred(why)
 
@@ -106,20 +107,17 @@ class Unwinder(StepBase):
         except RotatorError as exc:
             return m.RollbackBlocked(f"cannot read Vault: {exc}")
         if not m.vault_holds_new_key(rot, current.version, current.secret.fingerprint,
-                                     current.custom_metadata.get("rotator_rotation_id")):
+                                     current.custom_metadata.get(VaultMetadataKey.ROTATION_ID)):
             return None
         assert rot.old_version is not None
         try:
             old = self._store.read_version(spec.ref, rot.old_version)
             self._trail.side_effect(
-                rot, "vault_restore",
-                lambda: self._store.write(spec.ref, old.secret, current.version, {
-                    "rotator_key_id": rot.old_key_id or "",
-                    "rotator_rotation_id": rot.rotation_id,
-                    "rotator_created_at": self._clock.now().isoformat(timespec="seconds"),
-                    "rotator_fingerprint": old.secret.fingerprint,
-                    "rotator_restored_from": str(rot.old_version),
-                }),
+                rot, AuditAction.VAULT_RESTORE,
+                lambda: self._store.write(spec.ref, old.secret, current.version, vault_metadata(
+                    key_id=rot.old_key_id or "", rotation_id=rot.rotation_id,
+                    created_at=self._clock.now().isoformat(timespec="seconds"),
+                    fingerprint=old.secret.fingerprint, restored_from=str(rot.old_version))),
                 lambda v: EffectResult(vault_version=v, key_id=rot.old_key_id),
                 key_id=rot.old_key_id, fingerprint=old.secret.fingerprint,
                 vault_version=current.version,
@@ -149,7 +147,8 @@ class Unwinder(StepBase):
                 # rotation, which no resume will visit: close it before trying again.
                 self._trail.close_open_intents(rot)
             if item.key_id == served:
-                self._trail.note(rot, "cleanup_key", result="kept", key_id=item.key_id,
+                self._trail.note(rot, AuditAction.CLEANUP_KEY, result=AuditResult.KEPT,
+                                 key_id=item.key_id,
                                  detail="queued for deletion, but Vault serves it: kept")
                 self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now())
                 continue
@@ -165,6 +164,6 @@ class Unwinder(StepBase):
     def _cleanup_one(self, rot: Rotation, spec: TargetSpec, item: PendingCleanup) -> None:
         auth = self._auth(spec)
         self._trail.side_effect(
-            rot, "cleanup_key",
+            rot, AuditAction.CLEANUP_KEY,
             lambda: self._provider.delete_key(item.service_account, item.key_id, auth),
             deletion_result, key_id=item.key_id, detail=f"queued: {item.reason}")

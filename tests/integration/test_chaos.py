@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from rotator.core.model import EventKind, Status
+from rotator.core.model import Status
+from rotator.core.vocabulary import EventKind
 from rotator.emulator import Emulator
 from tests.integration.daemon_process import Daemon, daemon_config, wait_for
 from tests.integration.persistent_vault import PersistentVault

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rotator.core.model import EventKind
+from rotator.core.vocabulary import EventKind
 from tests.integration.conftest import MakeWorld
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ import hvac
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
-from rotator.core.model import EventKind, Rotation
+from rotator.core.model import Rotation
+from rotator.core.vocabulary import EventKind
 from rotator.emulator import Emulator, SeededAccount
 
 CONFIG = """\

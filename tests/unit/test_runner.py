@@ -8,10 +8,11 @@ from dataclasses import asdict
 import pytest
 
 from rotator.core.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
-from rotator.core.model import AuditEvent, EventKind, Status, Step
+from rotator.core.model import AuditEvent, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
 from tests.fakes import Crash, FakeClock, FakeProvider, FakeStore, MemoryRepository
 

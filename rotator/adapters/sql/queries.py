@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, RowMapping, func, select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
-from rotator.core.model import EventKind, Rotation, ScheduleFacts, Status, Step, StoredEvent
+from rotator.core.model import Rotation, ScheduleFacts, Status, Step, StoredEvent
 from rotator.core.ports import PendingCleanup
+from rotator.core.vocabulary import EventKind
 
 __all__ = [
     "all_running",

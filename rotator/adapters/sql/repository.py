@@ -24,8 +24,9 @@ from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
 from rotator.adapters.sql.queries import rotation_from_row
 from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
 from rotator.core.errors import LeaseHeld
-from rotator.core.model import AuditEvent, EventKind, Rotation, ScheduleFacts, Status, StoredEvent
+from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
 from rotator.core.ports import PendingCleanup
+from rotator.core.vocabulary import EventKind
 
 __all__ = ["SqlRepository"]
 
@@ -144,7 +145,10 @@ class SqlRepository:
         """Append one audit row; ``at`` defaults to now (UTC)."""
         values = {
             "rotation_id": event.rotation_id, "target": event.target, "step": event.step,
-            "kind": str(event.kind), "action": event.action, "result": event.result,
+            # Plain text: the vocabulary's members are str subclasses, and a driver's
+            # adapter might spell an enum by its name rather than its value.
+            "kind": str(event.kind), "action": str(event.action),
+            "result": None if event.result is None else str(event.result),
             "key_id": event.key_id, "fingerprint": event.fingerprint,
             "vault_version": event.vault_version, "request_id": event.request_id,
             "op_id": event.op_id, "detail": event.detail, "at": event.at or self._clock(),
