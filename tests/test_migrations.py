@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from rotator.adapters.sql import schema, tables
+from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
     MIGRATIONS_DIR,
     alembic_config,
@@ -24,6 +26,7 @@ from rotator.adapters.sql.schema import (
     upgrade,
 )
 from rotator.core.errors import SchemaError
+from rotator.core.model import Status
 from tests.support import DATABASE_ONLY_CONFIG
 
 ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
@@ -32,8 +35,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -70,7 +73,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0001"
+    assert head_revision() == "0002"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -134,6 +137,33 @@ def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
         engine.dispose()
 
 
+def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+            # A rolled-back rotation as 0001 stored it: its failure is the reason text.
+            conn.execute(text(
+                "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
+                " grace_seconds, started_at, step, status, reason, recreate_count)"
+                " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
+                " 'rolled_back', 'verify: x; rollback blocked: y', 0)"),
+                {"at": datetime(2026, 11, 1, tzinfo=UTC)})
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        check_schema(engine)
+        read = SqlRepository(engine).get_rotation("rot_1")
+        assert read is not None and read.status is Status.ROLLED_BACK
+        assert (read.reason, read.failure, read.rollback_blocked) == (
+            "verify: x; rollback blocked: y", None, None)
+    finally:
+        engine.dispose()
+
+
 def test_migrations_match_the_tables_module(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     try:
@@ -167,15 +197,15 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0002_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0003_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0001, this rotator needs 0002: run `rotator db upgrade`$",
+        match=r"^database schema is at 0002, this rotator needs 0003: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0002"
+    assert upgrade(migrated_url) == "0003"
     _check(migrated_url)
 
 

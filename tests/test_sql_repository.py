@@ -14,7 +14,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from rotator.adapters.sql import SqlRepository
 from rotator.adapters.sql.tables import leases
 from rotator.core.errors import LeaseHeld
-from rotator.core.model import AuditEvent, Rotation, Status, Step, StoredEvent
+from rotator.core.model import (
+    AuditEvent,
+    Failure,
+    FailureCode,
+    Rotation,
+    Status,
+    Step,
+    StoredEvent,
+)
 from rotator.core.ports import PendingCleanup, RotationRepository
 from rotator.core.vocabulary import EventKind
 
@@ -63,6 +71,31 @@ def test_rotation_round_trip_with_every_field(repository: SqlRepository) -> None
     repository.save_rotation(done)
     assert repository.get_rotation("r1") == done
     assert repository.get_rotation("nope") is None
+
+
+def test_a_failure_round_trips_as_fields(repository: SqlRepository) -> None:
+    rot = rotation(
+        step=Step.ROLLBACK, rollback_blocked="cannot read Vault: down",
+        failure=Failure(Step.STORE, FailureCode.STORE_FAILED, "VaultUnavailable: down"),
+        reason="store: VaultUnavailable: down; rollback blocked: cannot read Vault: down")
+    repository.insert_rotation(rot)
+    assert repository.get_rotation(rot.rotation_id) == rot
+    refused = rotation("rot_2", target="other", status=Status.FAILED, step=Step.DONE,
+                       reason="dead", failure=Failure(None, FailureCode.UNRECORDED, "dead"))
+    repository.insert_rotation(refused)
+    assert repository.get_rotation("rot_2") == refused
+
+
+def test_a_row_from_before_the_failure_fields_has_its_text_only(
+        repository: SqlRepository) -> None:
+    rot = rotation(status=Status.ROLLED_BACK, step=Step.DONE,
+                   reason="verify: x; rollback blocked: y")
+    repository.insert_rotation(rot)
+    with repository.engine.begin() as conn:
+        assert conn.execute(text("SELECT failure_code, rollback_blocked FROM rotations"))\
+            .one() == (None, None)
+    read = repository.get_rotation(rot.rotation_id)
+    assert read is not None and read.failure is None and read.reason == rot.reason
 
 
 def test_naive_datetimes_are_refused(repository: SqlRepository) -> None:

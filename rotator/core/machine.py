@@ -231,7 +231,7 @@ def _fail(rotation: Rotation, failure: Failure, now: datetime) -> Rotation:
 
 
 def _failure_of(rotation: Rotation) -> Failure:
-    """The rotation's failure; one read back from SQL is known by its whole text only."""
+    """The rotation's failure; a row from before the fields were stored has its text only."""
     if rotation.failure is not None:
         return rotation.failure
     return Failure.unrecorded(rotation.reason or "rolled back")

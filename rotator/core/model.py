@@ -1,8 +1,7 @@
 """Value objects of a rotation: its steps, its status, its persisted state, audit events.
 
-A ``Rotation`` is what SQL stores about one rotation, plus the fields of its failure,
-which SQL keeps only as the ``reason`` text (they do not take part in equality); it never
-holds a secret (key ids and fingerprints only). The in-memory secret of a freshly created
+A ``Rotation`` is exactly what SQL stores about one rotation; it never holds a secret
+(key ids and fingerprints only). The in-memory secret of a freshly created
 key lives in the runner, which is why a resumed rotation may have to discard and
 recreate its key. The audit trail's words (``EventKind``, actions, results) live in
 ``rotator.core.vocabulary``.
@@ -15,7 +14,7 @@ and nothing reads that text back.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -82,7 +81,7 @@ class FailureCode(StrEnum):
     STORE_UNKNOWN = "store_unknown"
     # not one action's failure
     SECRET_LOST_TOO_OFTEN = "secret_lost_too_often"  # noqa: S105  (restarts before store)
-    UNRECORDED = "unrecorded"      # read back from SQL, which keeps only the text
+    UNRECORDED = "unrecorded"      # a row from before failures were stored as fields
 
     @property
     def names_step(self) -> bool:
@@ -146,9 +145,10 @@ class Rotation:
     finished_at: datetime | None = None
     reason: str | None = None    # the words of ``failure`` (``reason_text``), or a note
     recreate_count: int = 0
-    # Not stored: ``reason`` is. Set when this process saw the failure happen.
-    failure: Failure | None = field(default=None, compare=False)
-    rollback_blocked: str | None = field(default=None, compare=False)
+    # ``reason`` is composed from these; a row from before they were stored has the text
+    # only (``failure`` None), and is worded by that text whole.
+    failure: Failure | None = None
+    rollback_blocked: str | None = None     # why the rollback cannot finish yet
 
     @property
     def is_terminal(self) -> bool:

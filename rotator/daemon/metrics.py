@@ -59,7 +59,7 @@ def failure_reason(rotation: Rotation, last_step: str) -> str:
 
     A rollback names the step whose action failed (create, verify or store), from its
     ``Failure``; "other" when no one action failed (the new key's secret was lost too
-    often) or when the failure was read back from SQL, which keeps its text only. A
+    often) or the row predates stored failure fields (it has the text only). A
     refusal ends the rotation at the step that refused (plan: the Vault key does not work).
     """
     if rotation.status is Status.ROLLED_BACK:

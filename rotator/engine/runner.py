@@ -91,10 +91,6 @@ class Runner:
         self._stopping = stopping
         self._fresh: dict[str, Secret] = {}
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
-        # Target -> the last state this process saved of its rotation. SQL keeps a failure
-        # as its text only, so a rollback blocked on an earlier run (the daemon's next
-        # sweep) gets its failure's fields back from here rather than by parsing the text.
-        self._saved: dict[str, Rotation] = {}
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
                grace: float | None = None, wait: bool = True,
@@ -123,7 +119,7 @@ class Runner:
         try:
             steps, unwind = self._workers(spec)
             cleaned, pending = unwind.cleanup(spec)
-            rot = self._own_state(spec, self._repo.running_rotation(spec.name))
+            rot = self._repo.running_rotation(spec.name)
             resumed = rot is not None and rot.rotation_id not in self._driven
             if rot is None:
                 if start_if is not None and not start_if():
@@ -209,7 +205,6 @@ class Runner:
             self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
             self._repo.save_rotation(new)
-            self._saved[new.target] = new
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))
@@ -254,21 +249,8 @@ class Runner:
             raise LeaseHeld("lost the lease mid-rotation; another process took over",
                             target=spec.name)
 
-    def _own_state(self, spec: TargetSpec, stored: Rotation | None) -> Rotation | None:
-        """``stored``, with its failure's fields if this process saved exactly that state.
-
-        Equality leaves the unstored fields out, so another process's change since (a
-        replica took the rotation over) means the stored value, as SQL has it, wins.
-        """
-        saved = self._saved.get(spec.name)
-        if stored is None or saved != stored:
-            self._saved.pop(spec.name, None)
-            return stored
-        return saved
-
     def _finished(self, rot: Rotation, last_step: str) -> None:
         self._fresh.pop(rot.rotation_id, None)
-        self._saved.pop(rot.target, None)
         self._observer.rotation_finished(rot, last_step)
         # The last note is spelt as the final status, in both of its columns.
         self._trail.note(rot, AuditAction(rot.status.value),

@@ -70,11 +70,6 @@ def test_a_blocked_rollback_replaces_its_suffix_without_reading_the_text() -> No
     assert done.reason == again.reason and done.failure == failing.failure
 
 
-def test_the_fields_are_not_part_of_what_sql_stores() -> None:
-    failing = m.advance(rot(Step.STORE), m.StepFailed("x"), T0)
-    assert failing == failing.evolve(failure=None, rollback_blocked=None)
-
-
 def test_metrics_take_the_step_from_the_failure_not_from_the_text() -> None:
     # The text says verify; the field says store: the field wins, nothing is parsed.
     rolled = rot(Step.DONE, status=Status.ROLLED_BACK, reason="verify: x",
@@ -82,14 +77,14 @@ def test_metrics_take_the_step_from_the_failure_not_from_the_text() -> None:
     assert failure_reason(rolled, "rollback") == "store"
     gave_up = rolled.evolve(failure=Failure(Step.VERIFY, FailureCode.SECRET_LOST_TOO_OFTEN, "x"))
     assert failure_reason(gave_up, "rollback") == "other"
-    # Read back from SQL by a process that did not see the failure: only text, "other".
+    # A row written before failures were stored as fields has the text only: "other".
     assert failure_reason(rolled.evolve(failure=None), "rollback") == "other"
     refused = rot(Step.DONE, status=Status.FAILED, reason="dead")
     assert failure_reason(refused, "plan") == "plan"
 
 
-def test_one_runner_keeps_a_blocked_rollbacks_fields_across_its_runs() -> None:
-    """The daemon's case: a rollback blocked on one sweep is resumed by the next one."""
+def test_another_process_resumes_a_blocked_rollback_from_its_stored_fields() -> None:
+    """A replica or a restart takes over a blocked rollback: no runner state carries it."""
     w = World()
     w.store.fail["write"] = VaultUnavailable("down")
     real_write = w.store.write
@@ -99,18 +94,15 @@ def test_one_runner_keeps_a_blocked_rollbacks_fields_across_its_runs() -> None:
         return real_write(*args, **kw)  # type: ignore[arg-type]
 
     w.store.write = write_then_outage  # type: ignore[method-assign]
-    runner = w.runner()
-    first = runner.rotate(w.spec, wait=False).rotation
+    first = w.runner().rotate(w.spec, wait=False).rotation
     assert first.step is Step.ROLLBACK
-    # What SQL gives back holds the text only; the runner has the fields.
-    w.repo.by_id[first.rotation_id] = first.evolve(failure=None, rollback_blocked=None)
-    second = runner.rotate(w.spec, wait=False).rotation
+    second = w.runner().rotate(w.spec, wait=False).rotation   # a new process
     assert second.reason == first.reason == (
         "store: VaultUnavailable: down; rollback blocked: cannot read Vault: down")
     assert second.failure == Failure(Step.STORE, FailureCode.STORE_FAILED,
                                      "VaultUnavailable: down")
     del w.store.fail["read"]
     del w.store.fail["write"]
-    done = runner.rotate(w.spec).rotation
+    done = w.runner().rotate(w.spec).rotation
     assert done.status is Status.ROLLED_BACK and done.reason == first.reason
     assert failure_reason(done, "rollback") == "store"

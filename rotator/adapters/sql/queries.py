@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, RowMapping, func, select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
-from rotator.core.model import Rotation, ScheduleFacts, Status, Step, StoredEvent
+from rotator.core.model import (
+    Failure,
+    FailureCode,
+    Rotation,
+    ScheduleFacts,
+    Status,
+    Step,
+    StoredEvent,
+)
 from rotator.core.ports import PendingCleanup
 from rotator.core.vocabulary import EventKind
 
@@ -51,7 +59,17 @@ def rotation_from_row(row: RowMapping) -> Rotation:
         finished_at=row["finished_at"],
         reason=row["reason"],
         recreate_count=row["recreate_count"],
+        failure=_failure_from_row(row),
+        rollback_blocked=row["rollback_blocked"],
     )
+
+
+def _failure_from_row(row: RowMapping) -> Failure | None:
+    if row["failure_code"] is None:
+        return None   # no failure, or a row from before the fields were stored
+    step = row["failure_step"]
+    return Failure(None if step is None else Step(step), FailureCode(row["failure_code"]),
+                   row["failure_message"] or "")
 
 
 def event_from_row(row: RowMapping) -> StoredEvent:

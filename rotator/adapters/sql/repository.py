@@ -54,7 +54,18 @@ def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
         "finished_at": rotation.finished_at,
         "reason": rotation.reason,
         "recreate_count": rotation.recreate_count,
+        **_failure_values(rotation),
         "updated_at": now,
+    }
+
+
+def _failure_values(rotation: Rotation) -> dict[str, Any]:
+    failure = rotation.failure
+    return {
+        "failure_step": None if failure is None or failure.step is None else str(failure.step),
+        "failure_code": None if failure is None else str(failure.code),
+        "failure_message": None if failure is None else failure.message,
+        "rollback_blocked": rotation.rollback_blocked,
     }
 
 

@@ -102,6 +102,11 @@ rotations = Table(
     Column("finished_at", UtcDateTime),
     Column("reason", Text),
     Column("recreate_count", Integer, nullable=False, server_default=text("0")),
+    # The failure behind ``reason``, as fields (revision 0002); NULL on older rows.
+    Column("failure_step", String(32)),
+    Column("failure_code", String(64)),
+    Column("failure_message", Text),
+    Column("rollback_blocked", Text),
     Column("updated_at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
     CheckConstraint(
         "status IN ('running', 'completed', 'rolled_back', 'failed')",
