@@ -6,15 +6,30 @@ import re
 
 from pydantic import ValidationError
 
-__all__ = ["problems_by_key"]
+__all__ = ["KeyedProblem", "problems_by_key"]
+
+
+class KeyedProblem(ValueError):
+    """A cross-field problem that belongs to a key deeper than the validator's own.
+
+    Raised inside a validator, it reaches ``problems_by_key`` as itself (pydantic keeps
+    the exception in the error's context), so its key and message are read as fields.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
 
 def problems_by_key(exc: ValidationError, text: str) -> dict[str, str]:
     problems: dict[str, str] = {}
     for err in exc.errors():
         loc = _key_path(err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if "::" in msg:
-            key, msg = msg.split("::", 1)
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, KeyedProblem):
+            key, msg = cause.key, cause.message
         else:
             key = ".".join(loc) or "(top level)"
         if err["type"] == "extra_forbidden":

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from rotator.config.base import Duration, Frozen, check_url, refuse_plain_http
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
-from rotator.config.locate import problems_by_key
+from rotator.config.locate import KeyedProblem, problems_by_key
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
 from rotator.core.errors import ConfigError, UsageError
@@ -174,11 +174,11 @@ class Config(Frozen):
     def _targets_name_providers(self) -> Config:
         for name, target in self.targets.items():
             if not _TARGET_NAME.match(name):
-                raise _KeyedError(f"targets.{name}", "a target name is 1-100 letters, digits, "
+                raise KeyedProblem(f"targets.{name}", "a target name is 1-100 letters, digits, "
                                   "'_', '.' or '-', starting with a letter or digit")
             if target.provider not in self.providers:
                 known = ", ".join(sorted(self.providers)) or "none"
-                raise _KeyedError(f"targets.{name}.provider",
+                raise KeyedProblem(f"targets.{name}.provider",
                                   f"unknown provider {target.provider!r} (configured: {known})")
         return self
 
@@ -205,13 +205,6 @@ class Config(Frozen):
 
     def schedule_for(self, target: str) -> Schedule:
         return resolve_schedule(self.defaults.schedule, self.target(target).schedule)
-
-
-class _KeyedError(ValueError):
-    """A cross-field problem that belongs to one key deeper than the validator's own."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}::{message}")
 
 
 def load_config(path: str | Path) -> Config:
