@@ -42,6 +42,7 @@ from rotator.adapters.count.wire import (
     interpret,
     read_body,
 )
+from rotator.adapters.http import count_client
 from rotator.adapters.retry import call_with_retry
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
@@ -137,14 +138,9 @@ class CountProvider:
         self._now = now
         self._resume_at: dict[str, float] = {}   # bearer fingerprint -> monotonic deadline
         self._lock = threading.Lock()
-        tls: bool | ssl.SSLContext = verify if isinstance(verify, bool) else True
-        if isinstance(verify, str) and transport is None:
-            tls = _ca_bundle(verify)
-        self._client = httpx.Client(
-            base_url=base_url, timeout=httpx.Timeout(timeout), transport=transport,
-            verify=tls, follow_redirects=False,
-            headers={"User-Agent": user_agent, "Accept": "application/json"},
-        )
+        self._client = count_client(
+            base_url=base_url, timeout=timeout, verify=verify, transport=transport,
+            headers={"User-Agent": user_agent, "Accept": "application/json"})
 
     def close(self) -> None:
         self._client.close()
@@ -291,13 +287,3 @@ def _certificate_refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _ca_bundle(path: str) -> ssl.SSLContext:
-    problem = None
-    try:
-        return ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError) as exc:
-        problem = type(exc).__name__
-    raise ConfigError("cannot load the CA bundle for Count", key="verify", path=path,
-                      error=problem)

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar
 
-import hvac
 import requests
 from hvac import exceptions as hvac_errors
 
+from rotator.adapters.http import vault_client
 from rotator.adapters.retry import call_with_retry
 from rotator.adapters.vault.errors import StatusAdapter, translate
 from rotator.config.retry import RetryPolicy
@@ -126,11 +126,8 @@ class VaultSession:
         self._retry = retry
         self._sleep = sleep
         self._lock = threading.Lock()
-        # token="" rather than None: hvac would read VAULT_TOKEN or ~/.vault-token.
-        self.client = hvac.Client(
-            url=url, token="", verify=verify, namespace=namespace, adapter=StatusAdapter,
-            timeout=timeout,  # type: ignore[arg-type]  # requests takes a float; stub says int
-        )
+        self.client = vault_client(url=url, verify=verify, namespace=namespace,
+                                   timeout=timeout, adapter=StatusAdapter)
         self._logged_in = isinstance(auth, TokenAuth)
         if isinstance(auth, TokenAuth):
             self.client.token = auth.token.reveal()
