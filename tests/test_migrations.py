@@ -5,14 +5,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
 from rotator.adapters.sql import schema, tables
 from rotator.adapters.sql.repository import SqlRepository
@@ -121,17 +123,20 @@ def test_an_unreachable_database_is_exit_3_without_a_traceback(
     assert "rotator: database error: OperationalError" in err and "Traceback" not in err
 
 
+def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    """Run an Alembic command to ``revision`` in one transaction of ``engine``."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        step(cfg, revision)
+
+
 def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     try:
-        cfg = alembic_config()
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "base")
+        _migrate(engine, command.downgrade, "base")
         assert ROTATOR_TABLES.isdisjoint(inspect(engine).get_table_names())
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        _migrate(engine, command.upgrade, "head")
         check_schema(engine)
     finally:
         engine.dispose()
@@ -141,10 +146,8 @@ def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
         database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        cfg = alembic_config()
+        _migrate(engine, command.upgrade, "0001")
         with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0001")
             # A rolled-back rotation as 0001 stored it: its failure is the reason text.
             conn.execute(text(
                 "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
@@ -152,9 +155,7 @@ def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
                 " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
                 " 'rolled_back', 'verify: x; rollback blocked: y', 0)"),
                 {"at": datetime(2026, 11, 1, tzinfo=UTC)})
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        _migrate(engine, command.upgrade, "head")
         check_schema(engine)
         read = SqlRepository(engine).get_rotation("rot_1")
         assert read is not None and read.status is Status.ROLLED_BACK
