@@ -19,12 +19,12 @@ from sqlalchemy import Engine, inspect, text
 from rotator.adapters.sql import schema, tables
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
-    MIGRATIONS_DIR,
     alembic_config,
     check_schema,
     current_revision,
     head_revision,
     make_engine,
+    migrations_dir,
     upgrade,
 )
 from rotator.core.errors import SchemaError
@@ -73,8 +73,8 @@ def _check(url: str) -> None:
 
 
 def test_migrations_dir_is_found_from_the_package() -> None:
-    assert (MIGRATIONS_DIR / "env.py").is_file()
-    assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert (migrations_dir() / "env.py").is_file()
+    assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
     assert head_revision() == "0002"
 
 
@@ -197,7 +197,7 @@ def test_check_schema_refuses_an_older_revision(
     migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     newer = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
     (newer / "versions" / "0003_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
     assert head_revision() == "0003"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from rotator.adapters.sql.backend import backend, is_sqlite
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
-    MIGRATIONS_DIR,
     check_schema,
     current_revision,
     head_revision,
@@ -20,7 +19,6 @@ from rotator.adapters.sql.schema import (
 )
 
 __all__ = [
-    "MIGRATIONS_DIR",
     "SqlRepository",
     "backend",
     "check_schema",

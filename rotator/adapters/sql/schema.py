@@ -2,7 +2,7 @@
 
 The migrations live in ``migrations/`` at the repository root, which the build maps to the
 package ``rotator.migrations``: ``importlib.resources`` finds them in a wheel and in an
-editable install alike (``MIGRATIONS_DIR``). There is no ``alembic.ini``: ``rotator db
+editable install alike (``migrations_dir``). There is no ``alembic.ini``: ``rotator db
 upgrade`` calls ``upgrade(url)``, and the daemon calls ``check_schema(engine)`` before it starts.
 
 A PostgreSQL URL may select a schema with ``?options=-csearch_path%3D<schema>``: tables,
@@ -11,12 +11,10 @@ trigger function and ``alembic_version`` are then all created in that schema.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
-import functools
 from collections.abc import Iterator
-from importlib.resources import as_file, files
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ from rotator.adapters.sql.backend import POSTGRESQL, SQLITE, backend, is_sqlite
 from rotator.core.errors import SchemaError
 
 __all__ = [
-    "MIGRATIONS_DIR",
     "MIGRATIONS_PACKAGE",
     "alembic_config",
     "check_schema",
@@ -55,21 +52,15 @@ _UPGRADE_HINT = "run `rotator db upgrade`"
 _UPGRADE_LOCK_KEY = 0x726F7461746F72
 
 
-# Alembic's script_location must be a real folder for as long as any Config is in use,
-# so a folder that as_file had to materialise lives until the process exits.
-_resources = contextlib.ExitStack()
-atexit.register(_resources.close)
-
-
-@functools.cache
 def migrations_dir() -> Path:
     """The folder of the package ``rotator.migrations``, as a filesystem path."""
-    # Installed from a wheel or editable, the package is a plain folder and as_file yields it
-    # unchanged; only an import from a zip would need a copy (which Python 3.12+ extracts).
-    return _resources.enter_context(as_file(files(MIGRATIONS_PACKAGE)))
-
-
-MIGRATIONS_DIR = migrations_dir()
+    folder = files(MIGRATIONS_PACKAGE)
+    # Alembic's script_location must be a folder on disk, which a wheel or an editable
+    # install gives; a zipped install does not, and is refused rather than half-supported.
+    if not isinstance(folder, Path):
+        raise SchemaError("the migrations are not a folder on disk (a zipped install?)",
+                          package=MIGRATIONS_PACKAGE)
+    return folder
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
