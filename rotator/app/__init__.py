@@ -1,7 +1,8 @@
 """The use cases both front ends share: the CLI and the daemon call these, nothing else.
 
     runtime.py      from a validated ``Config`` to live adapters (the one place wiring them)
-    operations.py   rotate a batch, dry run, status, the audit query
+    operations.py   rotate a batch, dry run, status
+    database.py     schema upgrade and revision, and a reader for ``rotator audit``
     verify.py       the invariant checker behind ``rotator verify``
 """
 

@@ -1,4 +1,4 @@
-"""The operations both front ends call: rotate a batch, dry run, status, the audit trail.
+"""The operations both front ends call: rotate a batch, dry run, status.
 
 A batch goes on past a failing target and reports every target once at the end
 (certbot's habit); the caller turns the summary into an exit code.
@@ -18,11 +18,11 @@ import structlog
 
 from rotator.app.runtime import Runtime
 from rotator.core.errors import RotatorError
-from rotator.core.model import Rotation, Status, Step, StoredEvent, key_name
+from rotator.core.model import Rotation, Status, Step, key_name
 from rotator.core.ports import RotationReader
 from rotator.engine.runner import Runner
 
-__all__ = ["DryRun", "TargetResult", "TargetStatus", "audit_events", "dry_run",
+__all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run",
            "holder_id", "rotate_targets", "status", "whoami_actor"]
 
 log = structlog.get_logger("rotator.service")
@@ -173,9 +173,4 @@ def status(reader: RotationReader, targets: Iterable[str]) -> list[TargetStatus]
             pending_cleanups=sum(c.target == name for c in cleanups)))
     return out
 
-
-def audit_events(reader: RotationReader, target: str | None, since: datetime | None,
-                 limit: int | None) -> list[StoredEvent]:
-    """The audit trail, oldest first: of one target or all, from ``since``, the latest ``limit``."""
-    return reader.events(target, since, limit)
 

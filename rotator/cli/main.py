@@ -247,14 +247,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from rotator.app.database import open_reader  # noqa: PLC0415
-    from rotator.app.operations import audit_events  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
     if args.target:
         config.require_targets([args.target])
     with open_reader(config) as reader:
-        events = audit_events(reader, args.target, args.since, args.limit)
+        events = reader.events(args.target, args.since, args.limit)
     print(report.render_events(events, args.format))
     return EXIT_OK
 
