@@ -53,12 +53,13 @@ def parse_cron(expr: str) -> Cron:
         raise ValueError(f"expected 5 fields (minute hour day-of-month month day-of-week), "
                          f"got {len(fields)}")
     minute, hour, day, month, weekday = fields
-    day_items = [item for item in day.lower().split(",") if item != "last"]
+    day_parts = day.lower().split(",")
+    day_items = [item for item in day_parts if item != "last"]
     return Cron(
         minutes=tuple(sorted(_field(minute, "minute", 0, 59))),
         hours=tuple(sorted(_field(hour, "hour", 0, 23))),
         days=frozenset(_field(",".join(day_items), "day", 1, 31)) if day_items else frozenset(),
-        last_day="last" in day.lower().split(","),
+        last_day=len(day_items) < len(day_parts),
         months=frozenset(_field(month, "month", 1, 12, names=_MONTHS, first_name=1)),
         weekdays=frozenset(n % 7 for n in _weekdays(weekday)),
     )
