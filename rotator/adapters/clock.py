@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-__all__ = ["SystemClock"]
+__all__ = ["SYSTEM_CLOCK", "SystemClock"]
 
 
 class SystemClock:
@@ -15,3 +15,7 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+
+# Stateless, so one instance serves as every adapter's default clock.
+SYSTEM_CLOCK = SystemClock()

@@ -37,13 +37,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rotator import __version__
-from rotator.adapters.clock import SystemClock
+from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.count.client import CallRecord
 from rotator.core.model import Rotation, Status
 
 __all__ = ["DaemonMetrics", "drop_created_series", "failure_reason"]
 
-_SYSTEM_CLOCK = SystemClock()
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -107,7 +106,7 @@ class _Ages(Collector):
 class DaemonMetrics:
     """Every metric the daemon exports; also the runner's ``RunObserver``."""
 
-    def __init__(self, now: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
+    def __init__(self, now: Callable[[], datetime] = SYSTEM_CLOCK.now) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.started = Counter("rotator_rotations_started", "Rotations started",

@@ -20,12 +20,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from rotator.adapters.clock import SystemClock
+from rotator.adapters.clock import SYSTEM_CLOCK
 
 __all__ = ["Waker", "quiet_scheduler_logs"]
 
 log = structlog.get_logger("rotator.scheduler")
-_SYSTEM_CLOCK = SystemClock()
 
 
 def quiet_scheduler_logs() -> None:
@@ -39,7 +38,7 @@ class Waker:
     UTC), the one the deadlines ``tick`` returns are computed on."""
 
     def __init__(self, tick: Callable[[], datetime | None], poll_interval: float,
-                 now: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
+                 now: Callable[[], datetime] = SYSTEM_CLOCK.now) -> None:
         self._tick = tick
         self._poll_interval = poll_interval
         self._now = now

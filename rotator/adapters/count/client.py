@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import httpx
 
-from rotator.adapters.clock import SystemClock
+from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.count.ratelimit import RateLimitState
 from rotator.adapters.count.wire import (
     MAX_BODY_BYTES,
@@ -68,7 +68,6 @@ Outcome = Literal["ok", "transient", "permanent"]
 # Frozen, so one shared default is safe.
 _DEFAULT_PATHS = CountPaths()
 _DEFAULT_RETRY = RetryPolicy()
-_SYSTEM_CLOCK = SystemClock()
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
@@ -130,7 +129,7 @@ class CountProvider:
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
-        now: Callable[[], datetime] = _SYSTEM_CLOCK.now,
+        now: Callable[[], datetime] = SYSTEM_CLOCK.now,
         on_call: Callable[[CallRecord], None] | None = None,
         user_agent: str = "rotator/0.1",
     ) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
-from rotator.adapters.clock import SystemClock
+from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.sql import queries
 from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
 from rotator.adapters.sql.queries import rotation_from_row
@@ -31,7 +31,6 @@ from rotator.core.vocabulary import EventKind
 __all__ = ["SqlRepository"]
 
 _RUNNING = str(Status.RUNNING)
-_SYSTEM_CLOCK = SystemClock()
 
 
 def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
@@ -81,7 +80,7 @@ class SqlRepository:
     """
 
     def __init__(self, engine: Engine,
-                 clock: Callable[[], datetime] = _SYSTEM_CLOCK.now) -> None:
+                 clock: Callable[[], datetime] = SYSTEM_CLOCK.now) -> None:
         self.engine = engine
         self._clock = clock
         name = backend(engine)
