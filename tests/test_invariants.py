@@ -19,6 +19,7 @@ from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
+from tests import writes
 from tests.fakes import FakeClock, FakeProvider, FakeStore
 from tests.fixtures.databases import StateStore
 
@@ -74,7 +75,7 @@ def test_a_key_queued_for_cleanup_is_not_a_leak(setup: Setup) -> None:
     from rotator.core.ports import PendingCleanup  # noqa: PLC0415
 
     stray = setup.provider.create_key("sa_1", "rotator:app:rot_x", setup.admin)
-    setup.repo.add_cleanup(PendingCleanup("app", "sa_1", stray.key_id, "rot_x", "test"),
+    writes.add_cleanup(setup.repo, PendingCleanup("app", "sa_1", stray.key_id, "rot_x", "test"),
                            setup.clock.now())
     assert setup.check() == []
 
@@ -109,12 +110,12 @@ def _forged(setup: Setup, actions: list[tuple[str, EventKind, str | None]],
                    started_at=now, step=Step.DONE, status=Status.COMPLETED,
                    old_key_id="key_old", new_key_id="key_new",
                    grace_ends_at=now + timedelta(seconds=grace_ends_in), finished_at=now)
-    setup.repo.insert_rotation(rot)
+    writes.insert_rotation(setup.repo, rot)
     ops: dict[str, str] = {}
     for second, (action, kind, result) in enumerate(actions):
         op_id = None if kind is EventKind.NOTE else ops.setdefault(action, uuid.uuid4().hex)
         key = "key_old" if action == "revoke_key" else "key_new"
-        setup.repo.record(AuditEvent(
+        writes.record(setup.repo, AuditEvent(
             rotation_id=rot.rotation_id, target="app", step="x", kind=kind, action=action,
             result=result, key_id=key, op_id=op_id, at=now + timedelta(seconds=second)))
     return rot
@@ -167,7 +168,7 @@ def test_an_intent_without_outcome_in_a_finished_rotation_is_found(setup: Setup)
 
 def test_a_second_real_delete_of_the_old_key_is_found(setup: Setup) -> None:
     rot = _forged(setup, GOOD)
-    setup.repo.record(AuditEvent(
+    writes.record(setup.repo, AuditEvent(
         rotation_id=rot.rotation_id, target="app", step="revoke", kind=EventKind.OUTCOME,
         action="revoke_key", result="ok", key_id="key_old", op_id="orphan"))
     assert sorted(_audit_kinds(setup)) == sorted([FindingKind.REVOKED_TWICE,

@@ -67,6 +67,7 @@ class _Daemon:
         lease_ttl = config.defaults.lease_ttl
         self.runner = Runner(providers=self.rt.providers, store=self.rt.store, repo=self.rt.repo,
                              clock=self.rt.clock, holder=self.holder, lease_ttl=lease_ttl,
+                             call_deadline=config.call_deadline(),
                              heartbeat=lambda: renew_vault_token(self.rt),
                              observer=self.metrics, stopping=stop.is_set)
         self.waker = Waker(self.tick, config.daemon.poll_interval, now=self.rt.clock.now)

@@ -17,6 +17,7 @@ import pytest
 
 from rotator.core.model import Status
 from rotator.core.ports import PendingCleanup
+from tests import writes
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, crash_env, daemon_config, wait_for
 from tests.integration.world import World
@@ -53,8 +54,9 @@ def _prepare(make_world: MakeWorld, path: str) -> tuple[World, dict[str, str]]:
         repo = world.repository()
         try:
             (done,) = repo.rotations("app")
-            repo.add_cleanup(PendingCleanup("app", account, leftover.key_id, done.rotation_id,
-                                            "revoke failed (test)"), datetime.now(UTC))
+            writes.add_cleanup(repo, PendingCleanup("app", account, leftover.key_id,
+                                                    done.rotation_id, "revoke failed (test)"),
+                               datetime.now(UTC))
         finally:
             repo.engine.dispose()
     return world, {"ROTATOR_TEST_FAIL_AT": "read_back"} if path == "restore" else {}

@@ -9,7 +9,7 @@ import pytest
 
 from rotator.core.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
 from rotator.core.model import AuditEvent, Status, Step
-from rotator.core.ports import SecretRef
+from rotator.core.ports import Lease, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import EventKind
@@ -177,11 +177,11 @@ def test_an_outcome_lost_to_a_database_error_is_closed_by_the_same_process() -> 
     runner = w.runner()
     record = w.repo.record
 
-    def flaky(event: AuditEvent) -> None:   # the database drops just after the delete
+    def flaky(event: AuditEvent, lease: Lease) -> None:   # the database drops after the delete
         if event.kind is EventKind.OUTCOME and event.action == "revoke_key":
             w.repo.record = record  # type: ignore[method-assign]
             raise ConnectionError("database went away")
-        record(event)
+        record(event, lease)
 
     w.repo.record = flaky  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
