@@ -19,7 +19,13 @@ from rotator.core.model import Status
 from rotator.core.ports import PendingCleanup
 from tests import writes
 from tests.integration.conftest import MakeWorld
-from tests.integration.daemon_process import Daemon, crash_env, daemon_config, wait_for
+from tests.integration.daemon_process import (
+    QUICK_CALLS,
+    Daemon,
+    crash_env,
+    daemon_config,
+    wait_for,
+)
 from tests.integration.world import World
 
 pytestmark = pytest.mark.integration
@@ -67,7 +73,8 @@ def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
         make_world: MakeWorld, path: str, point: str) -> None:
     world, extra_env = _prepare(make_world, path)
     old_secret = world.accounts["app"].secret
-    config, port = daemon_config(world, "d", replace={'lease_ttl = "1s"': 'lease_ttl = "500ms"'},
+    config, port = daemon_config(world, "d",
+                                 replace={'lease_ttl = "1s"': 'lease_ttl = "500ms"', **QUICK_CALLS},
                                  schedule="enabled = false" if path == "cleanup"
                                  else 'every = "30d"')
     first = Daemon(world, config, port, env={**crash_env(point), **extra_env}, name="first")
