@@ -221,8 +221,18 @@ def test_rollback_blocked_by_vault_outage_resumes_later() -> None:
 def test_a_held_lease_refuses_a_second_runner() -> None:
     w = World()
     assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
+
+    def untouched() -> None:
+        """Refused before anything: no rotation, no audit row, no call to Count or Vault."""
+        assert w.repo.by_id == {} and w.repo.recorded == []
+        assert w.provider.calls == [] and w.store.calls == []
+        assert w.repo.leases["app"][0] == "other"      # and the other's lease stands
+
     with pytest.raises(LeaseHeld):
         w.runner().rotate(w.spec)
+    untouched()
+    assert w.runner().cleanup(w.spec) is None
+    untouched()
     w.clock.sleep(61)  # the other holder died: its lease expires
     assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
 
