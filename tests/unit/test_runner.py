@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import itertools
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import pytest
 
@@ -237,40 +239,99 @@ def test_a_held_lease_refuses_a_second_runner() -> None:
     assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
 
 
-CRASH_POINTS = [
-    ("provider", "list_keys:before"), ("provider", "create_key:before"),
-    ("provider", "create_key:after"), ("provider", "whoami:before"),
-    ("store", "write:before"), ("store", "write:after"),
-    ("provider", "delete_key:before"), ("provider", "delete_key:after"),
+# A crash at the nth call of a port method, before or after the call, in a world set up
+# so that the first run makes at least n such calls (and the case asserts that it crashed
+# there). The third create_key is not reachable: one run drives one rotation, whose create
+# step calls create_key at most twice (once more after freeing a slot at the key limit).
+def _stale_key(w: World) -> None:
+    """At the key limit: create fails, the stale key is deleted, create again."""
+    w.provider.seed("sa_1")
+
+
+def _never_authenticates(w: World) -> None:
+    """Verify fails: the rollback lists the keys a third time and deletes the new key."""
+    w.provider.never_authenticates = True
+
+
+def _bad_read_back(w: World) -> None:
+    """The read-back fails: the rollback's restore is a second Vault write."""
+    w.store.tamper_read_back = True
+
+
+def _restore_fails_once(w: World) -> None:
+    """... and that restore fails once: the retried rollback writes a third time."""
+    _bad_read_back(w)
+    write, calls = w.store.write, itertools.count(1)
+
+    def write_or_fail(*args: Any, **kw: Any) -> int:
+        if next(calls) == 2:
+            raise VaultUnavailable("down for one call")
+        return write(*args, **kw)
+
+    w.store.write = write_or_fail  # type: ignore[method-assign]
+
+
+def _queued_and_stale(w: World) -> None:
+    """A queued old key (deleted first), then the key limit (a stale key): three deletes."""
+    w.provider.fail["delete_key"] = ProviderUnavailable("503")
+    assert w.runner("setup").rotate(w.spec).rotation.status is Status.COMPLETED
+    del w.provider.fail["delete_key"]
+    w.provider.seed("sa_1")
+
+
+SCENARIOS: dict[str, tuple[Callable[[World], None], Status]] = {
+    "plain": (lambda w: None, Status.COMPLETED),
+    "stale_key": (_stale_key, Status.COMPLETED),
+    "never_authenticates": (_never_authenticates, Status.ROLLED_BACK),
+    "bad_read_back": (_bad_read_back, Status.ROLLED_BACK),
+    "restore_fails_once": (_restore_fails_once, Status.ROLLED_BACK),
+    "queued_and_stale": (_queued_and_stale, Status.COMPLETED),
+}
+CRASH_CASES = [
+    pytest.param(scenario, method, moment, nth, id=f"{method}:{moment}#{nth}-{scenario}")
+    for method, moments, scenarios in [
+        ("list_keys", ["before"], ["plain", "plain", "never_authenticates"]),
+        ("create_key", ["before", "after"], ["plain", "stale_key"]),
+        ("whoami", ["before"], ["plain", "plain", "plain"]),
+        ("write", ["before", "after"], ["plain", "bad_read_back", "restore_fails_once"]),
+        ("delete_key", ["before", "after"], ["plain", "stale_key", "queued_and_stale"]),
+    ]
+    for moment in moments
+    for nth, scenario in enumerate(scenarios, start=1)
 ]
 
 
-@pytest.mark.parametrize(("who", "point"), CRASH_POINTS)
-@pytest.mark.parametrize("nth", [1, 2, 3])
-def test_crash_at_any_call_resumes_to_a_clean_completion(who: str, point: str,
-                                                         nth: int) -> None:
+def _crash_at_call(fake: object, method: str, moment: str, nth: int) -> Callable[[], None]:
+    """Make the nth call of ``fake.method`` crash before or after it acts; returns the undo."""
+    real = getattr(fake, method)
+    calls = itertools.count(1)
+
+    def call(*args: Any, **kw: Any) -> Any:
+        n = next(calls)
+        if n == nth and moment == "before":
+            raise Crash(f"{method}:{moment}#{n}")
+        result = real(*args, **kw)
+        if n == nth:
+            raise Crash(f"{method}:{moment}#{n}")
+        return result
+
+    setattr(fake, method, call)
+    return lambda: setattr(fake, method, real)
+
+
+@pytest.mark.parametrize(("scenario", "method", "moment", "nth"), CRASH_CASES)
+def test_crash_at_any_call_resumes_to_a_clean_completion(scenario: str, method: str,
+                                                         moment: str, nth: int) -> None:
     w = World()
-    fake = w.provider if who == "provider" else w.store
-    calls = {"n": 0}
-    original = fake._enter  # type: ignore[union-attr]
-
-    def enter(call: str) -> None:
-        if f"{call}:" in point:
-            calls["n"] += 1
-            if calls["n"] == nth and point.endswith(":before"):
-                raise Crash(point)
-            if calls["n"] == nth:
-                fake.crash_at = point  # type: ignore[union-attr]
-        original(call)
-
-    fake._enter = enter  # type: ignore[method-assign, union-attr]
-    with contextlib.suppress(Crash):
+    setup, expected = SCENARIOS[scenario]
+    setup(w)
+    undo = _crash_at_call(w.store if method == "write" else w.provider, method, moment, nth)
+    with pytest.raises(Crash, match=f"^{method}:{moment}#{nth}$"):
         w.runner("h1").rotate(w.spec)
-    fake._enter = original  # type: ignore[method-assign, union-attr]
-    fake.crash_at = None  # type: ignore[union-attr]
+    undo()
     w.clock.sleep(120)     # past grace and the dead holder's lease
     report = w.runner("h2").rotate(w.spec)
     if report.rotation.step is Step.GRACE:
         report = w.runner("h2").rotate(w.spec)
-    assert report.rotation.status is Status.COMPLETED, report.rotation.reason
+    assert report.rotation.status is expected, report.rotation.reason
     w.assert_invariants()
