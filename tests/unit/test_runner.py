@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from rotator.core.errors import CasConflict, LeaseHeld, ProviderUnavailable, VaultUnavailable
-from rotator.core.model import AuditEvent, Status, Step
+from rotator.core.model import AuditEvent, FailureCode, Rotation, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
-from rotator.core.vocabulary import EventKind
+from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
 from rotator.engine.runner import Runner
 from tests.fakes import Crash, FakeClock, FakeProvider, FakeStore, MemoryRepository
 
@@ -237,6 +237,52 @@ def test_a_held_lease_refuses_a_second_runner() -> None:
     untouched()
     w.clock.sleep(61)  # the other holder died: its lease expires
     assert w.runner().rotate(w.spec).rotation.status is Status.COMPLETED
+
+
+def test_vault_changed_after_plan_is_not_overwritten() -> None:
+    """Check-and-set on the version plan read: a change made since makes the store lose."""
+    w = World()
+    theirs: list[Secret] = []
+    save = w.repo.save_rotation
+
+    def save_then_someone_writes(rot: Rotation) -> None:
+        save(rot)
+        if rot.step is Step.STORE and not theirs:   # verified, not stored yet
+            theirs.append(w.provider.seed("sa_1"))  # an operator rotated by hand
+            w.store.put(REF, theirs[0])
+
+    w.repo.save_rotation = save_then_someone_writes  # type: ignore[method-assign]
+    rot = w.runner().rotate(w.spec).rotation
+    assert rot.status is Status.ROLLED_BACK
+    assert rot.failure is not None and rot.failure.code is FailureCode.CAS_LOST
+    assert rot.failure.step is Step.STORE
+    assert w.store.current(REF) == theirs[0]                   # their change stands
+    assert len(w.store.versions[("secret", "count/app")]) == 2
+    assert w.provider.deleted == [rot.new_key_id]              # our new key went
+    assert rot.old_key_id in w.account_keys()                  # the old key untouched
+
+
+def test_old_key_put_back_in_vault_during_grace_is_not_revoked() -> None:
+    w = World()
+    rot = w.runner().rotate(w.spec, wait=False).rotation
+    assert rot.step is Step.GRACE and rot.old_key_id is not None
+    w.store.put(REF, w.first)          # someone puts the old key back mid-grace
+    w.clock.sleep(30)
+    done = w.runner().rotate(w.spec).rotation
+    assert done.status is Status.COMPLETED and "queued for cleanup" in (done.reason or "")
+    assert w.provider.deleted == [] and w.provider.whoami(w.first).key_id == rot.old_key_id
+    why = "Vault serves the old key again; not revoking it"
+    assert [(c.key_id, c.reason) for c in w.repo.cleanups.values()] == [(rot.old_key_id, why)]
+    assert not [e for e in w.repo.recorded if e.action == AuditAction.REVOKE_KEY]
+    (queued,) = [e for e in w.repo.recorded if e.action == AuditAction.CLEANUP_QUEUED]
+    assert (queued.result, queued.key_id, queued.detail) == (AuditResult.DEFERRED,
+                                                             rot.old_key_id, why)
+    # The next pass keeps the key Vault serves, says so, and empties the queue.
+    w.runner().cleanup(w.spec)
+    assert not w.repo.cleanups and w.provider.deleted == []
+    (kept,) = [e for e in w.repo.recorded if e.action == AuditAction.CLEANUP_KEY]
+    assert (kept.kind, kept.result, kept.key_id) == (EventKind.NOTE, AuditResult.KEPT,
+                                                     rot.old_key_id)
 
 
 # A crash at the nth call of a port method, before or after the call, in a world set up
