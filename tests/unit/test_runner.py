@@ -381,3 +381,70 @@ def test_crash_at_any_call_resumes_to_a_clean_completion(scenario: str, method: 
         report = w.runner("h2").rotate(w.spec)
     assert report.rotation.status is expected, report.rotation.reason
     w.assert_invariants()
+
+
+class IntentWitness:
+    """Checks, at the moment of each side-effecting call, that its intent is already recorded.
+
+    The intent must be the one open intent (no outcome with its op id yet), name an action
+    of that call, and carry what the call is about: the key to delete, or the fingerprint
+    and check-and-set version of the Vault write.
+    """
+
+    def __init__(self, w: World) -> None:
+        self.repo = w.repo
+        self.seen: list[str] = []
+        self._wrap(w.provider, "create_key", lambda _account, name, _auth: (
+            {AuditAction.CREATE_KEY}, {"detail": f"name {name}"}))
+        self._wrap(w.provider, "delete_key", lambda _account, key_id, _auth: (
+            {AuditAction.DELETE_KEY, AuditAction.REVOKE_KEY, AuditAction.CLEANUP_KEY},
+            {"key_id": key_id}))
+        self._wrap(w.store, "write", lambda _ref, secret, cas, _metadata: (
+            {AuditAction.VAULT_WRITE, AuditAction.VAULT_RESTORE},
+            {"fingerprint": secret.fingerprint, "vault_version": cas}))
+
+    def _wrap(self, fake: object, method: str,
+              expect: Callable[..., tuple[set[AuditAction], dict[str, object]]]) -> None:
+        real = getattr(fake, method)
+
+        def call(*args: Any) -> Any:
+            actions, fields = expect(*args)
+            self.check(method, actions, fields)
+            return real(*args)
+
+        setattr(fake, method, call)
+
+    def check(self, method: str, actions: set[AuditAction], fields: dict[str, object]) -> None:
+        closed = {e.op_id for e in self.repo.recorded if e.kind is EventKind.OUTCOME}
+        open_intents = [e for e in self.repo.recorded
+                        if e.kind is EventKind.INTENT and e.op_id not in closed]
+        assert len(open_intents) == 1, f"{method}: open intents {open_intents}"
+        (intent,) = open_intents
+        assert intent.action in actions, (method, intent)
+        assert {k: getattr(intent, k) for k in fields} == fields, (method, intent)
+        assert intent.at is not None and intent.op_id
+        self.seen.append(intent.action)
+
+
+# The side effects each scenario makes, in order.
+INTENT_FLOWS = {
+    "plain": ["create_key", "vault_write", "revoke_key"],
+    "stale_key": ["create_key", "delete_key", "create_key", "vault_write", "revoke_key"],
+    "never_authenticates": ["create_key", "delete_key"],
+    "bad_read_back": ["create_key", "vault_write", "vault_restore", "delete_key"],
+    "queued_and_stale": ["create_key", "vault_write", "revoke_key",      # its setup
+                         "cleanup_key", "create_key", "delete_key", "create_key",
+                         "vault_write", "revoke_key"],
+}
+
+
+@pytest.mark.parametrize(("scenario", "effects"), INTENT_FLOWS.items(), ids=INTENT_FLOWS)
+def test_every_side_effect_finds_its_intent_recorded_before_the_call(
+        scenario: str, effects: list[str]) -> None:
+    w = World()
+    witness = IntentWitness(w)
+    setup, expected = SCENARIOS[scenario]
+    setup(w)
+    assert w.runner().rotate(w.spec).rotation.status is expected
+    assert witness.seen == effects
+    w.assert_invariants()
