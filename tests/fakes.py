@@ -162,11 +162,13 @@ class FakeStore:
     fail: dict[str, BaseException] = field(default_factory=dict)
     tamper_read_back: bool = False
     writes: int = 0
+    calls: list[str] = field(default_factory=list)
 
     def put(self, ref: SecretRef, secret: Secret) -> None:
         self.versions.setdefault((ref.mount, ref.path), []).append({ref.field: secret.reveal()})
 
     def _enter(self, call: str) -> None:
+        self.calls.append(call)
         if self.crash_at == f"{call}:before":
             raise Crash(call)
         if call in self.fail:
@@ -185,6 +187,7 @@ class FakeStore:
                            dict(self.metadata.get((ref.mount, ref.path), {})))
 
     def read_version(self, ref: SecretRef, version: int) -> VaultSecret:
+        self.calls.append("read_version")
         versions = self.versions.get((ref.mount, ref.path)) or []
         if not 1 <= version <= len(versions):
             raise SecretNotFound("no such version", version=version)

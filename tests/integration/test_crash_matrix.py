@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rotator.core.model import Status
+from rotator.core.model import Status, key_name
 from rotator.core.ports import PendingCleanup
+from rotator.core.vocabulary import AuditAction, EventKind
 from tests import writes
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import (
@@ -68,6 +69,44 @@ def _prepare(make_world: MakeWorld, path: str) -> tuple[World, dict[str, str]]:
     return world, {"ROTATOR_TEST_FAIL_AT": "read_back"} if path == "restore" else {}
 
 
+def _assert_killed_at(world: World, point: str, vault_version: int) -> None:
+    """What SQL (one read), Count and Vault hold at the instant of the kill is ``point``'s.
+
+    ``<action>:before``: the last row is the action's intent, with no outcome, and the
+    effect has not happened; ``<action>:after``: the last row is its outcome, paired with
+    an intent, and the effect has happened; ``step:<s>``: the rotation's saved step is s.
+    """
+    repo = world.repository()
+    try:
+        events, rotations = repo.events(target="app"), repo.rotations("app")
+    finally:
+        repo.engine.dispose()
+    *_, rot = rotations
+    where, _, moment = point.partition(":")
+    if where == "started":
+        assert (rot.step.value, events[-1].action) == ("plan", AuditAction.STARTED)
+        return
+    if where == "step":
+        assert rot.step.value == moment, (point, rot)
+        return
+    last = events[-1]
+    intents = [e for e in events if e.kind is EventKind.INTENT and e.op_id == last.op_id]
+    outcomes = [e for e in events if e.kind is EventKind.OUTCOME and e.op_id == last.op_id]
+    done = moment == "after"
+    assert last.action == where and len(intents) == 1, (point, last)
+    assert last.kind is (EventKind.OUTCOME if done else EventKind.INTENT), (point, last)
+    assert len(outcomes) == done, (point, outcomes)
+    live = world.live_key_ids("app")
+    if where == AuditAction.CREATE_KEY:
+        names = {k.name for k in world.emulator.state.keys(world.accounts["app"].account_id)}
+        assert (key_name("app", rot.rotation_id) in names) == done, point
+        assert not done or last.key_id in live, point
+    elif where in (AuditAction.VAULT_WRITE, AuditAction.VAULT_RESTORE):
+        assert last.vault_version == vault_version, (point, last, vault_version)
+    else:   # a deletion: delete_key, revoke_key, cleanup_key
+        assert (last.key_id in live) != done, (point, last, live)
+
+
 @pytest.mark.parametrize(("path", "point"), CASES)
 def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
         make_world: MakeWorld, path: str, point: str) -> None:
@@ -83,8 +122,9 @@ def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
     finally:
         first.close()
     # Whatever the instant, the key consumers read from Vault still works.
-    _, served, _ = world.vault_secret("app")
+    version, served, _ = world.vault_secret("app")
     assert world.whoami(served).status_code == 200
+    _assert_killed_at(world, point, version)
     second = Daemon(world, config, port, name="second")
     try:
         second.wait_ready()
