@@ -130,14 +130,17 @@ class Unwinder(StepBase):
 
     # -- the cleanup queue ----------------------------------------------------------
     def cleanup(self, spec: TargetSpec) -> tuple[int, int]:
-        """Delete the keys queued for this target; returns (deleted, still pending)."""
+        """Delete the keys queued for this target; returns (deleted, still pending).
+
+        A key kept because Vault serves it leaves the queue too: it is neither.
+        """
         items = self._repo.pending_cleanups(spec.name)
         if not items:
             return 0, 0
         served = self._served_key_id(spec)
         if not isinstance(served, str):
             return 0, len(items)
-        done = 0
+        done = kept = 0
         for item in items:
             rot = self._repo.get_rotation(item.rotation_id)
             if rot is None:
@@ -151,6 +154,7 @@ class Unwinder(StepBase):
                                  key_id=item.key_id,
                                  detail="queued for deletion, but Vault serves it: kept")
                 self._resolve(item)
+                kept += 1
                 continue
             try:
                 self._cleanup_one(rot, spec, item)
@@ -159,7 +163,7 @@ class Unwinder(StepBase):
                 continue
             self._resolve(item)
             done += 1
-        return done, len(items) - done
+        return done, len(items) - done - kept
 
     def _resolve(self, item: PendingCleanup) -> None:
         self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now(),

@@ -278,7 +278,7 @@ def test_old_key_put_back_in_vault_during_grace_is_not_revoked() -> None:
     assert (queued.result, queued.key_id, queued.detail) == (AuditResult.DEFERRED,
                                                              rot.old_key_id, why)
     # The next pass keeps the key Vault serves, says so, and empties the queue.
-    w.runner().cleanup(w.spec)
+    assert w.runner().cleanup(w.spec) == (0, 0)     # kept: neither deleted nor pending
     assert not w.repo.cleanups and w.provider.deleted == []
     (kept,) = [e for e in w.repo.recorded if e.action == AuditAction.CLEANUP_KEY]
     assert (kept.kind, kept.result, kept.key_id) == (EventKind.NOTE, AuditResult.KEPT,
