@@ -269,3 +269,11 @@ def test_secret_lost_after_create_rows_discard_delete_and_recreate() -> None:
                  120) + f.create(1, 120) + [
         (s, k, a, r, kid, fp, v, req, d, 120) for s, k, a, r, kid, fp, v, req, d, _ in
         f.probe_and_store()] + f.revoke(150) + f.final(150, version=2)
+
+
+def test_plan_row_says_when_vault_metadata_names_another_key() -> None:
+    w = World()
+    w.store.metadata[("secret", "count/app")] = {"rotator_key_id": "key_0042"}
+    rot = w.runner().rotate(w.spec, wait=False).rotation
+    (plan,) = [e for e in w.repo.recorded if e.action == AuditAction.PLAN]
+    assert plan.detail == f"Vault metadata names key key_0042; the probe says {rot.old_key_id}"
