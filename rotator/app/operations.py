@@ -17,7 +17,7 @@ from datetime import datetime
 import structlog
 
 from rotator.app.runtime import Runtime
-from rotator.core.errors import RotatorError
+from rotator.core.errors import LeaseLost, RotatorError
 from rotator.core.model import Rotation, Status, Step, key_name
 from rotator.core.ports import RotationReader
 from rotator.engine.runner import Runner
@@ -71,7 +71,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
         try:
             report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
                                    wait=False, lease_wait=lease)
-        except RotatorError as exc:
+        except (RotatorError, LeaseLost) as exc:
             log.error("target_failed", target=name, error=str(exc))
             results[name] = TargetResult(name, "error", None, str(exc))
             return

@@ -20,7 +20,14 @@ import structlog
 from rotator import __version__
 from rotator.config.model import Config, load_config
 from rotator.core.durations import parse_duration
-from rotator.core.errors import ConfigError, LeaseHeld, RotatorError, SchemaError, UsageError
+from rotator.core.errors import (
+    ConfigError,
+    LeaseHeld,
+    LeaseLost,
+    RotatorError,
+    SchemaError,
+    UsageError,
+)
 from rotator.logs import configure_logging
 from rotator.redaction import redact_text
 
@@ -145,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"rotator: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except (SchemaError, LeaseHeld) as exc:
+    except (SchemaError, LeaseHeld, LeaseLost) as exc:
         print(f"rotator: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_NOT_READY
     except RotatorError as exc:

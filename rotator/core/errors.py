@@ -5,7 +5,6 @@
     ├── ConfigError                bad config file; names the key and the file (exit 2)
     ├── SchemaError                database schema missing or behind (run `rotator db upgrade`)
     ├── LeaseHeld                  another process is rotating this target
-    │   └── LeaseLost              this process's lease was taken over: it must stop
     ├── RotationFinished           a write to a rotation that has already ended
     ├── TransientError             worth retrying; the *only* branch retries act on
     │   ├── ProviderUnavailable    5xx, timeouts, connection errors, 408, generic 409
@@ -22,6 +21,9 @@
         │   └── CasConflict        check-and-set lost: someone else wrote the secret
         └── VerificationFailed     a new key never authenticated as expected
 
+    LeaseLost                      not a failure: this process's lease was taken over, so
+                                   its write was refused and it must stop on that target
+
 Every error carries ``context``: target, step, key id, request id, HTTP status; never key
 material. Adapters translate third-party exceptions into these at the boundary, so a
 traceback never shows an httpx request with its Authorization header.
@@ -30,10 +32,12 @@ traceback never shows an httpx request with its Authorization header.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Self
 
 __all__ = [
     "CasConflict",
     "ConfigError",
+    "ContextualError",
     "KeyLimitReached",
     "KeyNotFound",
     "LeaseHeld",
@@ -56,8 +60,8 @@ __all__ = [
 ]
 
 
-class RotatorError(Exception):
-    """Root of the tree. ``context`` holds identifiers only, never secrets."""
+class ContextualError(Exception):
+    """A message plus ``context``: identifiers only, never secrets."""
 
     def __init__(self, message: str, **context: object) -> None:
         super().__init__(message)
@@ -66,7 +70,7 @@ class RotatorError(Exception):
             k: str(v) for k, v in context.items() if v is not None
         }
 
-    def with_context(self, **context: object) -> RotatorError:
+    def with_context(self, **context: object) -> Self:
         """Add identifiers (target, step, ...) as the error travels outward."""
         for k, v in context.items():
             if v is not None:
@@ -78,6 +82,20 @@ class RotatorError(Exception):
             return self.message
         details = ", ".join(f"{k}={v}" for k, v in sorted(self.context.items()))
         return f"{self.message} ({details})"
+
+
+class RotatorError(ContextualError):
+    """Root of the tree of failures."""
+
+
+class LeaseLost(ContextualError):
+    """A write or a side effect of a holder whose lease another process has taken since.
+
+    The database refused the write (the lease generation it carried is no longer the
+    target's), so nothing changed; the process must stop working on the target at once.
+    Not a ``RotatorError``: no step may take it for a failed call and turn it into an
+    outcome (a rollback, a deferral); it ends the holder's work on the target.
+    """
 
 
 class UsageError(RotatorError):
@@ -106,14 +124,6 @@ class SchemaError(RotatorError):
 
 class LeaseHeld(RotatorError):
     """Another live process holds the lease of this target."""
-
-
-class LeaseLost(LeaseHeld):
-    """A write or a side effect of a holder whose lease another process has taken since.
-
-    The database refused the write (the lease generation it carried is no longer the
-    target's), so nothing changed; the process must stop working on the target at once.
-    """
 
 
 class RotationFinished(RotatorError):

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import structlog
 
-from rotator.core.errors import LeaseHeld, RotatorError
+from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, Step
 from rotator.core.ports import Clock, RotationReader
 from rotator.core.target import TargetSpec
@@ -134,8 +134,9 @@ class Sweeper:
             report = self.runner.rotate_if(
                 spec, None if manual else lambda: self._still_due(work.target),
                 trigger=work.trigger, actor=self.actor if manual else "scheduler", wait=False)
-        except LeaseHeld:
-            # Another replica is on it; the next sweep looks again.
+        except (LeaseHeld, LeaseLost):
+            # Another replica is on it (or took it from us: the runner said so); the next
+            # sweep looks again.
             log.debug("target_held_elsewhere", target=work.target)
             return Outcome(work.target, None)
         except RotatorError as exc:

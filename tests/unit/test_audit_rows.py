@@ -249,8 +249,8 @@ def test_secret_lost_after_create_rows_discard_delete_and_recreate() -> None:
     created = Created(w)
     save = w.repo.save_rotation
 
-    def crash_at_verify(rot: Rotation, lease: Any) -> None:
-        save(rot, lease)
+    def crash_at_verify(rot: Rotation, lease: Any, ending: Any = None) -> None:
+        save(rot, lease, ending)
         if rot.step is Step.VERIFY and len(created.keys) == 1:
             raise Crash("after create")
 

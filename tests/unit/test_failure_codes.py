@@ -19,7 +19,7 @@ from rotator.core.errors import (
     ProviderUnavailable,
     VaultUnavailable,
 )
-from rotator.core.model import Failure, FailureCode, Rotation, Status, Step
+from rotator.core.model import AuditEvent, Failure, FailureCode, Rotation, Status, Step
 from rotator.core.ports import Identity, Lease
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
@@ -156,8 +156,8 @@ def _at_rollback(w: World, then: Callable[[], None]) -> None:
     """Run ``then`` once, when the rotation is saved at the rollback step."""
     save, done = w.repo.save_rotation, []
 
-    def save_then(rot: Rotation, lease: Lease) -> None:
-        save(rot, lease)
+    def save_then(rot: Rotation, lease: Lease, ending: AuditEvent | None = None) -> None:
+        save(rot, lease, ending)
         if rot.step is Step.ROLLBACK and not done:
             done.append(then())
 

@@ -191,6 +191,8 @@ class SqlRepository:
                         conn.execute(_fenced_insert(rotation_events,
                                                     self._event_values(ending, lease), lease))
                     return
+                # Why nothing matched: a lost lease first, whatever the stored state.
+                self._require(conn, lease)
                 stored = conn.execute(
                     select(rotations.c.status).where(
                         rotations.c.rotation_id == rotation.rotation_id)).scalar()
