@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,6 @@ import pytest
 
 from rotator.core.errors import LeaseHeld, ProviderUnavailable, VaultUnavailable
 from rotator.core.model import Rotation, Status, Step
-from rotator.core.ports import Lease
 from rotator.core.secret import Secret
 from rotator.engine.runner import Runner
 from tests.fakes import RELEASED, Crash
@@ -23,6 +23,19 @@ def runner(w: World, **kw: Any) -> Runner:
     args: dict[str, Any] = {"lease_ttl": 60, "rollback_retry_delay": 1, **kw}
     return Runner(providers={"count": w.provider}, store=w.store, repo=w.repo, clock=w.clock,
                   holder=args.pop("holder", "h1"), **args)
+
+
+def spy(fake: object, method: str, pick: Callable[..., Any]) -> list[Any]:
+    """``pick(*args)`` of every call of ``fake.method`` from now on, which still runs."""
+    seen: list[Any] = []
+    real = getattr(fake, method)
+
+    def call(*args: Any) -> Any:
+        seen.append(pick(*args))
+        return real(*args)
+
+    setattr(fake, method, call)
+    return seen
 
 
 def seconds_since(w: World, start: datetime) -> float:
@@ -53,14 +66,7 @@ def test_grace_wait_renews_the_lease_and_beats_the_heart_every_third_of_the_ttl(
     w = World()
     w.spec = dataclasses.replace(w.spec, grace_seconds=100)
     beats: list[datetime] = []
-    confirms: list[datetime] = []
-    confirm = w.repo.confirm_lease
-
-    def confirming(lease: Lease, ttl: float, now: datetime) -> bool:
-        confirms.append(now)
-        return confirm(lease, ttl, now)
-
-    w.repo.confirm_lease = confirming  # type: ignore[method-assign]
+    confirms = spy(w.repo, "confirm_lease", lambda lease, ttl, now: now)
     start = w.clock.now()
     rot = runner(w, heartbeat=lambda: beats.append(w.clock.now())).rotate(w.spec).rotation
     assert rot.status is Status.COMPLETED
@@ -208,6 +214,11 @@ def test_the_new_key_is_named_after_the_target_and_the_rotation() -> None:
     assert w.provider.keys[rot.new_key_id].name == f"rotator:app:{rot.rotation_id}"
 
 
+def _delete_accounts(w: World) -> list[str]:
+    """The service account of every delete_key call from now on."""
+    return spy(w.provider, "delete_key", lambda account, *_: account)
+
+
 def test_a_key_left_by_a_lost_create_answer_is_deleted_and_others_kept() -> None:
     w = World(key_limit=4)
     unrelated = w.provider.key_of(w.provider.seed("sa_1"))
@@ -219,9 +230,10 @@ def test_a_key_left_by_a_lost_create_answer_is_deleted_and_others_kept() -> None
         return create(account, name, auth)
 
     w.provider.create_key = create_twice  # type: ignore[method-assign]
+    accounts = _delete_accounts(w)
     rot = w.runner().rotate(w.spec, wait=False).rotation
     assert rot.step is Step.GRACE
-    assert w.provider.deleted == lost
+    assert w.provider.deleted == lost and accounts == ["sa_1"]
     assert w.account_keys() == {rot.old_key_id, rot.new_key_id, unrelated}
 
 
@@ -234,9 +246,12 @@ def test_a_full_account_never_frees_a_key_another_rotation_uses() -> None:
                      trigger="manual", actor="cli", grace_seconds=30,
                      started_at=w.clock.now(), step=Step.GRACE, new_key_id=used)
     w.repo.by_id[other.rotation_id] = other
+    accounts = _delete_accounts(w)
     rot = w.runner().rotate(w.spec, wait=False).rotation
-    assert rot.step is Step.GRACE
+    assert rot.step is Step.GRACE and rot.new_key_id is not None
     assert w.provider.deleted == [stale] and used in w.account_keys()
+    assert accounts == ["sa_1"]
+    assert w.provider.keys[rot.new_key_id].name == f"rotator:app:{rot.rotation_id}"
 
 
 def _probe_times(w: World) -> list[float]:
