@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -42,12 +43,15 @@ def test_a_duration_of_exactly_100_years_is_the_largest_accepted() -> None:
 
 
 @pytest.mark.parametrize(("value", "words"), [
-    ("soon", "invalid duration 'soon'"), ("-5s", "must not be negative, got '-5s'"),
-    (-1, "must not be negative, got -1"), (True, "expected a duration"),
-    (None, "expected a duration"), (float("nan"), "finite"),
+    ("soon", "invalid duration 'soon': expected e.g. '30s', '5m', '24h', '30d', '1h30m'"),
+    ("-5s", "duration must not be negative, got '-5s'"),
+    (-1, "duration must not be negative, got -1"),
+    (True, "expected a duration like '30s', '5m', '24h' or '30d'"),
+    (None, "expected a duration like '30s', '5m', '24h' or '30d'"),
+    (float("nan"), "duration must be finite and at most 100 years, got nan"),
 ])
 def test_a_bad_duration_says_what_is_wrong(value: object, words: str) -> None:
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(ValueError, match=f"^{re.escape(words)}$"):
         parse_duration(value)
 
 
@@ -88,22 +92,22 @@ def test_secrets_compare_and_hash_by_value() -> None:
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert Secret("cnt_aaa") != Secret("cnt_bbb")
     assert Secret("cnt_aaa") != "cnt_aaa"
-    assert len({Secret("cnt_aaa"), Secret("cnt_bbb")}) == 2
+    assert hash(Secret("cnt_aaa")) != hash(Secret("cnt_bbb"))
 
 
 @pytest.mark.parametrize("value", ["", None, 12])
 def test_an_empty_or_non_string_secret_is_refused(value: object) -> None:
-    with pytest.raises(ValueError, match="a secret must be a non-empty string"):
+    with pytest.raises(ValueError, match=r"^a secret must be a non-empty string$"):
         Secret(value)  # type: ignore[arg-type]
 
 
 def test_a_secret_refuses_pickling_and_copying() -> None:
     s = Secret("cnt_secret_value")
-    with pytest.raises(TypeError, match="secrets are not picklable"):
+    with pytest.raises(TypeError, match=r"^secrets are not picklable$"):
         pickle.dumps(s)
     with pytest.raises(TypeError, match="not picklable"):
         copy.deepcopy(s)
-    assert "cnt_secret_value" not in repr(s) + str(s) + f"{s}"
+    assert repr(s) == str(s) == f"{s}" == "Secret('****')"
 
 
 # -- stored audit rows ------------------------------------------------------------------
