@@ -21,6 +21,7 @@ from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.unwind import Unwinder
 from tests.fakes import T0
 from tests.unit.test_runner import REF, World
+from tests.unit.test_runner_behaviour import spy
 
 RID = "rot_20261101T120000_abcdef"
 
@@ -38,14 +39,9 @@ class Bench:
         self.unwind = Unwinder(self.w.provider, self.w.store, self.w.repo, self.w.clock,
                                trail, self.fresh)
         self.old = self.w.provider.key_of(self.w.first)
-        self.accounts: list[tuple[str, str]] = []   # (service account, key id) deleted
-        delete = self.w.provider.delete_key
-
-        def spy(account: str, key_id: str, auth: Secret) -> Any:
-            self.accounts.append((account, key_id))
-            return delete(account, key_id, auth)
-
-        self.w.provider.delete_key = spy  # type: ignore[method-assign]
+        # (service account, key id) of every delete_key call
+        self.accounts = spy(self.w.provider, "delete_key", lambda account, key_id, _: (account,
+                                                                                       key_id))
 
     def key(self, name: str) -> tuple[str, Secret]:
         made = self.w.provider._make("sa_1", name, live=True)
@@ -91,7 +87,9 @@ def test_revoke_defers_when_vault_serves_the_old_key_again() -> None:
     rot, _ = b.stored(Step.REVOKE)
     b.w.store.put(REF, b.w.first)
     why = "Vault serves the old key again; not revoking it"
+    stamps = spy(b.w.repo, "add_cleanup", lambda item, now, lease: (now, lease))
     assert b.unwind.revoke(rot, b.w.spec) == m.RevokeDeferred(why)
+    assert stamps == [(T0, b.lease)]
     assert b.accounts == [] and b.queued() == [(b.old, why)]
     (item,) = b.w.repo.cleanups.values()
     assert item == PendingCleanup("app", "sa_1", b.old or "", RID, why)
@@ -173,7 +171,9 @@ def test_a_key_the_rollback_cannot_delete_for_good_is_queued() -> None:
     rot = b.rotation(Step.ROLLBACK, new_key_id=new_id, new_fingerprint=secret.fingerprint)
     b.fresh[RID] = secret
     b.w.provider.fail["delete_key"] = ProviderError("403 forbidden")
+    stamps = spy(b.w.repo, "add_cleanup", lambda item, now, lease: (now, lease))
     assert b.unwind.rollback(rot, b.w.spec) == m.RolledBack(cleanup_pending=True)
+    assert stamps == [(T0, b.lease)]
     (item,) = b.w.repo.cleanups.values()
     assert item == PendingCleanup("app", "sa_1", new_id, RID,
                                   "rollback could not delete: 403 forbidden")
