@@ -59,7 +59,10 @@ def crash_point(name: str) -> None:
     if os.environ.get("ROTATOR_TEST_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("ROTATOR_TEST_PAUSE_AT") == name and _paused.acquire(blocking=False):
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # Sent to this very thread, the stop takes it before it runs one more line; sent to
+        # the process (os.kill), the kernel hands it to the main thread, and this one runs
+        # on meanwhile (into its next SQL transaction, seen holding SQLite's write lock).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def fail_point(name: str, error: Callable[[str], BaseException]) -> None:
