@@ -4,9 +4,12 @@ a config file, and a migrated database (SQLite or PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import hvac
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
+from rotator.cli.main import main
 from rotator.core.model import Rotation
 from rotator.core.vocabulary import EventKind
 from rotator.emulator import Emulator, SeededAccount
@@ -75,9 +79,13 @@ class World:
     accounts: dict[str, SeededAccount] = field(default_factory=dict)
 
     @property
+    def secrets_env(self) -> dict[str, str]:
+        """The variables the config reads its secrets from."""
+        return {"IT_VAULT_TOKEN": self.vault_token, "IT_COUNT_ADMIN_KEY": self.admin.secret}
+
+    @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "IT_VAULT_TOKEN": self.vault_token,
-                "IT_COUNT_ADMIN_KEY": self.admin.secret}
+        return {**os.environ, **self.secrets_env}
 
     def vault(self) -> hvac.Client:
         return hvac.Client(url=self.vault_url, token=self.vault_token)
@@ -115,6 +123,13 @@ class World:
             self.cli_args(*args), env=env, capture_output=True, text=True, timeout=timeout,
             check=False)
 
+    def verify(self) -> tuple[int, str]:
+        """``rotator verify`` in this process (no interpreter to start): exit code, output."""
+        out = io.StringIO()
+        with _environ(self.secrets_env), contextlib.redirect_stdout(out):
+            code = main(["--config", str(self.config_path), "--log-format", "json", "verify"])
+        return code, out.getvalue()
+
     def repository(self) -> SqlRepository:
         return SqlRepository(make_engine(self.db_url))
 
@@ -149,6 +164,20 @@ class World:
         closed = {e.op_id for e in events if e.kind is EventKind.OUTCOME}
         dangling = [e for e in events if e.kind is EventKind.INTENT and e.op_id not in closed]
         assert not dangling, dangling
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def build_world(emulator: Emulator, vault_url: str, vault_token: str, mount: str,
