@@ -19,8 +19,8 @@ import hvac
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
 from rotator.cli.main import main
-from rotator.core.model import Rotation
-from rotator.core.vocabulary import EventKind
+from rotator.core.model import TERMINAL_STATUSES, Rotation, Status
+from rotator.core.vocabulary import AuditAction, EventKind
 from rotator.emulator import Emulator, SeededAccount
 
 CONFIG = """\
@@ -148,6 +148,24 @@ class World:
             return not repo.all_running() and not repo.all_pending_cleanups()
         finally:
             repo.engine.dispose()
+
+    def ending_problems(self) -> list[str]:
+        """Each rotation that has not exactly one ending, its terminal status and the note
+        spelt as that status (one of completed, rolled_back, failed)."""
+        repo = self.repository()
+        try:
+            events, rotations = repo.events(), repo.rotations()
+        finally:
+            repo.engine.dispose()
+        endings = {AuditAction(s.value) for s in TERMINAL_STATUSES}
+        out = []
+        for rot in rotations:
+            notes = [e.action for e in events if e.rotation_id == rot.rotation_id
+                     and e.kind is EventKind.NOTE and e.action in endings]
+            if rot.status is Status.RUNNING or notes != [rot.status.value]:
+                out.append(f"{rot.target} {rot.rotation_id} is {rot.status.value}, "
+                           f"with the endings {notes}")
+        return out
 
     def assert_invariants(self, name: str) -> None:
         """Vault's key authenticates, no key leaked, every side effect is paired."""
