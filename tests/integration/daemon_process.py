@@ -113,6 +113,10 @@ class Daemon:
         except AssertionError as exc:
             raise AssertionError(f"{exc}:\n{self.logs()[-3000:]}") from None
 
+    def freeze(self) -> None:
+        """SIGSTOP: the whole process stops where it is, its leases left to lapse."""
+        self.proc.send_signal(signal.SIGSTOP)
+
     def resume(self) -> int:
         """SIGCONT a stopped daemon; the length of its log until then (see ``events``)."""
         size = self.log_path.stat().st_size
