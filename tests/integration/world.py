@@ -123,12 +123,16 @@ class World:
             self.cli_args(*args), env=env, capture_output=True, text=True, timeout=timeout,
             check=False)
 
-    def verify(self) -> tuple[int, str]:
-        """``rotator verify`` in this process (no interpreter to start): exit code, output."""
+    def cli_here(self, *args: str) -> tuple[int, str]:
+        """The command line in this process (no interpreter to start): exit code, output."""
         out = io.StringIO()
         with _environ(self.secrets_env), contextlib.redirect_stdout(out):
-            code = main(["--config", str(self.config_path), "--log-format", "json", "verify"])
+            code = main(["--config", str(self.config_path), "--log-format", "json", *args])
         return code, out.getvalue()
+
+    def verify(self) -> tuple[int, str]:
+        """``rotator verify``, in this process: exit code, output."""
+        return self.cli_here("verify")
 
     def repository(self) -> SqlRepository:
         return SqlRepository(make_engine(self.db_url))
