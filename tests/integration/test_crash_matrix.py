@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.boundaries import (
-    CASES,
-    assert_ended_as_expected,
-    boundary_daemon_config,
-    prepare,
-)
+from tests.integration.boundaries import CASES, boundary_daemon_config, end_problems, prepare
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, crash_env, wait_for
 
@@ -43,4 +38,5 @@ def test_sigkill_at_every_boundary_then_restart_leaves_no_violation(
         assert second.terminate()[0] == 0
     finally:
         second.close()
-    assert_ended_as_expected(world, path, old_secret)
+    problems = end_problems(world, path, old_secret)
+    assert not problems, "\n".join(problems)

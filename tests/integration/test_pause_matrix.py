@@ -29,12 +29,7 @@ from sqlalchemy.engine import make_url
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
-from tests.integration.boundaries import (
-    CASES,
-    assert_ended_as_expected,
-    boundary_daemon_config,
-    prepare,
-)
+from tests.integration.boundaries import CASES, boundary_daemon_config, end_problems, prepare
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, pause_env, wait_for
 from tests.integration.proxy import CuttableProxy
@@ -202,11 +197,7 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
         if not _soon(probe.settled, 30):
             problems.append("the rotation never settled")
         second.close()
-        problems += world.ending_problems()
-        try:
-            assert_ended_as_expected(world, path, old_secret)
-        except AssertionError as exc:
-            problems.append(str(exc))
+        problems += world.ending_problems() + end_problems(world, path, old_secret)
     finally:
         first.close()
         if second is not None:
