@@ -17,6 +17,8 @@ from rotator.core.errors import (
     CasConflict,
     KeyLimitReached,
     LeaseHeld,
+    LeaseLost,
+    RotationFinished,
     SecretNotFound,
     Unauthorized,
 )
@@ -32,6 +34,7 @@ from rotator.core.ports import (
     Deletion,
     Identity,
     KeyListing,
+    Lease,
     NewKey,
     PendingCleanup,
     SecretRef,
@@ -40,6 +43,7 @@ from rotator.core.ports import (
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import EventKind
 
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)   # as SqlRepository marks a released lease
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
@@ -158,11 +162,13 @@ class FakeStore:
     fail: dict[str, BaseException] = field(default_factory=dict)
     tamper_read_back: bool = False
     writes: int = 0
+    calls: list[str] = field(default_factory=list)
 
     def put(self, ref: SecretRef, secret: Secret) -> None:
         self.versions.setdefault((ref.mount, ref.path), []).append({ref.field: secret.reveal()})
 
     def _enter(self, call: str) -> None:
+        self.calls.append(call)
         if self.crash_at == f"{call}:before":
             raise Crash(call)
         if call in self.fail:
@@ -181,6 +187,7 @@ class FakeStore:
                            dict(self.metadata.get((ref.mount, ref.path), {})))
 
     def read_version(self, ref: SecretRef, version: int) -> VaultSecret:
+        self.calls.append("read_version")
         versions = self.versions.get((ref.mount, ref.path)) or []
         if not 1 <= version <= len(versions):
             raise SecretNotFound("no such version", version=version)
@@ -213,15 +220,31 @@ class MemoryRepository:
         self._clock = clock    # stamps a row recorded without ``at``, as SQL's default does
         self.by_id: dict[str, Rotation] = {}
         self.recorded: list[AuditEvent] = []
-        self.leases: dict[str, tuple[str, datetime]] = {}
+        self.generations: list[int] = []      # the lease generation of each recorded row
+        # target -> (holder, expires at, generation); a released lease expires at RELEASED
+        self.leases: dict[str, tuple[str, datetime, int]] = {}
         self.cleanups: dict[tuple[str, str], PendingCleanup] = {}
 
-    def insert_rotation(self, rotation: Rotation) -> None:
+    def _fence(self, target: str, lease: Lease) -> None:
+        assert target == lease.target, (target, lease.target)
+        held = self.leases.get(target)
+        if held is None or (held[0], held[2]) != (lease.holder, lease.generation):
+            raise LeaseLost("taken over", target=target, generation=lease.generation)
+
+    def insert_rotation(self, rotation: Rotation, lease: Lease) -> None:
+        self._fence(rotation.target, lease)
         if self.running_rotation(rotation.target):
             raise LeaseHeld("running", target=rotation.target)
         self.by_id[rotation.rotation_id] = rotation
 
-    def save_rotation(self, rotation: Rotation) -> None:
+    def save_rotation(self, rotation: Rotation, lease: Lease) -> None:
+        self._fence(rotation.target, lease)
+        stored = self.by_id.get(rotation.rotation_id)
+        if stored is None:
+            raise LookupError(rotation.rotation_id)
+        if stored.is_terminal:
+            raise RotationFinished("a finished rotation never changes",
+                                   rotation_id=rotation.rotation_id)
         self.by_id[rotation.rotation_id] = rotation
 
     def get_rotation(self, rotation_id: str) -> Rotation | None:
@@ -231,13 +254,20 @@ class MemoryRepository:
         return next((r for r in self.by_id.values()
                      if r.target == target and r.status is Status.RUNNING), None)
 
-    def record(self, event: AuditEvent) -> None:
+    def record(self, event: AuditEvent, lease: Lease) -> None:
+        self._fence(event.target, lease)
         self.recorded.append(event if event.at is not None else replace(event, at=self._clock()))
+        self.generations.append(lease.generation)
 
     def open_intents(self, rotation_id: str) -> list[AuditEvent]:
         closed = {e.op_id for e in self.recorded if e.kind is EventKind.OUTCOME}
         return [e for e in self.recorded if e.rotation_id == rotation_id
                 and e.kind is EventKind.INTENT and e.op_id not in closed]
+
+    def has_open_intent(self, target: str) -> bool:
+        closed = {e.op_id for e in self.recorded if e.kind is EventKind.OUTCOME}
+        return any(e.target == target and e.kind is EventKind.INTENT and e.op_id not in closed
+                   for e in self.recorded)
 
     def protected_key_ids(self, service_account: str, except_rotation: str) -> set[str]:
         return {k for r in self.by_id.values()
@@ -246,38 +276,54 @@ class MemoryRepository:
                 for k in (r.old_key_id, r.new_key_id) if k}
 
     def acquire_lease(self, target: str, holder: str, ttl_seconds: float,
-                      now: datetime) -> bool:
+                      now: datetime) -> Lease | None:
         held = self.leases.get(target)
-        if held and held[0] != holder and held[1] > now:
-            return False
-        self.leases[target] = (holder, now + timedelta(seconds=ttl_seconds))
-        return True
+        if held and held[0] != holder and held[1] >= now:
+            return None
+        generation = (held[2] if held else 0) + 1
+        self.leases[target] = (holder, now + timedelta(seconds=ttl_seconds), generation)
+        previous = (None if held is None or held[0] == holder or held[1] <= RELEASED
+                    else held[1])
+        return Lease(target, holder, generation, previous)
 
     def renew_lease(self, target: str, holder: str, ttl_seconds: float, now: datetime) -> bool:
         held = self.leases.get(target)
-        if not held or held[0] != holder:
+        if not held or held[0] != holder or held[1] <= RELEASED:
             return False
-        self.leases[target] = (holder, now + timedelta(seconds=ttl_seconds))
+        self.leases[target] = (holder, now + timedelta(seconds=ttl_seconds), held[2])
+        return True
+
+    def confirm_lease(self, lease: Lease, ttl_seconds: float, now: datetime) -> bool:
+        held = self.leases.get(lease.target)
+        if not held or (held[0], held[2]) != (lease.holder, lease.generation):
+            return False
+        self.leases[lease.target] = (lease.holder, now + timedelta(seconds=ttl_seconds),
+                                     lease.generation)
         return True
 
     def release_lease(self, target: str, holder: str) -> None:
-        if self.leases.get(target, ("",))[0] == holder:
-            del self.leases[target]
+        held = self.leases.get(target)
+        if held is not None and held[0] == holder:
+            self.leases[target] = (holder, RELEASED, held[2])
 
-    def add_cleanup(self, item: PendingCleanup, now: datetime) -> None:
-        self.cleanups[(item.target, item.key_id)] = item
+    def add_cleanup(self, item: PendingCleanup, now: datetime, lease: Lease) -> None:
+        self._fence(item.target, lease)
+        self.cleanups.setdefault((item.target, item.key_id), item)
 
     def pending_cleanups(self, target: str) -> list[PendingCleanup]:
         return [c for c in self.cleanups.values() if c.target == target]
 
-    def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None:
+    def resolve_cleanup(self, target: str, key_id: str, now: datetime, lease: Lease) -> None:
+        self._fence(target, lease)
         self.cleanups.pop((target, key_id), None)
 
     # --- the RotationReader port ---------------------------------------------------------
 
     def events(self, target: str | None = None, since: datetime | None = None,
                limit: int | None = None) -> list[StoredEvent]:
-        rows = [_stored(i, e) for i, e in enumerate(self.recorded, start=1)
+        rows = [_stored(i, e, g)
+                for i, (e, g) in enumerate(zip(self.recorded, self.generations, strict=True),
+                                           start=1)
                 if (target is None or e.target == target)
                 and (since is None or (e.at is not None and e.at >= since))]
         if limit is None:
@@ -319,10 +365,11 @@ class MemoryRepository:
         return list(self.cleanups.values())
 
 
-def _stored(row_id: int, event: AuditEvent) -> StoredEvent:
+def _stored(row_id: int, event: AuditEvent, generation: int) -> StoredEvent:
     assert event.at is not None, "the audit trail stamps every row it records"
     return StoredEvent(
         id=row_id, at=event.at, rotation_id=event.rotation_id, target=event.target,
         step=event.step, kind=event.kind, action=event.action, result=event.result,
         key_id=event.key_id, fingerprint=event.fingerprint, vault_version=event.vault_version,
-        request_id=event.request_id, op_id=event.op_id, detail=event.detail)
+        request_id=event.request_id, op_id=event.op_id, detail=event.detail,
+        lease_generation=generation)

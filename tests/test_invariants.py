@@ -12,14 +12,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import insert
 
+from rotator.adapters.sql import SqlRepository
+from rotator.adapters.sql.tables import rotation_events
 from rotator.app.verify import Finding, FindingKind, check_targets
 from rotator.core.model import AuditEvent, Rotation, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
-from tests.fakes import FakeClock, FakeProvider, FakeStore
+from tests import writes
+from tests.fakes import FakeClock, FakeProvider, FakeStore, MemoryRepository
 from tests.fixtures.databases import StateStore
 
 REF = SecretRef("secret", "count/app", "api_key")
@@ -74,7 +78,7 @@ def test_a_key_queued_for_cleanup_is_not_a_leak(setup: Setup) -> None:
     from rotator.core.ports import PendingCleanup  # noqa: PLC0415
 
     stray = setup.provider.create_key("sa_1", "rotator:app:rot_x", setup.admin)
-    setup.repo.add_cleanup(PendingCleanup("app", "sa_1", stray.key_id, "rot_x", "test"),
+    writes.add_cleanup(setup.repo, PendingCleanup("app", "sa_1", stray.key_id, "rot_x", "test"),
                            setup.clock.now())
     assert setup.check() == []
 
@@ -109,12 +113,12 @@ def _forged(setup: Setup, actions: list[tuple[str, EventKind, str | None]],
                    started_at=now, step=Step.DONE, status=Status.COMPLETED,
                    old_key_id="key_old", new_key_id="key_new",
                    grace_ends_at=now + timedelta(seconds=grace_ends_in), finished_at=now)
-    setup.repo.insert_rotation(rot)
+    writes.insert_rotation(setup.repo, rot)
     ops: dict[str, str] = {}
     for second, (action, kind, result) in enumerate(actions):
         op_id = None if kind is EventKind.NOTE else ops.setdefault(action, uuid.uuid4().hex)
         key = "key_old" if action == "revoke_key" else "key_new"
-        setup.repo.record(AuditEvent(
+        writes.record(setup.repo, AuditEvent(
             rotation_id=rot.rotation_id, target="app", step="x", kind=kind, action=action,
             result=result, key_id=key, op_id=op_id, at=now + timedelta(seconds=second)))
     return rot
@@ -167,8 +171,101 @@ def test_an_intent_without_outcome_in_a_finished_rotation_is_found(setup: Setup)
 
 def test_a_second_real_delete_of_the_old_key_is_found(setup: Setup) -> None:
     rot = _forged(setup, GOOD)
-    setup.repo.record(AuditEvent(
+    writes.record(setup.repo, AuditEvent(
         rotation_id=rot.rotation_id, target="app", step="revoke", kind=EventKind.OUTCOME,
         action="revoke_key", result="ok", key_id="key_old", op_id="orphan"))
     assert sorted(_audit_kinds(setup)) == sorted([FindingKind.REVOKED_TWICE,
                                                   FindingKind.UNPAIRED_SIDE_EFFECT])
+
+
+ENDED = ("completed", EventKind.NOTE, "completed")
+
+
+def test_a_rotation_ended_twice_is_found(setup: Setup) -> None:
+    # The zombie of the fencing issue: rolled back after it had completed.
+    _forged(setup, [*GOOD, ENDED, ("rolled_back", EventKind.NOTE, "rolled_back")])
+    assert sorted(_audit_kinds(setup)) == sorted([
+        FindingKind.TWO_ENDINGS,          # two ending notes
+        FindingKind.TWO_ENDINGS,          # the last one is not what the row says
+        FindingKind.MOVED_BACKWARDS])     # and something was written after the ending
+
+
+def test_one_ending_and_cleanup_after_it_pass(setup: Setup) -> None:
+    _forged(setup, [*GOOD, ENDED, ("cleanup_key", EventKind.INTENT, None),
+                    ("cleanup_key", EventKind.OUTCOME, "ok")])
+    assert _audit_kinds(setup) == []
+
+
+def test_a_running_rotation_whose_trail_ended_it_is_found(setup: Setup) -> None:
+    now = setup.clock.now()
+    rot = Rotation(rotation_id="rot_running", target="app", service_account="sa_1",
+                   trigger="manual", actor="test", grace_seconds=0, started_at=now)
+    writes.insert_rotation(setup.repo, rot)
+    writes.record(setup.repo, AuditEvent(
+        rotation_id=rot.rotation_id, target="app", step="done", kind=EventKind.NOTE,
+        action="rolled_back", result="rolled_back", at=now))
+    assert FindingKind.TWO_ENDINGS in _audit_kinds(setup)
+
+
+@pytest.mark.parametrize(("steps", "found"), [
+    (["plan", "create", "verify", "store", "grace", "revoke", "done"], False),
+    (["plan", "create", "verify", "rollback", "done"], False),
+    (["plan", "create", "verify", "store", "create", "verify", "store"], True),
+    (["plan", "create", "store", "grace", "plan"], True),
+])
+def test_a_trail_going_back_to_an_earlier_step_is_found(setup: Setup, steps: list[str],
+                                                        found: bool) -> None:
+    now = setup.clock.now()
+    rot = Rotation(rotation_id=f"rot_{uuid.uuid4().hex[:8]}", target="app",
+                   service_account="sa_1", trigger="manual", actor="test", grace_seconds=0,
+                   started_at=now)
+    writes.insert_rotation(setup.repo, rot)
+    for second, step in enumerate(steps):
+        writes.record(setup.repo, AuditEvent(
+            rotation_id=rot.rotation_id, target="app", step=step, kind=EventKind.NOTE,
+            action="note", result="ok", at=now + timedelta(seconds=second)))
+    assert (FindingKind.MOVED_BACKWARDS in _audit_kinds(setup)) is found
+
+
+def test_starting_over_at_create_after_a_lost_secret_is_not_going_back(setup: Setup) -> None:
+    now = setup.clock.now()
+    rot = Rotation(rotation_id="rot_lost", target="app", service_account="sa_1",
+                   trigger="manual", actor="test", grace_seconds=0, started_at=now)
+    writes.insert_rotation(setup.repo, rot)
+    for second, (step, action) in enumerate([("create", "create_key"),
+                                             ("verify", "secret_lost"),
+                                             ("create", "create_key"), ("verify", "probe")]):
+        writes.record(setup.repo, AuditEvent(
+            rotation_id=rot.rotation_id, target="app", step=step, kind=EventKind.NOTE,
+            action=action, result="ok", at=now + timedelta(seconds=second)))
+    assert _audit_kinds(setup) == []
+
+
+def test_a_row_written_by_a_holder_that_had_lost_its_lease_is_found(setup: Setup) -> None:
+    # The database refuses such a row, so it can only be forged behind the repository's
+    # back: a row of generation 1 after one of generation 2 (two take-overs later).
+    now = setup.clock.now()
+    rot = Rotation(rotation_id="rot_stale", target="app", service_account="sa_1",
+                   trigger="manual", actor="test", grace_seconds=0, started_at=now)
+    writes.insert_rotation(setup.repo, rot)
+    writes.record(setup.repo, AuditEvent(rotation_id=rot.rotation_id, target="app",
+                                         step="plan", kind=EventKind.NOTE, action="plan",
+                                         result="ok", at=now))
+    _forge_row(setup.repo, AuditEvent(rotation_id=rot.rotation_id, target="app",
+                                      step="plan", kind=EventKind.NOTE, action="zombie",
+                                      result="ok", at=now), generation=1)
+    stale = [f for f in setup.check() if f.kind is FindingKind.STALE_WRITER]
+    assert len(stale) == 1 and "generation 1" in stale[0].detail
+
+
+def _forge_row(repo: StateStore, event: AuditEvent, generation: int) -> None:
+    if isinstance(repo, MemoryRepository):
+        repo.recorded.append(event)
+        repo.generations.append(generation)
+        return
+    assert isinstance(repo, SqlRepository)
+    with repo.engine.begin() as conn:
+        conn.execute(insert(rotation_events).values(
+            rotation_id=event.rotation_id, target=event.target, step=event.step,
+            kind=str(event.kind), action=event.action, result=event.result, at=event.at,
+            lease_generation=generation))

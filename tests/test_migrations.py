@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from rotator.adapters.sql import schema, tables
 from rotator.adapters.sql.repository import SqlRepository
@@ -27,8 +28,8 @@ from rotator.adapters.sql.schema import (
     migrations_dir,
     upgrade,
 )
-from rotator.core.errors import SchemaError
-from rotator.core.model import Status
+from rotator.core.errors import RotationFinished, SchemaError
+from rotator.core.model import Rotation, Status
 from tests.support import DATABASE_ONLY_CONFIG
 
 ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
@@ -37,8 +38,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -75,7 +76,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -165,6 +166,40 @@ def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
         engine.dispose()
 
 
+def test_0003_keeps_leases_and_rows_written_at_0002_and_fences_from_there(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0002")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO leases (target, holder, acquired_at, expires_at)"
+                " VALUES ('app', 'old-replica', :at, :at)"), {"at": at})
+            conn.execute(text(
+                "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
+                " grace_seconds, started_at, step, status, recreate_count)"
+                " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
+                " 'completed', 0)"), {"at": at})
+        _migrate(engine, command.upgrade, "head")
+        check_schema(engine)
+        repo = SqlRepository(engine)
+        # The lapsed lease of 0002 is taken over as the next generation...
+        lease = repo.acquire_lease("app", "new-replica", 30, at + timedelta(seconds=1))
+        assert lease is not None and lease.generation == 1
+        assert lease.previous_expiry == at
+        # ...and the rotation 0002 finished stays finished.
+        with pytest.raises(RotationFinished):
+            repo.save_rotation(Rotation(
+                rotation_id="rot_1", target="app", service_account="sa_1", trigger="manual",
+                actor="me", grace_seconds=60, started_at=at), lease)
+        with pytest.raises(DBAPIError, match="a finished rotation never changes"), \
+                engine.begin() as conn:
+            conn.execute(text("UPDATE rotations SET status = 'running'"))
+    finally:
+        engine.dispose()
+
+
 def test_migrations_match_the_tables_module(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     try:
@@ -198,15 +233,15 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0003_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0004_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0002, this rotator needs 0003: run `rotator db upgrade`$",
+        match=r"^database schema is at 0003, this rotator needs 0004: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0003"
+    assert upgrade(migrated_url) == "0004"
     _check(migrated_url)
 
 

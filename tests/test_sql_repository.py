@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,8 +16,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from rotator.adapters.sql import SqlRepository
-from rotator.adapters.sql.tables import leases
-from rotator.core.errors import LeaseHeld
+from rotator.adapters.sql.tables import leases, rotations
+from rotator.core.errors import LeaseHeld, LeaseLost, RotationFinished
 from rotator.core.model import (
     AuditEvent,
     Failure,
@@ -25,9 +29,17 @@ from rotator.core.model import (
 )
 from rotator.core.ports import PendingCleanup, RotationRepository
 from rotator.core.vocabulary import EventKind
+from tests import writes
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def rotation(rotation_id: str = "r1", target: str = "count-prod", **changes: Any) -> Rotation:
@@ -59,7 +71,7 @@ def test_rotation_round_trip_with_every_field(repository: SqlRepository) -> None
         grace_ends_at=T0 + timedelta(minutes=5), finished_at=None,
         reason="scheduled: 90 days", recreate_count=2, grace_seconds=12.5,
     )
-    repository.insert_rotation(full)
+    writes.insert_rotation(repository, full)
     got = repository.get_rotation("r1")
     assert got == full
     assert got is not None
@@ -68,7 +80,7 @@ def test_rotation_round_trip_with_every_field(repository: SqlRepository) -> None
 
     done = full.evolve(step=Step.DONE, status=Status.COMPLETED,
                        finished_at=T0 + timedelta(minutes=6), reason=None)
-    repository.save_rotation(done)
+    writes.save_rotation(repository, done)
     assert repository.get_rotation("r1") == done
     assert repository.get_rotation("nope") is None
 
@@ -78,11 +90,11 @@ def test_a_failure_round_trips_as_fields(repository: SqlRepository) -> None:
         step=Step.ROLLBACK, rollback_blocked="cannot read Vault: down",
         failure=Failure(Step.STORE, FailureCode.STORE_FAILED, "VaultUnavailable: down"),
         reason="store: VaultUnavailable: down; rollback blocked: cannot read Vault: down")
-    repository.insert_rotation(rot)
+    writes.insert_rotation(repository, rot)
     assert repository.get_rotation(rot.rotation_id) == rot
     refused = rotation("rot_2", target="other", status=Status.FAILED, step=Step.DONE,
                        reason="dead", failure=Failure(None, FailureCode.UNRECORDED, "dead"))
-    repository.insert_rotation(refused)
+    writes.insert_rotation(repository, refused)
     assert repository.get_rotation("rot_2") == refused
 
 
@@ -90,7 +102,7 @@ def test_a_row_from_before_the_failure_fields_has_its_text_only(
         repository: SqlRepository) -> None:
     rot = rotation(status=Status.ROLLED_BACK, step=Step.DONE,
                    reason="verify: x; rollback blocked: y")
-    repository.insert_rotation(rot)
+    writes.insert_rotation(repository, rot)
     with repository.engine.begin() as conn:
         assert conn.execute(text("SELECT failure_code, rollback_blocked FROM rotations"))\
             .one() == (None, None)
@@ -100,48 +112,50 @@ def test_a_row_from_before_the_failure_fields_has_its_text_only(
 
 def test_naive_datetimes_are_refused(repository: SqlRepository) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
-        repository.insert_rotation(rotation(started_at=datetime(2024, 5, 1, 12)))
+        writes.insert_rotation(repository, rotation(started_at=datetime(2024, 5, 1, 12)))
 
 
 def test_saving_an_unknown_rotation_fails(repository: SqlRepository) -> None:
     with pytest.raises(LookupError, match="r9"):
-        repository.save_rotation(rotation("r9"))
+        writes.save_rotation(repository, rotation("r9"))
 
 
 def test_second_running_rotation_of_a_target_is_refused(repository: SqlRepository) -> None:
-    repository.insert_rotation(rotation("r1"))
+    writes.insert_rotation(repository, rotation("r1"))
     with pytest.raises(LeaseHeld, match="count-prod") as info:
-        repository.insert_rotation(rotation("r2"))
+        writes.insert_rotation(repository, rotation("r2"))
     assert info.value.context == {"target": "count-prod", "rotation_id": "r1"}
     running = repository.running_rotation("count-prod")
     assert running is not None
     assert running.rotation_id == "r1"
-    repository.insert_rotation(rotation("r3", target="other"))
+    writes.insert_rotation(repository, rotation("r3", target="other"))
 
 
 def test_terminal_rotation_does_not_block_a_new_one(repository: SqlRepository) -> None:
-    repository.insert_rotation(rotation("r1"))
-    repository.save_rotation(rotation("r1", status=Status.ROLLED_BACK, step=Step.DONE))
+    writes.insert_rotation(repository, rotation("r1"))
+    writes.save_rotation(repository, rotation("r1", status=Status.ROLLED_BACK, step=Step.DONE))
     assert repository.running_rotation("count-prod") is None
-    repository.insert_rotation(rotation("r2"))
-    # ...and reviving the old one now collides with the new one.
-    with pytest.raises(LeaseHeld):
-        repository.save_rotation(rotation("r1"))
+    writes.insert_rotation(repository, rotation("r2"))
+    # ...and the old one can never be revived: a finished rotation has one ending.
+    with pytest.raises(RotationFinished):
+        writes.save_rotation(repository, rotation("r1"))
+    assert repository.get_rotation("r1") == rotation("r1", status=Status.ROLLED_BACK,
+                                                     step=Step.DONE)
 
 
 def test_duplicate_rotation_id_is_not_mistaken_for_a_lease(repository: SqlRepository) -> None:
-    repository.insert_rotation(rotation("r1"))
+    writes.insert_rotation(repository, rotation("r1"))
     with pytest.raises(IntegrityError):
-        repository.insert_rotation(rotation("r1"))
+        writes.insert_rotation(repository, rotation("r1"))
 
 
 def test_protected_key_ids(repository: SqlRepository) -> None:
-    repository.insert_rotation(rotation("r1", target="a", old_key_id="k1", new_key_id="k2"))
-    repository.insert_rotation(rotation("r2", target="b", old_key_id="k3"))
-    repository.insert_rotation(rotation("r3", target="c", old_key_id="k4", new_key_id="k5"))
-    repository.save_rotation(rotation("r3", target="c", old_key_id="k4", new_key_id="k5",
+    writes.insert_rotation(repository, rotation("r1", target="a", old_key_id="k1", new_key_id="k2"))
+    writes.insert_rotation(repository, rotation("r2", target="b", old_key_id="k3"))
+    writes.insert_rotation(repository, rotation("r3", target="c", old_key_id="k4", new_key_id="k5"))
+    writes.save_rotation(repository, rotation("r3", target="c", old_key_id="k4", new_key_id="k5",
                                       status=Status.COMPLETED))
-    repository.insert_rotation(rotation("r4", target="d", service_account="sa-2",
+    writes.insert_rotation(repository, rotation("r4", target="d", service_account="sa-2",
                                         old_key_id="k6"))
     assert repository.protected_key_ids("sa-1", except_rotation="r2") == {"k1", "k2"}
     assert repository.protected_key_ids("sa-1", except_rotation="r1") == {"k3"}
@@ -153,9 +167,9 @@ def test_protected_key_ids(repository: SqlRepository) -> None:
 
 def test_events_are_appended_with_a_time(repository: SqlRepository) -> None:
     before = datetime.now(UTC)
-    repository.record(event(EventKind.INTENT, "op1", key_id="k1", request_id="req-1"))
+    writes.record(repository, event(EventKind.INTENT, "op1", key_id="k1", request_id="req-1"))
     at = datetime(2024, 5, 1, 15, 0, tzinfo=CEST)
-    repository.record(event(EventKind.OUTCOME, "op1", result="ok", key_id="k1",
+    writes.record(repository, event(EventKind.OUTCOME, "op1", result="ok", key_id="k1",
                             fingerprint="sha256:abcd", vault_version=7, detail="fine", at=at))
     first, second = repository.events()
     assert isinstance(first, StoredEvent)
@@ -177,7 +191,7 @@ def test_events_are_appended_with_a_time(repository: SqlRepository) -> None:
 def test_the_database_rejects_rewriting_the_audit_trail(
     repository: SqlRepository, statement: str
 ) -> None:
-    repository.record(event(EventKind.NOTE, action="plan"))
+    writes.record(repository, event(EventKind.NOTE, action="plan"))
     with pytest.raises(DBAPIError, match="rotation_events is append-only"), \
             repository.engine.begin() as conn:
         conn.execute(text(statement))
@@ -192,18 +206,18 @@ def test_postgres_rejects_truncate_of_the_audit_trail(repository: SqlRepository)
 
 
 def test_open_intents_are_intents_without_outcome(repository: SqlRepository) -> None:
-    repository.record(event(EventKind.NOTE, action="plan"))
-    repository.record(event(EventKind.INTENT, "op-a"))
-    repository.record(event(EventKind.OUTCOME, "op-a", result="ok"))
-    repository.record(event(EventKind.INTENT, "op-b", action="store"))
-    repository.record(event(EventKind.INTENT, "op-c", action="revoke"))
-    repository.record(event(EventKind.OUTCOME, "op-c", rotation_id="r2", result="ok"))
-    repository.record(event(EventKind.INTENT, "op-d", rotation_id="r2"))
+    writes.record(repository, event(EventKind.NOTE, action="plan"))
+    writes.record(repository, event(EventKind.INTENT, "op-a"))
+    writes.record(repository, event(EventKind.OUTCOME, "op-a", result="ok"))
+    writes.record(repository, event(EventKind.INTENT, "op-b", action="store"))
+    writes.record(repository, event(EventKind.INTENT, "op-c", action="revoke"))
+    writes.record(repository, event(EventKind.OUTCOME, "op-c", rotation_id="r2", result="ok"))
+    writes.record(repository, event(EventKind.INTENT, "op-d", rotation_id="r2"))
     assert [(e.op_id, e.action) for e in repository.open_intents("r1")] == [
         ("op-b", "store"), ("op-c", "revoke"),
     ]
     assert all(e.at is not None for e in repository.open_intents("r1"))
-    repository.record(event(EventKind.OUTCOME, "op-b", result="unknown"))
+    writes.record(repository, event(EventKind.OUTCOME, "op-b", result="unknown"))
     assert [e.op_id for e in repository.open_intents("r1")] == ["op-c"]
     assert [e.op_id for e in repository.open_intents("r2")] == ["op-d"]
 
@@ -234,12 +248,98 @@ def test_lease_lifecycle(repository: SqlRepository) -> None:
     assert repo.acquire_lease("other", "bob", 30, T0 + timedelta(seconds=54))
 
 
+def test_every_acquisition_is_a_new_generation(repository: SqlRepository) -> None:
+    repo = repository
+    first = repo.acquire_lease("t", "alice", 30, T0)
+    assert first is not None and (first.generation, first.previous_expiry) == (1, None)
+    again = repo.acquire_lease("t", "alice", 30, T0 + timedelta(seconds=1))
+    assert again is not None and (again.generation, again.previous_expiry) == (2, None)
+    assert not repo.confirm_lease(first, 30, T0 + timedelta(seconds=2))   # superseded
+    assert repo.confirm_lease(again, 30, T0 + timedelta(seconds=2))       # until T0+32s
+    # Lapsed, not released: the take-over learns when, since a call may be in flight.
+    bob = repo.acquire_lease("t", "bob", 30, T0 + timedelta(seconds=33))
+    assert bob is not None and bob.generation == 3
+    assert bob.previous_expiry == T0 + timedelta(seconds=32)
+    # Released: free at once, and nothing of its holder is in flight.
+    repo.release_lease("t", "bob")
+    assert repo.lease_of("t") is None
+    carol = repo.acquire_lease("t", "carol", 30, T0 + timedelta(seconds=34))
+    assert carol is not None and (carol.generation, carol.previous_expiry) == (4, None)
+
+
+def test_a_holder_that_was_taken_over_writes_nothing(repository: SqlRepository) -> None:
+    repo = repository
+    alice = repo.acquire_lease("count-prod", "alice", 30, T0)
+    assert alice is not None
+    repo.insert_rotation(rotation("r1"), alice)
+    repo.record(event(EventKind.INTENT, "op-a"), alice)
+    item = PendingCleanup("count-prod", "sa-1", "key-x", "r1", "test")
+    repo.add_cleanup(item, T0, alice)
+    # Alice freezes past her lease; bob takes the target over.
+    bob = repo.acquire_lease("count-prod", "bob", 30, T0 + timedelta(seconds=31))
+    assert bob is not None
+    before = (repo.get_rotation("r1"), repo.events(), repo.pending_cleanups("count-prod"))
+    stale_writes = [
+        lambda: repo.save_rotation(rotation("r1", step=Step.CREATE), alice),
+        lambda: repo.record(event(EventKind.OUTCOME, "op-a", result="ok"), alice),
+        lambda: repo.add_cleanup(replace(item, key_id="key-y"), T0, alice),
+        lambda: repo.resolve_cleanup("count-prod", "key-x", T0, alice),
+        lambda: repo.insert_rotation(rotation("r2"), alice),
+    ]
+    for write in stale_writes:
+        with pytest.raises(LeaseLost):
+            write()
+    assert not repo.confirm_lease(alice, 30, T0 + timedelta(seconds=32))
+    assert (repo.get_rotation("r1"), repo.events(),
+            repo.pending_cleanups("count-prod")) == before
+    # Bob's writes land, each stamped with his generation.
+    repo.save_rotation(rotation("r1", step=Step.CREATE), bob)
+    repo.record(event(EventKind.OUTCOME, "op-a", result="unknown"), bob)
+    assert [e.lease_generation for e in repo.events()] == [1, 2]
+    with repo.engine.connect() as conn:
+        stamped = conn.execute(select(rotations.c.lease_generation)).scalar_one()
+    assert stamped == bob.generation
+
+
+def test_no_write_of_the_old_holder_lands_after_the_take_over(
+        repository: SqlRepository) -> None:
+    """A zombie writing as fast as it can while another replica takes over."""
+    repo = repository
+    alice = repo.acquire_lease("count-prod", "alice", 30, T0)
+    assert alice is not None
+    stop = threading.Event()
+    refused: list[LeaseLost] = []
+
+    def zombie() -> None:
+        with contextlib.suppress(LeaseLost):
+            while not stop.is_set():
+                repo.record(event(EventKind.NOTE, action="zombie"), alice)
+        refused.append(LeaseLost("stopped"))
+
+    thread = threading.Thread(target=zombie)
+    thread.start()
+    try:
+        wait_until(lambda: len(repo.events()) >= 5)
+        bob = repo.acquire_lease("count-prod", "bob", 30, T0 + timedelta(seconds=31))
+        assert bob is not None
+        repo.record(event(EventKind.NOTE, action="take_over"), bob)
+        thread.join(timeout=10)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert refused, "the old holder was never refused"
+    rows = repo.events()
+    taken = next(e.id for e in rows if e.action == "take_over")
+    assert all(e.lease_generation == 1 for e in rows if e.id < taken)
+    assert [e.action for e in rows if e.id > taken] == []
+
+
 def test_exactly_one_of_eight_racers_wins_a_lease(repository: SqlRepository) -> None:
     racers = 8
     for round_ in range(3):
         target = f"race-{round_}"
         barrier = threading.Barrier(racers)
-        results: dict[int, bool] = {}
+        results: dict[int, bool] = {}   # racer -> whether it took the lease
         errors: list[BaseException] = []
 
         def race(i: int, target: str = target, barrier: threading.Barrier = barrier,
@@ -249,7 +349,8 @@ def test_exactly_one_of_eight_racers_wins_a_lease(repository: SqlRepository) -> 
                 with repository.engine.connect() as own:  # each racer has its connection
                     own.exec_driver_sql("SELECT 1")
                     barrier.wait(timeout=10)
-                    results[i] = repository.acquire_lease(target, f"replica-{i}", 30, T0)
+                    won = repository.acquire_lease(target, f"replica-{i}", 30, T0)
+                    results[i] = won is not None
             except BaseException as exc:
                 errors.append(exc)
 
@@ -269,16 +370,16 @@ def test_cleanup_lifecycle(repository: SqlRepository) -> None:
                           reason="revoke failed: 503")
     other = PendingCleanup(target="t", service_account="sa-1", key_id="k2", rotation_id="r2",
                            reason="orphan")
-    repository.add_cleanup(item, T0)
-    repository.add_cleanup(item, T0 + timedelta(seconds=1))  # idempotent while unresolved
-    repository.add_cleanup(other, T0 + timedelta(seconds=2))
-    repository.add_cleanup(PendingCleanup("u", "sa-2", "k1", "r3", "orphan"), T0)
+    writes.add_cleanup(repository, item, T0)
+    writes.add_cleanup(repository, item, T0 + timedelta(seconds=1))  # idempotent while unresolved
+    writes.add_cleanup(repository, other, T0 + timedelta(seconds=2))
+    writes.add_cleanup(repository, PendingCleanup("u", "sa-2", "k1", "r3", "orphan"), T0)
     assert repository.pending_cleanups("t") == [item, other]
-    repository.resolve_cleanup("t", "k1", T0 + timedelta(seconds=3))
-    repository.resolve_cleanup("t", "k1", T0 + timedelta(seconds=4))  # no-op
+    writes.resolve_cleanup(repository, "t", "k1", T0 + timedelta(seconds=3))
+    writes.resolve_cleanup(repository, "t", "k1", T0 + timedelta(seconds=4))  # no-op
     assert repository.pending_cleanups("t") == [other]
     assert [c.target for c in repository.all_pending_cleanups()] == ["u", "t"]
-    repository.add_cleanup(item, T0 + timedelta(seconds=5))  # back again after resolution
+    writes.add_cleanup(repository, item, T0 + timedelta(seconds=5))  # back again after resolution
     assert repository.pending_cleanups("t") == [other, item]
     assert repository.pending_cleanups("nobody") == []
 
@@ -287,7 +388,7 @@ def test_cleanup_lifecycle(repository: SqlRepository) -> None:
 
 def test_event_queries(repository: SqlRepository) -> None:
     for i in range(5):
-        repository.record(event(EventKind.NOTE, target="a" if i % 2 == 0 else "b",
+        writes.record(repository, event(EventKind.NOTE, target="a" if i % 2 == 0 else "b",
                                 action=f"n{i}", at=T0 + timedelta(minutes=i)))
     assert [e.action for e in repository.events()] == ["n0", "n1", "n2", "n3", "n4"]
     assert [e.action for e in repository.events(target="a")] == ["n0", "n2", "n4"]
@@ -305,20 +406,21 @@ def test_rotation_queries(repository: SqlRepository) -> None:
         return T0 + timedelta(minutes=minutes)
 
     repo = repository
-    repo.insert_rotation(rotation("a1", target="a", started_at=at(0)))
-    repo.save_rotation(rotation("a1", target="a", started_at=at(0), status=Status.COMPLETED,
+    writes.insert_rotation(repo, rotation("a1", target="a", started_at=at(0)))
+    writes.save_rotation(repo, rotation("a1", target="a", started_at=at(0), status=Status.COMPLETED,
                                 step=Step.DONE, finished_at=at(5)))
-    repo.insert_rotation(rotation("a2", target="a", started_at=at(10)))
-    repo.save_rotation(rotation("a2", target="a", started_at=at(10), status=Status.COMPLETED,
-                                step=Step.DONE, finished_at=at(15)))
-    repo.insert_rotation(rotation("a3", target="a", started_at=at(20)))
-    repo.save_rotation(rotation("a3", target="a", started_at=at(20), status=Status.FAILED,
+    writes.insert_rotation(repo, rotation("a2", target="a", started_at=at(10)))
+    writes.save_rotation(repo, rotation("a2", target="a", started_at=at(10),
+                                        status=Status.COMPLETED, step=Step.DONE,
+                                        finished_at=at(15)))
+    writes.insert_rotation(repo, rotation("a3", target="a", started_at=at(20)))
+    writes.save_rotation(repo, rotation("a3", target="a", started_at=at(20), status=Status.FAILED,
                                 step=Step.DONE, finished_at=at(21)))
-    repo.insert_rotation(rotation("a4", target="a", started_at=at(30)))
-    repo.insert_rotation(rotation("b1", target="b", started_at=at(25)))
-    repo.insert_rotation(rotation("c1", target="c", started_at=at(1)))
-    repo.save_rotation(rotation("c1", target="c", started_at=at(1), status=Status.ROLLED_BACK,
-                                step=Step.DONE))
+    writes.insert_rotation(repo, rotation("a4", target="a", started_at=at(30)))
+    writes.insert_rotation(repo, rotation("b1", target="b", started_at=at(25)))
+    writes.insert_rotation(repo, rotation("c1", target="c", started_at=at(1)))
+    writes.save_rotation(repo, rotation("c1", target="c", started_at=at(1),
+                                        status=Status.ROLLED_BACK, step=Step.DONE))
 
     latest = repo.latest_rotations()
     assert {t: r.rotation_id for t, r in latest.items()} == {"a": "a4", "b": "b1", "c": "c1"}

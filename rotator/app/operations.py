@@ -60,6 +60,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
     runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
                     holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl,
+                    call_deadline=rt.config.call_deadline(),
                     heartbeat=lambda: renew_vault_token(rt))
     renew_vault_token(rt)
     results: dict[str, TargetResult] = {}

@@ -15,6 +15,14 @@ disagree with the invariants of docs/architecture.md:
     unverified_in_vault          a key written to Vault before it had authenticated
     unpaired_side_effect         a finished rotation's side effect without its intent or
                                  its outcome row
+    two_endings                  a rotation whose trail ends it more than once, ends it
+                                 otherwise than its row says, or ends a running one
+    moved_backwards              a rotation's trail going back to an earlier step (other
+                                 than starting over after a lost secret), or going on
+                                 after its ending with anything but cleanup
+    stale_writer                 an audit row written under a lease generation older than
+                                 one that had already written: by a holder that had lost
+                                 its lease
     check_failed                 a source could not be read, so nothing could be proven
 
 Reads only: it never changes anything, so operators can run it at any time.
@@ -44,6 +52,9 @@ class FindingKind(StrEnum):
     REVOKED_TWICE = "revoked_twice"
     UNVERIFIED_IN_VAULT = "unverified_in_vault"
     UNPAIRED_SIDE_EFFECT = "unpaired_side_effect"
+    TWO_ENDINGS = "two_endings"
+    MOVED_BACKWARDS = "moved_backwards"
+    STALE_WRITER = "stale_writer"
     CHECK_FAILED = "check_failed"
 
 
@@ -115,8 +126,10 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
                                     f"listing the provider's keys: {exc}"))
 
     by_rotation: dict[str, list[StoredEvent]] = defaultdict(list)
-    for event in repo.events(target=spec.name):
+    events = repo.events(target=spec.name)
+    for event in events:
         by_rotation[event.rotation_id].append(event)
+    findings += _stale_writers(spec.name, events)
     for rot in rotations:
         findings += _audit_findings(rot, by_rotation.get(rot.rotation_id, []))
     return findings, in_use, keys
@@ -141,7 +154,8 @@ def _previous_in_grace(spec: TargetSpec, provider: KeyProvider, store: SecretSto
 
 def _audit_findings(rot: Rotation, events: list[StoredEvent]) -> list[Finding]:
     return [Finding(kind, rot.target, detail, rot.rotation_id, key_id)
-            for kind, detail, key_id in (*_pairing(rot, events), *_ordering(rot, events))]
+            for kind, detail, key_id in (*_pairing(rot, events), *_ordering(rot, events),
+                                         *_endings(rot, events), *_progress(events))]
 
 
 _Problem = tuple[FindingKind, str, str | None]
@@ -196,3 +210,71 @@ def _ordering(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
         problems.append((FindingKind.REVOKED_TWICE, f"old key deleted {deletes} times",
                          rot.old_key_id))
     return problems
+
+
+_ENDINGS = frozenset({AuditAction.COMPLETED, AuditAction.ROLLED_BACK, AuditAction.FAILED})
+# What may follow a rotation's ending: the cleanup queue's work on the keys it left.
+_AFTER_ENDING = frozenset({AuditAction.CLEANUP_KEY})
+# Steps in the order a rotation moves through them; a rollback comes after any forward step.
+_STEP_ORDER = {step.value: rank for rank, step in enumerate(
+    (Step.PLAN, Step.CREATE, Step.VERIFY, Step.STORE, Step.GRACE, Step.REVOKE, Step.ROLLBACK,
+     Step.DONE))}
+
+
+def _endings(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
+    """One ending, the one the row says, and only on a finished rotation."""
+    ends = [e for e in events if e.kind is EventKind.NOTE and e.action in _ENDINGS]
+    problems: list[_Problem] = []
+    if len(ends) > 1:
+        listed = ", ".join(f"{e.action} (row {e.id})" for e in ends)
+        problems.append((FindingKind.TWO_ENDINGS,
+                         f"the trail ends this rotation {len(ends)} times: {listed}", None))
+    if ends and not rot.is_terminal:
+        problems.append((FindingKind.TWO_ENDINGS, f"the rotation is running, but its trail "
+                         f"ended it {ends[0].action} (row {ends[0].id})", None))
+    elif ends and ends[-1].action != rot.status.value:
+        problems.append((FindingKind.TWO_ENDINGS, f"the rotation ended {rot.status.value}, "
+                         f"but its trail ends it {ends[-1].action} (row {ends[-1].id})", None))
+    after = next((e for e in events if ends and e.id > ends[0].id
+                  and e.action not in _AFTER_ENDING), None)
+    if after is not None:
+        problems.append((FindingKind.MOVED_BACKWARDS, f"{after.kind} {after.action} (row "
+                         f"{after.id}) written after the rotation ended (row {ends[0].id})",
+                         after.key_id))
+    return problems
+
+
+def _progress(events: list[StoredEvent]) -> list[_Problem]:
+    """The trail never goes back to an earlier step, but to ``create`` after a lost secret."""
+    reached, problems = -1, []
+    for event in events:
+        rank = _STEP_ORDER.get(event.step)
+        if rank is None:
+            continue
+        if rank < reached:
+            problems.append((FindingKind.MOVED_BACKWARDS, f"{event.kind} {event.action} "
+                             f"(row {event.id}) at step {event.step}, after the rotation had "
+                             "reached a later step", event.key_id))
+        reached = max(reached, rank)
+        if event.action == AuditAction.SECRET_LOST:
+            reached = _STEP_ORDER[Step.CREATE.value]   # it starts over at create
+    return problems
+
+
+def _stale_writers(target: str, events: list[StoredEvent]) -> list[Finding]:
+    """Rows written under a lease generation after a newer one had already written."""
+    newest: StoredEvent | None = None
+    findings: list[Finding] = []
+    for event in events:
+        generation = event.lease_generation
+        if generation is None:
+            continue     # written before the schema had lease generations
+        if newest is not None and generation < (newest.lease_generation or 0):
+            findings.append(Finding(
+                FindingKind.STALE_WRITER, target,
+                f"{event.kind} {event.action} (row {event.id}) written under lease "
+                f"generation {generation}, after generation {newest.lease_generation} "
+                f"had taken over (row {newest.id})", event.rotation_id, event.key_id))
+        elif newest is None or generation > (newest.lease_generation or 0):
+            newest = event
+    return findings

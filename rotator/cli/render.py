@@ -43,8 +43,8 @@ def render_events(events: Sequence[StoredEvent], fmt: str) -> str:
         return json.dumps(dicts, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["id", *_EVENT_COLUMNS, "op_id"],
-                                lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=["id", *_EVENT_COLUMNS, "op_id",
+                                                 "lease_generation"], lineterminator="\n")
         writer.writeheader()
         writer.writerows(dicts)
         return buf.getvalue().rstrip("\n")

@@ -182,6 +182,17 @@ class Config(Frozen):
                                   f"unknown provider {target.provider!r} (configured: {known})")
         return self
 
+    def call_deadline(self) -> float:
+        """The longest one provider or Vault call may take, its retries included, in seconds.
+
+        A retry loop starts no attempt after ``max_elapsed`` and each attempt ends within
+        ``timeout``: a take-over waits this long past a lapsed lease before it reads what
+        an undecided call of the holder before it may have done.
+        """
+        clients = [(self.vault.timeout, self.vault.retry),
+                   *((p.timeout, p.retry) for p in self.providers.values())]
+        return max(timeout + retry.max_elapsed for timeout, retry in clients)
+
     def target(self, name: str) -> TargetConfig:
         """The target called ``name``; ``UsageError`` naming the configured ones if none is."""
         target = self.targets.get(name)

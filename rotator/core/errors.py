@@ -5,6 +5,8 @@
     ├── ConfigError                bad config file; names the key and the file (exit 2)
     ├── SchemaError                database schema missing or behind (run `rotator db upgrade`)
     ├── LeaseHeld                  another process is rotating this target
+    │   └── LeaseLost              this process's lease was taken over: it must stop
+    ├── RotationFinished           a write to a rotation that has already ended
     ├── TransientError             worth retrying; the *only* branch retries act on
     │   ├── ProviderUnavailable    5xx, timeouts, connection errors, 408, generic 409
     │   │   └── RateLimited        429; carries ``retry_after`` seconds
@@ -35,11 +37,13 @@ __all__ = [
     "KeyLimitReached",
     "KeyNotFound",
     "LeaseHeld",
+    "LeaseLost",
     "PermanentError",
     "ProtocolError",
     "ProviderError",
     "ProviderUnavailable",
     "RateLimited",
+    "RotationFinished",
     "RotatorError",
     "SchemaError",
     "SecretNotFound",
@@ -102,6 +106,18 @@ class SchemaError(RotatorError):
 
 class LeaseHeld(RotatorError):
     """Another live process holds the lease of this target."""
+
+
+class LeaseLost(LeaseHeld):
+    """A write or a side effect of a holder whose lease another process has taken since.
+
+    The database refused the write (the lease generation it carried is no longer the
+    target's), so nothing changed; the process must stop working on the target at once.
+    """
+
+
+class RotationFinished(RotatorError):
+    """A finished rotation (completed, rolled back, failed) never changes again."""
 
 
 class TransientError(RotatorError):

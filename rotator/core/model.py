@@ -214,6 +214,8 @@ class StoredEvent:
     request_id: str | None
     op_id: str | None
     detail: str | None
+    # The lease generation of the holder that wrote the row (revision 0003); NULL before.
+    lease_generation: int | None = None
 
     def to_event(self) -> AuditEvent:
         """The ``AuditEvent`` this row records (with its ``at``)."""
@@ -232,6 +234,7 @@ class StoredEvent:
             "action": self.action, "result": self.result, "key_id": self.key_id,
             "fingerprint": self.fingerprint, "vault_version": self.vault_version,
             "request_id": self.request_id, "op_id": self.op_id, "detail": self.detail,
+            "lease_generation": self.lease_generation,
         }
 
 

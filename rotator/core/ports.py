@@ -21,6 +21,7 @@ __all__ = [
     "Identity",
     "KeyListing",
     "KeyProvider",
+    "Lease",
     "NewKey",
     "PendingCleanup",
     "RotationReader",
@@ -148,23 +149,52 @@ class PendingCleanup:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A target's lease as one holder took it: the fencing token of that holder's writes.
+
+    ``generation`` grows by one on every acquisition, so a write carrying an older one
+    comes from a holder that has since been taken over and is refused by the database.
+    ``previous_expiry``: when the lease of the holder before us lapsed (``None`` if it was
+    released, ours, or never taken); a call that holder started may still be in flight
+    until that instant plus its call deadline.
+    """
+
+    target: str
+    holder: str
+    generation: int
+    previous_expiry: datetime | None = None
+
+
 class RotationRepository(Protocol):
-    def insert_rotation(self, rotation: Rotation) -> None:
+    """The state writes and the reads the engine needs.
+
+    Every write of a rotation's state takes the ``Lease`` it is made under and raises
+    ``LeaseLost``, having changed nothing, once that lease is no longer the target's.
+    """
+
+    def insert_rotation(self, rotation: Rotation, lease: Lease) -> None:
         """Raises ``LeaseHeld`` if the target already has a running rotation."""
         ...
 
-    def save_rotation(self, rotation: Rotation) -> None: ...
+    def save_rotation(self, rotation: Rotation, lease: Lease) -> None:
+        """``RotationFinished`` if the stored rotation has already ended: it never changes."""
+        ...
 
     def get_rotation(self, rotation_id: str) -> Rotation | None: ...
 
     def running_rotation(self, target: str) -> Rotation | None: ...
 
-    def record(self, event: AuditEvent) -> None:
-        """Append one audit row (append-only)."""
+    def record(self, event: AuditEvent, lease: Lease) -> None:
+        """Append one audit row (append-only), stamped with the lease's generation."""
         ...
 
     def open_intents(self, rotation_id: str) -> list[AuditEvent]:
         """Intents with no outcome row: side effects a crash left undecided."""
+        ...
+
+    def has_open_intent(self, target: str) -> bool:
+        """Whether any rotation of ``target`` has an intent with no outcome row."""
         ...
 
     def protected_key_ids(self, service_account: str, except_rotation: str) -> set[str]:
@@ -172,18 +202,27 @@ class RotationRepository(Protocol):
         ...
 
     def acquire_lease(self, target: str, holder: str, ttl_seconds: float,
-                      now: datetime) -> bool: ...
+                      now: datetime) -> Lease | None:
+        """Take the lease if it is free, released, lapsed or ours, as a new generation."""
+        ...
 
     def renew_lease(self, target: str, holder: str, ttl_seconds: float,
-                    now: datetime) -> bool: ...
+                    now: datetime) -> bool:
+        """Extend ``holder``'s lease, whatever its generation (the daemon's heartbeat)."""
+        ...
+
+    def confirm_lease(self, lease: Lease, ttl_seconds: float, now: datetime) -> bool:
+        """Extend the lease only if ``lease`` is still the target's current generation."""
+        ...
 
     def release_lease(self, target: str, holder: str) -> None: ...
 
-    def add_cleanup(self, item: PendingCleanup, now: datetime) -> None: ...
+    def add_cleanup(self, item: PendingCleanup, now: datetime, lease: Lease) -> None: ...
 
     def pending_cleanups(self, target: str) -> list[PendingCleanup]: ...
 
-    def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None: ...
+    def resolve_cleanup(self, target: str, key_id: str, now: datetime,
+                        lease: Lease) -> None: ...
 
 
 class RotationReader(Protocol):

@@ -67,6 +67,7 @@ class _Daemon:
         lease_ttl = config.defaults.lease_ttl
         self.runner = Runner(providers=self.rt.providers, store=self.rt.store, repo=self.rt.repo,
                              clock=self.rt.clock, holder=self.holder, lease_ttl=lease_ttl,
+                             call_deadline=config.call_deadline(),
                              heartbeat=lambda: renew_vault_token(self.rt),
                              observer=self.metrics, stopping=stop.is_set)
         self.waker = Waker(self.tick, config.daemon.poll_interval, now=self.rt.clock.now)
@@ -78,7 +79,8 @@ class _Daemon:
             wake_at=self.waker.wake_at)
         extra = (DAEMON_LEASE,) if self.single_replica else ()
         self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
-                                        lambda: (*self.pool.busy(), *extra))
+                                        lambda: (*self.pool.busy(), *extra),
+                                        on_lost=self._lease_not_renewed)
         self.claimed = False
         self.readiness = Readiness(self.rt.engine, self.rt.store.is_ready,
                                    more={"replica": self._claim_check})
@@ -124,6 +126,21 @@ class _Daemon:
                 return False
         self.claimed = True
         return True
+
+    def _lease_not_renewed(self, target: str) -> None:
+        """A lease the heartbeat could not renew: only the SQLite claim's loss stops us.
+
+        (A busy target's lease may not be taken yet; the runner finds out about its own.)
+        Another daemon took the claim while this one was frozen or cut off: its workers
+        are refused at their next write anyway; it stops rather than compete (exit 3).
+        """
+        if target != DAEMON_LEASE or not self.claimed:
+            return
+        log.error("sqlite_claim_lost", detail="another daemon took this SQLite database "
+                  "over while this one was not renewing its claim; stopping")
+        self.claimed = False
+        self.exit_code = 3
+        self.stop.set()
 
     def _claim_check(self) -> str:
         return "ok" if self.claimed else "waiting for another daemon's claim on SQLite"

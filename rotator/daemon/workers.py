@@ -68,9 +68,12 @@ class LeaseHeartbeat:
     """
 
     def __init__(self, repo: RotationRepository, clock: Clock, holder: str, ttl: float,
-                 targets: Callable[[], Iterable[str]]) -> None:
+                 targets: Callable[[], Iterable[str]],
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self._repo, self._clock, self._holder, self._ttl = repo, clock, holder, ttl
         self._targets = targets
+        # Hears a lease that could not be renewed because it is not ours (any more).
+        self._on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name="rotator-heartbeat")
@@ -85,10 +88,14 @@ class LeaseHeartbeat:
     def beat(self) -> None:
         for target in sorted(self._targets()):
             try:
-                self._repo.renew_lease(target, self._holder, self._ttl, self._clock.now())
+                renewed = self._repo.renew_lease(target, self._holder, self._ttl,
+                                                 self._clock.now())
             except Exception as exc:
                 log.warning("lease_heartbeat_failed", target=target,
                             error=type(exc).__name__)
+                continue
+            if not renewed and self._on_lost is not None:
+                self._on_lost(target)
 
     def _loop(self) -> None:
         while not self._stop.wait(max(self._ttl / 3, 0.05)):

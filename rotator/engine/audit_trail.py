@@ -3,6 +3,11 @@
 ``AuditTrail.side_effect`` is the only way the runner touches the provider or Vault
 with a change, so the pairing of intent and outcome cannot be forgotten. Rows carry key
 ids, fingerprints, Vault versions and provider request ids; never a secret.
+
+A trail belongs to one holding of a target's lease: every row is written under that
+``Lease`` (the database refuses it once another holder took over), and every side effect
+is preceded by ``confirm``, which renews the lease or raises ``LeaseLost``, so a process
+that was frozen past its lease never makes a call after waking.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import TypeVar
 
 from rotator.core.errors import RotatorError
 from rotator.core.model import AuditEvent, Rotation
-from rotator.core.ports import Clock, RotationRepository
+from rotator.core.ports import Clock, Lease, RotationRepository
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
 from rotator.engine.crashpoints import Moment, crash_point, effect_point
 
@@ -39,16 +44,23 @@ class EffectResult:
 
 
 class AuditTrail:
-    def __init__(self, repo: RotationRepository, clock: Clock) -> None:
+    def __init__(self, repo: RotationRepository, clock: Clock, lease: Lease,
+                 confirm: Callable[[], None]) -> None:
         self._repo = repo
         self._clock = clock
+        self.lease = lease
+        # Renews the lease if it is still ours, else raises ``LeaseLost``.
+        self._confirm = confirm
+
+    def _record(self, event: AuditEvent) -> None:
+        self._repo.record(event, self.lease)
 
     def note(self, rotation: Rotation, action: AuditAction, *,
              result: AuditResult | None = AuditResult.OK,
              key_id: str | None = None, fingerprint: str | None = None,
              vault_version: int | None = None, request_id: str | None = None,
              detail: str | None = None) -> None:
-        self._repo.record(AuditEvent(
+        self._record(AuditEvent(
             rotation_id=rotation.rotation_id, target=rotation.target, step=rotation.step.value,
             kind=EventKind.NOTE, action=action, result=result, key_id=key_id,
             fingerprint=fingerprint, vault_version=vault_version, request_id=request_id,
@@ -59,24 +71,29 @@ class AuditTrail:
                     describe: Callable[[T], EffectResult], *, key_id: str | None = None,
                     fingerprint: str | None = None, vault_version: int | None = None,
                     detail: str | None = None) -> T:
-        """Record the intent, run ``fn``, record its outcome (ok or error), return its value."""
+        """Record the intent, confirm the lease, run ``fn``, record its outcome, return its value.
+
+        The lease is confirmed after the intent row, right before the call: a process
+        frozen between the two wakes up, finds the lease gone and makes no call.
+        """
         op_id = uuid.uuid4().hex
         base = AuditEvent(rotation_id=rotation.rotation_id, target=rotation.target,
                           step=rotation.step.value, kind=EventKind.INTENT, action=action,
                           op_id=op_id, key_id=key_id, fingerprint=fingerprint,
                           vault_version=vault_version)
-        self._repo.record(replace(base, detail=detail, at=self._clock.now()))
+        self._record(replace(base, detail=detail, at=self._clock.now()))
         crash_point(effect_point(action, Moment.BEFORE))
+        self._confirm()
         try:
             value = fn()
         except RotatorError as exc:
-            self._repo.record(replace(
+            self._record(replace(
                 base, kind=EventKind.OUTCOME, result=AuditResult.ERROR,
                 request_id=exc.context.get("request_id"),
                 detail=f"{type(exc).__name__}: {exc}", at=self._clock.now()))
             raise
         outcome = describe(value)
-        self._repo.record(replace(
+        self._record(replace(
             base, kind=EventKind.OUTCOME, result=outcome.result,
             key_id=outcome.key_id or key_id,
             vault_version=outcome.vault_version or vault_version,
@@ -88,7 +105,7 @@ class AuditTrail:
         """After a crash: give every dangling intent an ``unknown`` outcome row."""
         dangling = self._repo.open_intents(rotation.rotation_id)
         for intent in dangling:
-            self._repo.record(AuditEvent(
+            self._record(AuditEvent(
                 rotation_id=intent.rotation_id, target=intent.target, step=intent.step,
                 kind=EventKind.OUTCOME, action=intent.action, result=AuditResult.UNKNOWN,
                 key_id=intent.key_id, fingerprint=intent.fingerprint, op_id=intent.op_id,

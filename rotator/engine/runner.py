@@ -3,6 +3,14 @@
 The loop asks the pure machine for the next action, performs it through ``steps`` or
 ``unwind``, folds the outcome in with ``advance`` and saves the new state before the
 next action. A process killed anywhere resumes from the saved state on the next run.
+
+Everything is done under one holding of the target's lease (a ``Lease``, whose generation
+is the fencing token): every state write carries it and is refused by the database once
+another holder took over, and every side effect is preceded by a confirmation of it. A
+process that lost its lease (frozen, partitioned, slow) gets ``LeaseLost`` at its next
+write or call and stops working on the target, having changed nothing. A take-over that
+finds a side effect of the holder before it still undecided waits until that holder's
+call must have ended (its lease's expiry plus ``call_deadline``) before it looks.
 """
 
 from __future__ import annotations
@@ -16,11 +24,12 @@ from datetime import datetime
 import structlog
 
 from rotator.core import machine as m
-from rotator.core.errors import LeaseHeld
+from rotator.core.errors import LeaseHeld, LeaseLost
 from rotator.core.model import Rotation, Status
 from rotator.core.ports import (
     Clock,
     KeyProvider,
+    Lease,
     RotationRepository,
     RunObserver,
     SecretStore,
@@ -72,7 +81,8 @@ def _never() -> bool:
 class Runner:
     def __init__(self, *, providers: Mapping[str, KeyProvider], store: SecretStore,
                  repo: RotationRepository, clock: Clock, holder: str,
-                 lease_ttl: float = 300.0, rollback_retry_delay: float = 5.0,
+                 lease_ttl: float = 300.0, call_deadline: float = 0.0,
+                 rollback_retry_delay: float = 5.0,
                  heartbeat: Callable[[], None] | None = None,
                  observer: RunObserver | None = None,
                  stopping: Callable[[], bool] = _never) -> None:
@@ -82,8 +92,10 @@ class Runner:
         self._clock = clock
         self._holder = holder
         self._lease_ttl = lease_ttl
+        # The longest a provider or Vault call may take, retries included: how long a
+        # call of a holder that stopped renewing may still be in flight.
+        self._call_deadline = call_deadline
         self._rollback_retry_delay = rollback_retry_delay
-        self._trail = AuditTrail(repo, clock)
         # Called while waiting out a grace window: keeps the Vault token renewed.
         self._heartbeat = heartbeat
         self._observer = observer or _Unobserved()
@@ -114,28 +126,33 @@ class Runner:
         read (the daemon's "this target is due") cannot start a second rotation after
         another replica has just finished one. ``None``: nothing was started or resumed.
         """
-        self._acquire(spec, lease_wait)
+        lease = self._acquire(spec, lease_wait)
         structlog.contextvars.bind_contextvars(target=spec.name)
+        rot: Rotation | None = None
         try:
-            steps, unwind = self._workers(spec)
+            self._settle(lease)
+            trail, steps, unwind = self._workers(spec, lease)
             cleaned, pending = unwind.cleanup(spec)
             rot = self._repo.running_rotation(spec.name)
             resumed = rot is not None and rot.rotation_id not in self._driven
             if rot is None:
                 if start_if is not None and not start_if():
                     return None
-                rot = self._start(spec, trigger, actor, grace)
+                rot = self._start(spec, trail, trigger, actor, grace)
             else:
                 # Nothing of this rotation runs now (we hold the lease), so an intent with
                 # no outcome was cut short: by a crash, or by an error in this very process
                 # (the database went away between a side effect and its outcome row).
-                closed = self._trail.close_open_intents(rot)
+                closed = trail.close_open_intents(rot)
                 if resumed or closed:
                     log.warning("rotation_resumed", rotation_id=rot.rotation_id,
                                 step=rot.step.value, open_intents=closed)
             self._driven.add(rot.rotation_id)
-            rot = self._drive(rot, spec, steps, unwind, wait)
+            rot = self._drive(rot, spec, trail, steps, unwind, wait)
             return RotationReport(rot, resumed, cleaned, pending)
+        except LeaseLost:
+            self._lost(lease, rot)
+            raise
         finally:
             self._repo.release_lease(spec.name, self._holder)
             structlog.contextvars.unbind_contextvars("target", "rotation_id")
@@ -143,49 +160,88 @@ class Runner:
     def cleanup(self, spec: TargetSpec) -> tuple[int, int] | None:
         """Retry the target's queued key deletions; ``None`` if another process holds it."""
         try:
-            self._acquire(spec, 0.0)
+            lease = self._acquire(spec, 0.0)
         except LeaseHeld:
             return None
         structlog.contextvars.bind_contextvars(target=spec.name)
         try:
-            return self._workers(spec)[1].cleanup(spec)
+            self._settle(lease)
+            return self._workers(spec, lease)[2].cleanup(spec)
+        except LeaseLost:
+            self._lost(lease, None)
+            raise
         finally:
             self._repo.release_lease(spec.name, self._holder)
             structlog.contextvars.unbind_contextvars("target")
 
-    def _acquire(self, spec: TargetSpec, lease_wait: float) -> None:
+    def _acquire(self, spec: TargetSpec, lease_wait: float) -> Lease:
         deadline = self._clock.now().timestamp() + lease_wait
-        while not self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
-                                           self._clock.now()):
+        while (lease := self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
+                                                 self._clock.now())) is None:
             if self._clock.now().timestamp() >= deadline:
                 raise LeaseHeld(
                     "another process holds this target's lease; if it died, the lease "
                     f"lapses within {self._lease_ttl:g}s (retry, or pass --wait-lease)",
                     target=spec.name)
             self._clock.sleep(min(0.5, self._lease_ttl / 4))
+        return lease
 
-    def _workers(self, spec: TargetSpec) -> tuple[StepRunner, Unwinder]:
+    def _settle(self, lease: Lease) -> None:
+        """After a take-over, wait until a call the holder before us made must have ended.
+
+        Only if that holder did not release its lease and left a side effect undecided
+        (an intent with no outcome): its call may still be in flight, and reading the
+        provider or Vault now could miss what it is about to do.
+        """
+        if lease.previous_expiry is None or not self._repo.has_open_intent(lease.target):
+            return
+        until = lease.previous_expiry.timestamp() + self._call_deadline
+        if self._clock.now().timestamp() < until:
+            log.warning("takeover_waiting", reason="the previous holder left a side effect "
+                        "undecided; waiting until its call must have ended",
+                        seconds=round(until - self._clock.now().timestamp(), 3))
+        while (left := until - self._clock.now().timestamp()) > 0:
+            self._clock.sleep(min(left, max(self._lease_ttl / 3, 0.05)))
+            self._confirm(lease)
+
+    def _confirm(self, lease: Lease) -> None:
+        """Renew the lease if it is still ours; ``LeaseLost`` if another holder took it."""
+        if not self._repo.confirm_lease(lease, self._lease_ttl, self._clock.now()):
+            raise LeaseLost("lost the lease mid-rotation; another process took over",
+                            target=lease.target, generation=lease.generation)
+
+    def _lost(self, lease: Lease, rot: Rotation | None) -> None:
+        """Stop working on the target: forget what only this holding knew."""
+        if rot is not None:
+            self._fresh.pop(rot.rotation_id, None)
+        log.warning("lease_lost", generation=lease.generation,
+                    rotation_id=None if rot is None else rot.rotation_id,
+                    detail="another process took this target over; stopped, nothing written")
+
+    def _workers(self, spec: TargetSpec,
+                 lease: Lease) -> tuple[AuditTrail, StepRunner, Unwinder]:
         provider = self._providers[spec.provider]
-        args = (provider, self._store, self._repo, self._clock, self._trail, self._fresh)
-        return StepRunner(*args), Unwinder(*args)
+        trail = AuditTrail(self._repo, self._clock, lease, lambda: self._confirm(lease))
+        args = (provider, self._store, self._repo, self._clock, trail, self._fresh)
+        return trail, StepRunner(*args), Unwinder(*args)
 
-    def _start(self, spec: TargetSpec, trigger: str, actor: str,
+    def _start(self, spec: TargetSpec, trail: AuditTrail, trigger: str, actor: str,
                grace: float | None) -> Rotation:
         now = self._clock.now()
         rot = Rotation(
             rotation_id=new_rotation_id(now), target=spec.name,
             service_account=spec.service_account, trigger=trigger, actor=actor,
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now)
-        self._repo.insert_rotation(rot)
-        self._trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
+        self._repo.insert_rotation(rot, trail.lease)
+        trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
                                                 f"grace {rot.grace_seconds:g}s")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)
         return rot
 
-    def _drive(self, rot: Rotation, spec: TargetSpec, steps: StepRunner, unwind: Unwinder,
-               wait: bool) -> Rotation:
+    def _drive(self, rot: Rotation, spec: TargetSpec, trail: AuditTrail, steps: StepRunner,
+               unwind: Unwinder, wait: bool) -> Rotation:
         structlog.contextvars.bind_contextvars(rotation_id=rot.rotation_id)
         blocked = 0
         while not rot.is_terminal:
@@ -193,7 +249,7 @@ class Runner:
             if action is m.Action.WAIT:
                 if not wait:
                     return rot
-                self._wait_for_grace(rot, spec)
+                self._wait_for_grace(rot, trail.lease)
                 continue
             # Never park while a new key's secret exists only in this process's memory
             # (create to store): a restart would have to delete that key and make another.
@@ -201,10 +257,10 @@ class Runner:
                 log.info("rotation_parked", step=rot.step.value)
                 return rot
             started = time.monotonic()
-            outcome = self._perform(action, rot, spec, steps, unwind)
+            outcome = self._perform(action, rot, spec, trail, steps, unwind)
             self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
-            self._repo.save_rotation(new)
+            self._repo.save_rotation(new, trail.lease)
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))
@@ -215,15 +271,15 @@ class Runner:
                     return new
                 self._clock.sleep(self._rollback_retry_delay * blocked)
             if new.is_terminal:
-                self._finished(new, rot.step.value)
+                self._finished(new, rot.step.value, trail)
             rot = new
-            self._renew(spec)
+            self._confirm(trail.lease)
         return rot
 
-    def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, steps: StepRunner,
-                 unwind: Unwinder) -> m.Outcome:
+    def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, trail: AuditTrail,
+                 steps: StepRunner, unwind: Unwinder) -> m.Outcome:
         if action is m.Action.END_GRACE:
-            self._trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
+            trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
             return m.GraceElapsed()
         handlers = {
             m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,
@@ -233,27 +289,21 @@ class Runner:
         }
         return handlers[action](rot, spec)
 
-    def _wait_for_grace(self, rot: Rotation, spec: TargetSpec) -> None:
+    def _wait_for_grace(self, rot: Rotation, lease: Lease) -> None:
         assert rot.grace_ends_at is not None
         log.info("grace_waiting", until=rot.grace_ends_at.isoformat())
         while (left := (rot.grace_ends_at - self._clock.now()).total_seconds()) > 0:
             # Sleep in slices so the lease stays ours for as long as the grace lasts.
             self._clock.sleep(min(left, max(self._lease_ttl / 3, 0.05)))
-            self._renew(spec)
+            self._confirm(lease)
             if self._heartbeat is not None:
                 self._heartbeat()
 
-    def _renew(self, spec: TargetSpec) -> None:
-        if not self._repo.renew_lease(spec.name, self._holder, self._lease_ttl,
-                                      self._clock.now()):
-            raise LeaseHeld("lost the lease mid-rotation; another process took over",
-                            target=spec.name)
-
-    def _finished(self, rot: Rotation, last_step: str) -> None:
+    def _finished(self, rot: Rotation, last_step: str, trail: AuditTrail) -> None:
         self._fresh.pop(rot.rotation_id, None)
         self._observer.rotation_finished(rot, last_step)
         # The last note is spelt as the final status, in both of its columns.
-        self._trail.note(rot, AuditAction(rot.status.value),
+        trail.note(rot, AuditAction(rot.status.value),
                          result=AuditResult(rot.status.value),
                          key_id=rot.new_key_id, vault_version=rot.new_version,
                          detail=rot.reason)

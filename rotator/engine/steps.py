@@ -21,7 +21,7 @@ from rotator.core.errors import (
     VaultUnavailable,
 )
 from rotator.core.model import FailureCode, KeyRecord, Rotation, key_name
-from rotator.core.ports import NewKey
+from rotator.core.ports import NewKey, VaultSecret
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey, vault_metadata
@@ -172,17 +172,22 @@ class StepRunner(StepBase):
     def store(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
         secret = self._fresh[rot.rotation_id]
         assert rot.old_version is not None and rot.new_key_id is not None
-        metadata = vault_metadata(
-            key_id=rot.new_key_id, rotation_id=rot.rotation_id,
-            created_at=self._clock.now().isoformat(timespec="seconds"),
-            fingerprint=secret.fingerprint)
         try:
-            version = self._trail.side_effect(
-                rot, AuditAction.VAULT_WRITE,
-                lambda: self._store.write(spec.ref, secret, rot.old_version or 0, metadata),
-                lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
-                key_id=rot.new_key_id, fingerprint=secret.fingerprint,
-                vault_version=rot.old_version, detail=f"check-and-set on {rot.old_version}")
+            try:
+                version = self._write(rot, spec, secret, rot.old_version,
+                                      f"check-and-set on {rot.old_version}")
+            except CasConflict as exc:
+                earlier = self._earlier_attempt(rot, spec)
+                if earlier is None:
+                    return m.StepFailed(f"Vault changed since plan (check-and-set lost): "
+                                        f"{exc}", FailureCode.CAS_LOST)
+                if earlier.secret.fingerprint == secret.fingerprint:
+                    version = earlier.version   # our own write landed; its answer was lost
+                else:
+                    version = self._write(
+                        rot, spec, secret, earlier.version,
+                        f"check-and-set on {earlier.version}: replacing the key an earlier "
+                        "attempt of this rotation wrote, which is not the verified one")
             fail_point(AuditAction.READ_BACK.value, VaultUnavailable)
             back = self._store.read_current(spec.ref)
         except CasConflict as exc:
@@ -201,6 +206,35 @@ class StepRunner(StepBase):
                                 FailureCode.READ_BACK_MISMATCH)
         self._fresh.pop(rot.rotation_id, None)
         return m.Stored(version=version)
+
+    def _write(self, rot: Rotation, spec: TargetSpec, secret: Secret, cas: int,
+               detail: str) -> int:
+        metadata = vault_metadata(
+            key_id=rot.new_key_id or "", rotation_id=rot.rotation_id,
+            created_at=self._clock.now().isoformat(timespec="seconds"),
+            fingerprint=secret.fingerprint)
+        return self._trail.side_effect(
+            rot, AuditAction.VAULT_WRITE,
+            lambda: self._store.write(spec.ref, secret, cas, metadata),
+            lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
+            key_id=rot.new_key_id, fingerprint=secret.fingerprint, vault_version=cas,
+            detail=detail)
+
+    def _earlier_attempt(self, rot: Rotation, spec: TargetSpec) -> VaultSecret | None:
+        """The Vault version to write over when it holds a key of this very rotation.
+
+        A write of an earlier attempt (its holder frozen mid-call, or the secret lost and
+        the key recreated) may land after plan: that key is not the verified one and may
+        already be deleted at the provider, so the verified key replaces it rather than
+        the rotation rolling back and leaving it served. Anyone else's write: ``None``.
+        """
+        current = self._store.read_current(spec.ref)
+        ours = current.custom_metadata.get(VaultMetadataKey.ROTATION_ID) == rot.rotation_id
+        if ours and current.version > (rot.old_version or 0):
+            log.warning("vault_holds_earlier_attempt", vault_version=current.version,
+                        key_id=current.custom_metadata.get(VaultMetadataKey.KEY_ID))
+            return current
+        return None
 
     def reconcile_store(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
         try:

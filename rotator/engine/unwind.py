@@ -57,7 +57,7 @@ class Unwinder(StepBase):
         assert rot.old_key_id is not None
         self._repo.add_cleanup(PendingCleanup(
             target=rot.target, service_account=spec.service_account, key_id=rot.old_key_id,
-            rotation_id=rot.rotation_id, reason=why), self._clock.now())
+            rotation_id=rot.rotation_id, reason=why), self._clock.now(), self._trail.lease)
         self._trail.note(rot, AuditAction.CLEANUP_QUEUED, result=AuditResult.DEFERRED,
                          key_id=rot.old_key_id, detail=why)
         log.warning("revoke_deferred", key_id=rot.old_key_id, reason=why)
@@ -91,7 +91,7 @@ class Unwinder(StepBase):
                 self._repo.add_cleanup(PendingCleanup(
                     target=rot.target, service_account=spec.service_account, key_id=key_id,
                     rotation_id=rot.rotation_id, reason=f"rollback could not delete: {exc}"),
-                    self._clock.now())
+                    self._clock.now(), self._trail.lease)
             except RotatorError as exc:
                 return m.RollbackBlocked(f"cannot delete the new key {key_id}: {exc}")
         self._fresh.pop(rot.rotation_id, None)
@@ -130,14 +130,17 @@ class Unwinder(StepBase):
 
     # -- the cleanup queue ----------------------------------------------------------
     def cleanup(self, spec: TargetSpec) -> tuple[int, int]:
-        """Delete the keys queued for this target; returns (deleted, still pending)."""
+        """Delete the keys queued for this target; returns (deleted, still pending).
+
+        A key kept because Vault serves it leaves the queue too: it is neither.
+        """
         items = self._repo.pending_cleanups(spec.name)
         if not items:
             return 0, 0
         served = self._served_key_id(spec)
         if not isinstance(served, str):
             return 0, len(items)
-        done = 0
+        done = kept = 0
         for item in items:
             rot = self._repo.get_rotation(item.rotation_id)
             if rot is None:
@@ -150,16 +153,21 @@ class Unwinder(StepBase):
                 self._trail.note(rot, AuditAction.CLEANUP_KEY, result=AuditResult.KEPT,
                                  key_id=item.key_id,
                                  detail="queued for deletion, but Vault serves it: kept")
-                self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now())
+                self._resolve(item)
+                kept += 1
                 continue
             try:
                 self._cleanup_one(rot, spec, item)
             except RotatorError as exc:
                 log.warning("cleanup_failed", key_id=item.key_id, error=str(exc))
                 continue
-            self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now())
+            self._resolve(item)
             done += 1
-        return done, len(items) - done
+        return done, len(items) - done - kept
+
+    def _resolve(self, item: PendingCleanup) -> None:
+        self._repo.resolve_cleanup(item.target, item.key_id, self._clock.now(),
+                                   self._trail.lease)
 
     def _cleanup_one(self, rot: Rotation, spec: TargetSpec, item: PendingCleanup) -> None:
         auth = self._auth(spec)

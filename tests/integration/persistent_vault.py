@@ -89,21 +89,20 @@ class PersistentVault:
         # Unsealed is not yet active: the Raft node must elect itself leader first.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/v1/sys/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.HTTPError, OSError):
-                pass
+            if self.answers():
+                return
             time.sleep(0.05)
         raise AssertionError("the persistent OpenBao did not become active")
+
+    def answers(self) -> bool:
+        """Whether the server answers its health check as active, right now."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/sys/health", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.HTTPError, OSError):
+            return False
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             self._process.wait(20)
-
-    def restart(self, down_for: float = 0.0) -> None:
-        self.stop()
-        time.sleep(down_for)
-        self.start()

@@ -20,12 +20,17 @@ class CuttableProxy:
         self._server.settimeout(0.1)
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        # What the cuts did: how many cuts, connections they severed, connections refused.
+        self.cuts = self.severed = self.refused = 0
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
     def cut(self) -> None:
         self._cut.set()
         with self._lock:
+            self.cuts += 1
+            # _conns holds (client, upstream) pairs; a pair that ended is closed already.
+            self.severed += sum(client.fileno() != -1 for client in self._conns[::2])
             for conn in self._conns:
                 # shutdown() first: close() alone neither wakes the thread blocked in recv()
                 # on it nor ends the TCP connection, so the server would never notice.
@@ -53,6 +58,8 @@ class CuttableProxy:
                 return
             if self._cut.is_set():
                 client.close()   # as good as connection refused for the client
+                with self._lock:
+                    self.refused += 1
                 continue
             upstream = socket.create_connection(("127.0.0.1", self._target))
             with self._lock:

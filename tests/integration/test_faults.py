@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rotator.core.model import FailureCode, Status
 from rotator.emulator import EmulatorSettings
 from tests.fixtures.openbao import OpenBao
 from tests.integration.conftest import MakeWorld
@@ -69,6 +70,51 @@ def test_vault_unreachable_during_store_deletes_the_new_key(make_world: MakeWorl
     audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
     writes = [e for e in audit if e["action"] == "vault_write" and e["kind"] == "outcome"]
     assert writes and writes[0]["result"] == "error"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)   # Vault's CAS, not SQL's
+def test_a_vault_change_after_plan_is_not_overwritten(make_world: MakeWorld,
+                                                      tmp_path: Path) -> None:
+    w = make_world("app", probe_timeout="5s")
+    version, old_secret, _ = w.vault_secret("app")
+    old_ids = w.live_key_ids("app")
+    w.emulator.settings = EmulatorSettings(propagation_delay=1.0)  # time to write in between
+    account = w.accounts["app"].account_id
+    with (tmp_path / "stderr.log").open("w") as err:
+        proc = subprocess.Popen(w.cli_args("rotate", "app"), env=w.env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not w.emulator.state.counters().creates.get(account):   # planned and created
+            assert time.monotonic() < deadline, "no key was created"
+            time.sleep(0.02)
+        client = w.vault()                    # someone else edits the secret meanwhile
+        try:
+            client.secrets.kv.v2.create_or_update_secret(
+                path="count/app", secret={"api_key": old_secret, "note": "edited by a human"},
+                cas=version, mount_point=w.mount)
+        finally:
+            client.adapter.close()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out + (tmp_path / "stderr.log").read_text()[-3000:]
+    (rot,) = w.rotations("app")
+    assert rot.status is Status.ROLLED_BACK, rot.reason
+    assert rot.failure is not None and rot.failure.code is FailureCode.CAS_LOST
+    client = w.vault()
+    try:
+        data = client.secrets.kv.v2.read_secret_version(
+            path="count/app", mount_point=w.mount, raise_on_deleted_version=True)["data"]
+    finally:
+        client.adapter.close()
+    assert data["metadata"]["version"] == version + 1                    # theirs, and no more
+    assert data["data"] == {"api_key": old_secret, "note": "edited by a human"}
+    assert w.live_key_ids("app") == old_ids                             # the new key deleted
+    assert w.emulator.state.counters().deletes[account] == 1
+    w.assert_invariants("app")
 
 
 def test_503s_and_429s_are_retried_to_success(make_world: MakeWorld) -> None:

@@ -29,7 +29,13 @@ from sqlalchemy.engine import make_url
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
-from tests.integration.boundaries import CASES, boundary_daemon_config, end_problems, prepare
+from tests.integration.boundaries import (
+    CASES,
+    assert_stopped_at,
+    boundary_daemon_config,
+    end_problems,
+    prepare,
+)
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, pause_env, wait_for
 from tests.integration.proxy import CuttableProxy
@@ -164,6 +170,7 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
         first.wait_stopped(60)
         clock["frozen"] = time.monotonic()
         frozen = probe.rows()
+        assert_stopped_at(world, point)
         # At step:done nothing is left to take over: the first was only writing the ending.
         work_left = not probe.settled()
         second.let_in()

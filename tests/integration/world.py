@@ -29,6 +29,7 @@ url = "{db_url}"
 
 [vault]
 url = "{vault_url}"
+timeout = "5s"
 [vault.auth]
 {auth}
 [vault.retry]
@@ -40,6 +41,7 @@ max_elapsed = "2s"
 type = "count"
 base_url = "{count_url}"
 auth_mode = "{auth_mode}"
+timeout = "5s"
 {management}
 [providers.count.retry]
 max_attempts = 6

@@ -79,7 +79,7 @@ def event_from_row(row: RowMapping) -> StoredEvent:
         step=row["step"], kind=EventKind(row["kind"]), action=row["action"],
         result=row["result"], key_id=row["key_id"], fingerprint=row["fingerprint"],
         vault_version=row["vault_version"], request_id=row["request_id"],
-        op_id=row["op_id"], detail=row["detail"],
+        op_id=row["op_id"], detail=row["detail"], lease_generation=row["lease_generation"],
     )
 
 

@@ -1,36 +1,60 @@
 """``SqlRepository``: the ``RotationRepository`` port on SQLite and PostgreSQL.
 
 Every method is one short transaction. The rules that matter under concurrency are the
-database's, not ours: a partial unique index allows one running rotation per target,
-leases are taken with a single ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` (so two
-replicas can never both win), cleanups are added with ``ON CONFLICT DO NOTHING``, and
-triggers keep ``rotation_events`` append-only.
+database's, not ours: a partial unique index allows one running rotation per target; a
+lease is taken by a compare-and-set on its generation (so two replicas can never both
+win, and every acquisition is a new generation); every write of a rotation's state is a
+single statement conditioned on ``EXISTS`` the writer's lease generation (``FOR SHARE``
+on PostgreSQL, so a take-over waits for a write in progress and a write after the
+take-over matches nothing); cleanups are added with ``ON CONFLICT DO NOTHING``; and
+triggers keep ``rotation_events`` append-only and a finished rotation final.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    exists,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql import Select
 
 from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.sql import queries
 from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
 from rotator.adapters.sql.queries import rotation_from_row
-from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
-from rotator.core.errors import LeaseHeld
+from rotator.adapters.sql.tables import (
+    FINISHED_MESSAGE,
+    leases,
+    pending_cleanups,
+    rotation_events,
+    rotations,
+)
+from rotator.core.errors import LeaseHeld, LeaseLost, RotationFinished
 from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
-from rotator.core.ports import PendingCleanup
+from rotator.core.ports import Lease, PendingCleanup
 from rotator.core.vocabulary import EventKind
 
 __all__ = ["SqlRepository"]
 
 _RUNNING = str(Status.RUNNING)
+
+# The expiry a released lease is given: free for anyone at once, and with no call of its
+# last holder in flight (it released after its last call returned).
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
@@ -68,8 +92,41 @@ def _failure_values(rotation: Rotation) -> dict[str, Any]:
     }
 
 
+def _holding(lease: Lease) -> ColumnElement[bool]:
+    """True while ``lease`` is still its target's current generation.
+
+    ``FOR SHARE`` (PostgreSQL; SQLite runs one write at a time anyway) locks the lease row
+    until the write commits: a take-over's acquisition waits for it, and a write that
+    starts after the take-over re-reads the row, finds a new generation and matches nothing.
+    """
+    return select(leases.c.target).where(
+        leases.c.target == lease.target, leases.c.holder == lease.holder,
+        leases.c.generation == lease.generation,
+    ).with_for_update(read=True).exists()
+
+
+def _fenced_insert(table: Table, values: dict[str, Any], lease: Lease) -> Any:
+    """``INSERT INTO table SELECT values WHERE <lease still held>``: one statement."""
+    columns = list(values)
+    row = select(*[literal(values[c], type_=table.c[c].type) for c in columns])
+    # RETURNING, not rowcount: drivers report no count for some INSERT forms.
+    return insert(table).from_select(columns, row.where(_holding(lease))).returning(
+        table.c[columns[0]])
+
+
 def _running_of(target: str) -> Select[Any]:
     return select(rotations).where(rotations.c.target == target, rotations.c.status == _RUNNING)
+
+
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(
+        "this process's lease was taken over by another holder: the write was refused "
+        "and nothing changed", target=lease.target, generation=lease.generation)
+
+
+def _same_target(target: str, lease: Lease) -> None:
+    if target != lease.target:
+        raise ValueError(f"a write of {target!r} under the lease of {lease.target!r}")
 
 
 class SqlRepository:
@@ -90,31 +147,60 @@ class SqlRepository:
 
     # --- rotations ----------------------------------------------------------------------
 
-    def insert_rotation(self, rotation: Rotation) -> None:
-        """Record a new rotation; ``LeaseHeld`` if its target already has a running one."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(rotations).values(_rotation_values(rotation, self._clock())))
-        except IntegrityError as exc:
-            self._raise_if_running(rotation, exc)
-            raise
+    def insert_rotation(self, rotation: Rotation, lease: Lease) -> None:
+        """Record a new rotation under ``lease``.
 
-    def save_rotation(self, rotation: Rotation) -> None:
-        """Persist the new state of a recorded rotation; ``LookupError`` if there is none."""
-        values = _rotation_values(rotation, self._clock())
-        del values["rotation_id"]
+        ``LeaseHeld`` if its target already has a running one; ``LeaseLost`` if ``lease``
+        is no longer the target's.
+        """
+        _same_target(rotation.target, lease)
+        values = {**_rotation_values(rotation, self._clock()),
+                  "lease_generation": lease.generation}
         try:
             with self.engine.begin() as conn:
-                result = conn.execute(
-                    update(rotations)
-                    .where(rotations.c.rotation_id == rotation.rotation_id)
-                    .values(values)
-                )
+                written = conn.execute(_fenced_insert(rotations, values, lease)).first()
         except IntegrityError as exc:
             self._raise_if_running(rotation, exc)
             raise
-        if result.rowcount != 1:
+        if written is None:
+            raise _lost(lease)
+
+    def save_rotation(self, rotation: Rotation, lease: Lease) -> None:
+        """Persist the new state of a running rotation under ``lease``.
+
+        ``LeaseLost`` if ``lease`` is no longer the target's, ``RotationFinished`` if the
+        stored rotation has already ended, ``LookupError`` if there is none; in every case
+        nothing was written.
+        """
+        values = {**_rotation_values(rotation, self._clock()),
+                  "lease_generation": lease.generation}
+        del values["rotation_id"]
+        stmt = (update(rotations)
+                .where(rotations.c.rotation_id == rotation.rotation_id,
+                       rotations.c.target == lease.target,
+                       rotations.c.status == _RUNNING, _holding(lease))
+                .values(values))
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(stmt).rowcount == 1:
+                    return
+                stored = conn.execute(
+                    select(rotations.c.status).where(
+                        rotations.c.rotation_id == rotation.rotation_id)).scalar()
+        except IntegrityError as exc:
+            self._raise_if_running(rotation, exc)
+            raise
+        except DBAPIError as exc:
+            if FINISHED_MESSAGE in str(exc.orig):
+                raise RotationFinished(FINISHED_MESSAGE,
+                                       rotation_id=rotation.rotation_id) from None
+            raise
+        if stored is None:
             raise LookupError(f"no rotation {rotation.rotation_id!r} to save")
+        if stored != _RUNNING:
+            raise RotationFinished(f"{FINISHED_MESSAGE}: it ended {stored}",
+                                   rotation_id=rotation.rotation_id)
+        raise _lost(lease)
 
     def _raise_if_running(self, rotation: Rotation, exc: IntegrityError) -> None:
         """Turn the partial unique index's violation into ``LeaseHeld``; else return."""
@@ -151,8 +237,11 @@ class SqlRepository:
 
     # --- the audit trail ----------------------------------------------------------------
 
-    def record(self, event: AuditEvent) -> None:
-        """Append one audit row; ``at`` defaults to now (UTC)."""
+    def record(self, event: AuditEvent, lease: Lease) -> None:
+        """Append one audit row under ``lease``; ``at`` defaults to now (UTC).
+
+        ``LeaseLost`` (and no row) if ``lease`` is no longer the target's.
+        """
         values = {
             "rotation_id": event.rotation_id, "target": event.target, "step": event.step,
             # Plain text: the vocabulary's members are str subclasses, and a driver's
@@ -162,9 +251,27 @@ class SqlRepository:
             "key_id": event.key_id, "fingerprint": event.fingerprint,
             "vault_version": event.vault_version, "request_id": event.request_id,
             "op_id": event.op_id, "detail": event.detail, "at": event.at or self._clock(),
+            "lease_generation": lease.generation,
         }
+        _same_target(event.target, lease)
         with self.engine.begin() as conn:
-            conn.execute(insert(rotation_events).values(values))
+            if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
+                raise _lost(lease)
+
+    def has_open_intent(self, target: str) -> bool:
+        """Whether any rotation of ``target`` has an intent without its outcome row."""
+        outcome = rotation_events.alias("outcome")
+        query = select(rotation_events.c.id).where(
+            rotation_events.c.target == target,
+            rotation_events.c.kind == str(EventKind.INTENT),
+            ~exists().where(
+                outcome.c.rotation_id == rotation_events.c.rotation_id,
+                outcome.c.op_id == rotation_events.c.op_id,
+                outcome.c.kind == str(EventKind.OUTCOME),
+            ),
+        ).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def open_intents(self, rotation_id: str) -> list[AuditEvent]:
         """Intents of ``rotation_id`` with no outcome row of the same ``op_id``, in order.
@@ -192,89 +299,141 @@ class SqlRepository:
     # --- leases -------------------------------------------------------------------------
 
     def acquire_lease(self, target: str, holder: str, ttl_seconds: float,
-                      now: datetime) -> bool:
-        """Take (or extend) the lease of ``target`` if it is free, expired, or ours.
+                      now: datetime) -> Lease | None:
+        """Take the lease of ``target`` if it is free, released, lapsed or ours.
 
-        One atomic statement; returns whether ``holder`` holds the lease afterwards.
+        Every acquisition is a new generation, taken by compare-and-set on the one before,
+        so two replicas can never both win and the writes of the holder before us, which
+        carry the old generation, are refused from here on. ``None``: another holder's
+        lease is live.
         """
         expires = now + timedelta(seconds=ttl_seconds)
-        stmt = self._insert(leases).values(
-            target=target, holder=holder, acquired_at=now, expires_at=expires
-        )
-        upsert = stmt.on_conflict_do_update(
-            index_elements=[leases.c.target],
-            set_={
-                "holder": stmt.excluded.holder,
-                # Re-acquiring our own lease keeps the time we first took it.
-                "acquired_at": case(
-                    (leases.c.holder == holder, leases.c.acquired_at),
-                    else_=stmt.excluded.acquired_at,
-                ),
-                "expires_at": stmt.excluded.expires_at,
-            },
-            where=or_(leases.c.expires_at < now, leases.c.holder == holder),
-        ).returning(leases.c.holder)
+        query = select(leases).where(leases.c.target == target).with_for_update()
         with self.engine.begin() as conn:
-            row = conn.execute(upsert).first()
-        return row is not None
+            prior = conn.execute(query).first()
+            if prior is None:
+                stmt = self._insert(leases).values(
+                    target=target, holder=holder, acquired_at=now, expires_at=expires,
+                    generation=1).on_conflict_do_nothing(index_elements=[leases.c.target])
+                won = conn.execute(stmt.returning(leases.c.generation)).first() is not None
+                return Lease(target, holder, 1) if won else None
+            ours = prior.holder == holder and prior.expires_at > RELEASED
+            if prior.holder != holder and prior.expires_at >= now:
+                return None
+            generation = prior.generation + 1
+            taken = conn.execute(
+                update(leases)
+                .where(leases.c.target == target, leases.c.generation == prior.generation)
+                .values(holder=holder, expires_at=expires, generation=generation,
+                        # Re-acquiring our own live lease keeps the time we first took it.
+                        acquired_at=prior.acquired_at if ours else now)).rowcount == 1
+        if not taken:
+            return None
+        # A holder that did not release may have a call still in flight.
+        previous = (None if prior.holder == holder or prior.expires_at <= RELEASED
+                    else prior.expires_at)
+        return Lease(target, holder, generation, previous)
 
     def renew_lease(self, target: str, holder: str, ttl_seconds: float,
                     now: datetime) -> bool:
-        """Push the expiry of our lease to ``now + ttl``; ``False`` if it is not ours."""
+        """Push the expiry of our lease to ``now + ttl``; ``False`` if it is not ours.
+
+        By holder, whatever the generation: the daemon's heartbeat, for the targets its
+        workers are on. A released lease is not renewed.
+        """
         stmt = (
             update(leases)
-            .where(leases.c.target == target, leases.c.holder == holder)
+            .where(leases.c.target == target, leases.c.holder == holder,
+                   leases.c.expires_at > RELEASED)
+            .values(expires_at=now + timedelta(seconds=ttl_seconds))
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def confirm_lease(self, lease: Lease, ttl_seconds: float, now: datetime) -> bool:
+        """Extend ``lease`` to ``now + ttl`` if it is still the target's generation."""
+        stmt = (
+            update(leases)
+            .where(leases.c.target == lease.target, leases.c.holder == lease.holder,
+                   leases.c.generation == lease.generation)
             .values(expires_at=now + timedelta(seconds=ttl_seconds))
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
     def lease_of(self, target: str) -> tuple[str, datetime] | None:
-        """Who holds the lease of ``target`` and until when (possibly already lapsed)."""
-        query = select(leases.c.holder, leases.c.expires_at).where(leases.c.target == target)
+        """Who holds the lease of ``target`` and until when; ``None`` if free or released."""
+        query = select(leases.c.holder, leases.c.expires_at).where(
+            leases.c.target == target, leases.c.expires_at > RELEASED)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return None if row is None else (row.holder, row.expires_at)
 
     def release_lease(self, target: str, holder: str) -> None:
-        """Give the lease back, if it is ours (someone else's lease is left alone)."""
+        """Give the lease back, if it is ours (someone else's lease is left alone).
+
+        The row stays, with its generation, so that the next acquisition follows it.
+        """
         with self.engine.begin() as conn:
             conn.execute(
-                delete(leases).where(leases.c.target == target, leases.c.holder == holder)
+                update(leases).where(leases.c.target == target, leases.c.holder == holder)
+                .values(expires_at=RELEASED)
             )
 
     # --- pending cleanups ---------------------------------------------------------------
 
-    def add_cleanup(self, item: PendingCleanup, now: datetime) -> None:
-        """Note a key to delete later; a no-op if it is already noted and unresolved."""
-        stmt = self._insert(pending_cleanups).values(
-            target=item.target, service_account=item.service_account, key_id=item.key_id,
-            rotation_id=item.rotation_id, reason=item.reason, created_at=now,
-        ).on_conflict_do_nothing(
-            index_elements=[pending_cleanups.c.target, pending_cleanups.c.key_id],
-            index_where=pending_cleanups.c.resolved_at.is_(None),
-        )
+    def add_cleanup(self, item: PendingCleanup, now: datetime, lease: Lease) -> None:
+        """Note a key to delete later; a no-op if it is already noted and unresolved.
+
+        ``LeaseLost`` (and nothing noted) if ``lease`` is no longer the target's.
+        """
+        _same_target(item.target, lease)
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            self._require(conn, lease)
+            conn.execute(self._insert(pending_cleanups).values(
+                target=item.target, service_account=item.service_account,
+                key_id=item.key_id, rotation_id=item.rotation_id, reason=item.reason,
+                created_at=now,
+            ).on_conflict_do_nothing(
+                index_elements=[pending_cleanups.c.target, pending_cleanups.c.key_id],
+                index_where=pending_cleanups.c.resolved_at.is_(None),
+            ))
 
     def pending_cleanups(self, target: str) -> list[PendingCleanup]:
         """Unresolved cleanups of ``target``, oldest first."""
         with self.engine.connect() as conn:
             return queries.unresolved_cleanups(conn, target)
 
-    def resolve_cleanup(self, target: str, key_id: str, now: datetime) -> None:
-        """Mark the unresolved cleanup of ``key_id`` done (a no-op if there is none)."""
-        stmt = (
-            update(pending_cleanups)
-            .where(and_(
-                pending_cleanups.c.target == target,
-                pending_cleanups.c.key_id == key_id,
-                pending_cleanups.c.resolved_at.is_(None),
-            ))
-            .values(resolved_at=now)
-        )
+    def resolve_cleanup(self, target: str, key_id: str, now: datetime, lease: Lease) -> None:
+        """Mark the unresolved cleanup of ``key_id`` done (a no-op if there is none).
+
+        ``LeaseLost`` (and nothing changed) if ``lease`` is no longer the target's.
+        """
+        _same_target(target, lease)
         with self.engine.begin() as conn:
-            conn.execute(stmt)
+            self._require(conn, lease)
+            conn.execute(
+                update(pending_cleanups)
+                .where(and_(
+                    pending_cleanups.c.target == target,
+                    pending_cleanups.c.key_id == key_id,
+                    pending_cleanups.c.resolved_at.is_(None),
+                ))
+                .values(resolved_at=now)
+            )
+
+    def _require(self, conn: Connection, lease: Lease) -> None:
+        """Lock ``lease``'s row for this transaction, or ``LeaseLost`` if it is not current.
+
+        For writes of more than one statement (an upsert cannot carry the condition):
+        ``FOR SHARE`` holds a take-over off until the transaction ends; on SQLite the
+        transaction's write lock, taken by the statement that follows, does the same.
+        """
+        held = select(leases.c.generation).where(
+            leases.c.target == lease.target, leases.c.holder == lease.holder,
+            leases.c.generation == lease.generation).with_for_update(read=True)
+        if conn.execute(held).first() is None:
+            raise _lost(lease)
 
     # --- the RotationReader port: what the daemon, status, audit and verify read --------
 

@@ -1,8 +1,11 @@
 """The SQLAlchemy Core tables of rotator, mirroring ``migrations/versions``.
 
     rotations          one row per rotation: every field of ``Rotation`` plus ``updated_at``
-    rotation_events    the append-only audit trail (database triggers reject UPDATE/DELETE)
-    leases             who is rotating a target, until when
+                       and the lease generation of its last write; a trigger rejects any
+                       UPDATE of a finished rotation
+    rotation_events    the append-only audit trail (database triggers reject UPDATE/DELETE),
+                       each row stamped with its writer's lease generation
+    leases             who is rotating a target, until when, and the lease's generation
     pending_cleanups   keys to delete on the next pass (a revoke that could not finish)
 
 No column holds key material: key ids and short fingerprints only. Every timestamp is
@@ -35,6 +38,7 @@ from rotator.adapters.sql.backend import is_sqlite
 
 __all__ = [
     "APPEND_ONLY_MESSAGE",
+    "FINISHED_MESSAGE",
     "UtcDateTime",
     "leases",
     "metadata",
@@ -45,6 +49,8 @@ __all__ = [
 
 # The text of the error the database raises on UPDATE or DELETE of an audit row.
 APPEND_ONLY_MESSAGE = "rotation_events is append-only"
+# ... and on an UPDATE of a rotation that has ended.
+FINISHED_MESSAGE = "a finished rotation never changes"
 
 # Identifiers: rotation ids, targets, key ids; generous but bounded.
 _ID = 200
@@ -108,6 +114,8 @@ rotations = Table(
     Column("failure_message", Text),
     Column("rollback_blocked", Text),
     Column("updated_at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    # The lease generation of the last write (revision 0003); NULL on older rows.
+    Column("lease_generation", Integer),
     CheckConstraint(
         "status IN ('running', 'completed', 'rolled_back', 'failed')",
         name="ck_rotations_status",
@@ -142,6 +150,8 @@ rotation_events = Table(
     Column("op_id", String(_ID)),
     Column("detail", Text),
     Column("at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    # The generation of the lease its writer held (revision 0003); NULL on older rows.
+    Column("lease_generation", Integer),
     CheckConstraint("kind IN ('intent', 'outcome', 'note')", name="ck_rotation_events_kind"),
 )
 Index("ix_rotation_events_rotation_op", rotation_events.c.rotation_id, rotation_events.c.op_id)
@@ -154,6 +164,8 @@ leases = Table(
     Column("holder", String(_ID), nullable=False),
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
+    # One more on every acquisition (revision 0003): the fencing token of its holder.
+    Column("generation", Integer, nullable=False, server_default=text("0")),
 )
 
 pending_cleanups = Table(
