@@ -6,9 +6,10 @@ at each boundary of ``tests.integration.boundaries`` (the crash matrix's). A sec
 replica takes the target over once the lease has lapsed, and the first is sent SIGCONT
 either while the second is at it ("during": as soon as the second holds the lease or has
 written a row) or once it has finished ("after"). Then the thawed replica must log
-``lease_lost`` and do none of that target's work; in "after" it must have changed nothing
-at all (SQL, Vault, the keys at Count). Every rotation has one ending, Vault's key works,
-no key leaked, and ``rotator verify`` finds nothing.
+``lease_lost`` and do none of that target's work: no audit row carries its lease
+generation after the freeze, and in "after" nothing changed at all (SQL, Vault, the keys
+at Count). Every rotation has one ending, Vault's key works, no key leaked, and
+``rotator verify`` finds nothing.
 
 On PostgreSQL the second is a replica beside the frozen one. SQLite takes one replica, so
 there the second is a daemon started on the same file that waits for the frozen one's
@@ -28,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
-from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
+from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
 from tests.integration.boundaries import (
     CASES,
     assert_stopped_at,
@@ -80,6 +81,23 @@ class Probe:
         # A holder id is host:pid:nonce (rotator.app.operations.holder_id).
         return (lease is None or lease[0].split(":")[1] != str(first.proc.pid)
                 or self.rows() != frozen)
+
+    def generation_of(self, first: Daemon) -> int | None:
+        """The generation of the target's lease if ``first`` holds it (else ``None``)."""
+        with self.repo.engine.connect() as conn:
+            row = conn.execute(select(leases.c.holder, leases.c.generation)
+                               .where(leases.c.target == "app")).first()
+        return (row.generation if row is not None
+                and row.holder.split(":")[1] == str(first.proc.pid) else None)
+
+    def written_under(self, generation: int, after_id: int) -> list[tuple[Any, ...]]:
+        """Audit rows after ``after_id`` written under lease ``generation``."""
+        events = rotation_events.c
+        with self.repo.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(
+                select(events.id, events.kind, events.action)
+                .where(events.target == "app", events.id > after_id,
+                       events.lease_generation == generation))]
 
     def rows(self) -> tuple[Any, ...]:
         """Every rotation row, the audit trail's length, every cleanup row."""
@@ -178,6 +196,7 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
         first.wait_stopped(60)
         clock["frozen"] = time.monotonic()
         frozen = probe.rows()
+        generation = probe.generation_of(first)   # None: taken already (a lease near expiry)
         assert_stopped_at(world, point)
         # At step:done nothing is left to take over: the first was only writing the ending.
         work_left = not probe.settled()
@@ -208,6 +227,10 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
         clock["killed"] = time.monotonic()
         if work_left and (done := _thawed_work(first, mark)):
             problems.append(f"thawed, it went on with the target's work: {done}")
+        last_id = frozen[1][1] or 0
+        if work_left and generation is not None and (
+                rows := probe.written_under(generation, last_id)):
+            problems.append(f"thawed, it wrote audit rows under its lost lease: {rows}")
         if work_left and order == "after" and (after := probe.everything()) != before:
             problems.append(f"thawed, it changed the world:\n  {before}\n  {after}")
         # Idle, not only settled: the ending note follows the state, the release the note.
