@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint mutate bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,24 @@ lint: venv  ## ruff, mypy --strict and the import contracts (pyproject.toml)
 	$(VENV)/bin/mypy --strict rotator
 	$(VENV)/bin/lint-imports
 
+# Mutation testing of rotator/core and rotator/engine ([tool.mutmut] in pyproject.toml,
+# docs/mutation.md). Not part of `make test`, `make lint` or CI: it takes tens of minutes.
+# It starts from an empty mutants/ each time: mutmut copies the rest of rotator/ there only
+# once, and would otherwise test the mutants against stale copies of it.
+MUTATE_JOBS ?= 2
+mutate: venv  ## mutmut on core/ and engine/, niced, MUTATE_JOBS workers; then the survivors and a summary
+	rm -rf mutants
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS)
+	@$(VENV)/bin/mutmut results
+	@$(VENV)/bin/mutmut export-cicd-stats >/dev/null
+	@$(PY) -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); \
+	print("mutants {total}: killed {killed}, survived {survived}, timeout {timeout}, " \
+	      "suspicious {suspicious}, no tests {no_tests}, skipped {skipped}".format(**s)); \
+	score = 100 * (s["killed"] + s["timeout"]) / max(s["total"] - s["skipped"], 1); \
+	print("score, (killed + timeout) / (total - skipped): {:.1f}%".format(score))'
+
 bench: venv
 	$(PY) bench/rotation_latency.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants

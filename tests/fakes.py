@@ -237,7 +237,8 @@ class MemoryRepository:
             raise LeaseHeld("running", target=rotation.target)
         self.by_id[rotation.rotation_id] = rotation
 
-    def save_rotation(self, rotation: Rotation, lease: Lease) -> None:
+    def save_rotation(self, rotation: Rotation, lease: Lease,
+                      ending: AuditEvent | None = None) -> None:
         self._fence(rotation.target, lease)
         stored = self.by_id.get(rotation.rotation_id)
         if stored is None:
@@ -246,6 +247,8 @@ class MemoryRepository:
             raise RotationFinished("a finished rotation never changes",
                                    rotation_id=rotation.rotation_id)
         self.by_id[rotation.rotation_id] = rotation
+        if ending is not None:
+            self.record(ending, lease)
 
     def get_rotation(self, rotation_id: str) -> Rotation | None:
         return self.by_id.get(rotation_id)

@@ -105,8 +105,13 @@ def test_unreadable_vault_is_reported_not_passed(setup: Setup) -> None:
 
 
 def _forged(setup: Setup, actions: list[tuple[str, EventKind, str | None]],
-            grace_ends_in: float = 0.0) -> Rotation:
-    """A finished rotation whose audit rows are ``actions``, in order, a second apart."""
+            grace_ends_in: float = 0.0, *, ending: bool = True) -> Rotation:
+    """A finished rotation whose audit rows are ``actions``, in order, a second apart.
+
+    With ``ending``, a ``completed`` note closes the trail unless ``actions`` end it.
+    """
+    if ending and not {"completed", "rolled_back", "failed"} & {a for a, _, _ in actions}:
+        actions = [*actions, ("completed", EventKind.NOTE, "completed")]
     now = setup.clock.now()
     rot = Rotation(rotation_id=f"rot_{uuid.uuid4().hex[:8]}", target="app",
                    service_account="sa_1", trigger="manual", actor="test", grace_seconds=0,
@@ -170,10 +175,12 @@ def test_an_intent_without_outcome_in_a_finished_rotation_is_found(setup: Setup)
 
 
 def test_a_second_real_delete_of_the_old_key_is_found(setup: Setup) -> None:
-    rot = _forged(setup, GOOD)
-    writes.record(setup.repo, AuditEvent(
-        rotation_id=rot.rotation_id, target="app", step="revoke", kind=EventKind.OUTCOME,
-        action="revoke_key", result="ok", key_id="key_old", op_id="orphan"))
+    rot = _forged(setup, GOOD, ending=False)
+    for kind, action, op_id in ((EventKind.OUTCOME, "revoke_key", "orphan"),
+                                (EventKind.NOTE, "completed", None)):
+        writes.record(setup.repo, AuditEvent(
+            rotation_id=rot.rotation_id, target="app", step="revoke", kind=kind,
+            action=action, result="ok", key_id="key_old", op_id=op_id))
     assert sorted(_audit_kinds(setup)) == sorted([FindingKind.REVOKED_TWICE,
                                                   FindingKind.UNPAIRED_SIDE_EFFECT])
 
@@ -188,6 +195,11 @@ def test_a_rotation_ended_twice_is_found(setup: Setup) -> None:
         FindingKind.TWO_ENDINGS,          # two ending notes
         FindingKind.TWO_ENDINGS,          # the last one is not what the row says
         FindingKind.MOVED_BACKWARDS])     # and something was written after the ending
+
+
+def test_a_finished_rotation_without_its_ending_note_is_found(setup: Setup) -> None:
+    _forged(setup, GOOD, ending=False)
+    assert _audit_kinds(setup) == [FindingKind.TWO_ENDINGS]
 
 
 def test_one_ending_and_cleanup_after_it_pass(setup: Setup) -> None:

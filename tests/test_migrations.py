@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from rotator.adapters.sql import schema, tables
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
+    PG_IDLE_IN_TRANSACTION,
     alembic_config,
     check_schema,
     current_revision,
@@ -252,6 +253,21 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_postgres_session_frozen_in_a_transaction_is_ended_by_the_server(
+        database_url: str) -> None:
+    # A replica frozen mid-transaction must not hold the lease row, and with it every
+    # take-over, for as long as its connection lives.
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            setting = conn.execute(text("SHOW idle_in_transaction_session_timeout")).scalar()
+        assert setting == PG_IDLE_IN_TRANSACTION
     finally:
         engine.dispose()
 

@@ -301,6 +301,24 @@ def test_a_holder_that_was_taken_over_writes_nothing(repository: SqlRepository) 
     assert stamped == bob.generation
 
 
+def test_a_rotation_ends_with_its_note_in_one_transaction(repository: SqlRepository) -> None:
+    repo = repository
+    alice = repo.acquire_lease("count-prod", "alice", 30, T0)
+    assert alice is not None
+    repo.insert_rotation(rotation("r1"), alice)
+    done = rotation("r1", status=Status.COMPLETED, step=Step.DONE, finished_at=T0)
+    ending = event(EventKind.NOTE, action="completed", result="completed")
+    bob = repo.acquire_lease("count-prod", "bob", 30, T0 + timedelta(seconds=31))
+    assert bob is not None
+    with pytest.raises(LeaseLost):                 # refused: neither the state nor the note
+        repo.save_rotation(done, alice, ending)
+    assert repo.events() == [] and repo.get_rotation("r1") == rotation("r1")
+    repo.save_rotation(done, bob, ending)
+    assert [(e.action, e.lease_generation) for e in repo.events()] == [
+        ("completed", bob.generation)]
+    assert repo.get_rotation("r1") == done
+
+
 def test_no_write_of_the_old_holder_lands_after_the_take_over(
         repository: SqlRepository) -> None:
     """A zombie writing as fast as it can while another replica takes over."""

@@ -15,8 +15,8 @@ disagree with the invariants of docs/architecture.md:
     unverified_in_vault          a key written to Vault before it had authenticated
     unpaired_side_effect         a finished rotation's side effect without its intent or
                                  its outcome row
-    two_endings                  a rotation whose trail ends it more than once, ends it
-                                 otherwise than its row says, or ends a running one
+    two_endings                  a finished rotation whose trail does not end it exactly
+                                 once, as its row says; or a running one the trail ended
     moved_backwards              a rotation's trail going back to an earlier step (other
                                  than starting over after a lost secret), or going on
                                  after its ending with anything but cleanup
@@ -229,6 +229,9 @@ def _endings(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
         listed = ", ".join(f"{e.action} (row {e.id})" for e in ends)
         problems.append((FindingKind.TWO_ENDINGS,
                          f"the trail ends this rotation {len(ends)} times: {listed}", None))
+    if not ends and rot.is_terminal:
+        problems.append((FindingKind.TWO_ENDINGS, f"the rotation ended {rot.status.value}, "
+                         "but its trail has no ending note", None))
     if ends and not rot.is_terminal:
         problems.append((FindingKind.TWO_ENDINGS, f"the rotation is running, but its trail "
                          f"ended it {ends[0].action} (row {ends[0].id})", None))

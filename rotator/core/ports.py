@@ -177,8 +177,13 @@ class RotationRepository(Protocol):
         """Raises ``LeaseHeld`` if the target already has a running rotation."""
         ...
 
-    def save_rotation(self, rotation: Rotation, lease: Lease) -> None:
-        """``RotationFinished`` if the stored rotation has already ended: it never changes."""
+    def save_rotation(self, rotation: Rotation, lease: Lease,
+                      ending: AuditEvent | None = None) -> None:
+        """``RotationFinished`` if the stored rotation has already ended: it never changes.
+
+        ``ending``: the note that ends the rotation, appended in the same transaction as
+        its final state, so a finished rotation has its ending note exactly once.
+        """
         ...
 
     def get_rotation(self, rotation_id: str) -> Rotation | None: ...

@@ -67,6 +67,17 @@ class AuditTrail:
             detail=detail, at=self._clock.now(),
         ))
 
+    def ending(self, rotation: Rotation) -> AuditEvent:
+        """The note that ends a finished rotation, spelt as its status in both columns.
+
+        Not recorded here: it is saved with the rotation's final state, in one transaction.
+        """
+        return AuditEvent(
+            rotation_id=rotation.rotation_id, target=rotation.target, step=rotation.step.value,
+            kind=EventKind.NOTE, action=AuditAction(rotation.status.value),
+            result=AuditResult(rotation.status.value), key_id=rotation.new_key_id,
+            vault_version=rotation.new_version, detail=rotation.reason, at=self._clock.now())
+
     def side_effect(self, rotation: Rotation, action: AuditAction, fn: Callable[[], T],
                     describe: Callable[[T], EffectResult], *, key_id: str | None = None,
                     fingerprint: str | None = None, vault_version: int | None = None,

@@ -36,7 +36,7 @@ from rotator.core.ports import (
 )
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
-from rotator.core.vocabulary import AuditAction, AuditResult
+from rotator.core.vocabulary import AuditAction
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.crashpoints import STARTED, crash_point, step_point
 from rotator.engine.steps import StepRunner
@@ -260,7 +260,9 @@ class Runner:
             outcome = self._perform(action, rot, spec, trail, steps, unwind)
             self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
-            self._repo.save_rotation(new, trail.lease)
+            # A finished rotation's state and its ending note land together or not at all.
+            self._repo.save_rotation(new, trail.lease,
+                                     trail.ending(new) if new.is_terminal else None)
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))
@@ -271,7 +273,7 @@ class Runner:
                     return new
                 self._clock.sleep(self._rollback_retry_delay * blocked)
             if new.is_terminal:
-                self._finished(new, rot.step.value, trail)
+                self._finished(new, rot.step.value)
             rot = new
             self._confirm(trail.lease)
         return rot
@@ -299,14 +301,9 @@ class Runner:
             if self._heartbeat is not None:
                 self._heartbeat()
 
-    def _finished(self, rot: Rotation, last_step: str, trail: AuditTrail) -> None:
+    def _finished(self, rot: Rotation, last_step: str) -> None:
         self._fresh.pop(rot.rotation_id, None)
         self._observer.rotation_finished(rot, last_step)
-        # The last note is spelt as the final status, in both of its columns.
-        trail.note(rot, AuditAction(rot.status.value),
-                         result=AuditResult(rot.status.value),
-                         key_id=rot.new_key_id, vault_version=rot.new_version,
-                         detail=rot.reason)
         if rot.status is Status.COMPLETED:
             log.info("rotation_completed", new_key_id=rot.new_key_id,
                      revoked_key_id=rot.old_key_id, note=rot.reason)

@@ -245,8 +245,9 @@ def test_vault_changed_after_plan_is_not_overwritten() -> None:
     theirs: list[Secret] = []
     save = w.repo.save_rotation
 
-    def save_then_someone_writes(rot: Rotation, lease: Lease) -> None:
-        save(rot, lease)
+    def save_then_someone_writes(rot: Rotation, lease: Lease,
+                                 ending: AuditEvent | None = None) -> None:
+        save(rot, lease, ending)
         if rot.step is Step.STORE and not theirs:   # verified, not stored yet
             theirs.append(w.provider.seed("sa_1"))  # an operator rotated by hand
             w.store.put(REF, theirs[0])

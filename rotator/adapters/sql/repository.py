@@ -165,8 +165,11 @@ class SqlRepository:
         if written is None:
             raise _lost(lease)
 
-    def save_rotation(self, rotation: Rotation, lease: Lease) -> None:
+    def save_rotation(self, rotation: Rotation, lease: Lease,
+                      ending: AuditEvent | None = None) -> None:
         """Persist the new state of a running rotation under ``lease``.
+
+        ``ending``, if given, is appended to the audit trail in the same transaction.
 
         ``LeaseLost`` if ``lease`` is no longer the target's, ``RotationFinished`` if the
         stored rotation has already ended, ``LookupError`` if there is none; in every case
@@ -183,6 +186,10 @@ class SqlRepository:
         try:
             with self.engine.begin() as conn:
                 if conn.execute(stmt).rowcount == 1:
+                    if ending is not None:
+                        _same_target(ending.target, lease)
+                        conn.execute(_fenced_insert(rotation_events,
+                                                    self._event_values(ending, lease), lease))
                     return
                 stored = conn.execute(
                     select(rotations.c.status).where(
@@ -242,7 +249,14 @@ class SqlRepository:
 
         ``LeaseLost`` (and no row) if ``lease`` is no longer the target's.
         """
-        values = {
+        _same_target(event.target, lease)
+        values = self._event_values(event, lease)
+        with self.engine.begin() as conn:
+            if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
+                raise _lost(lease)
+
+    def _event_values(self, event: AuditEvent, lease: Lease) -> dict[str, Any]:
+        return {
             "rotation_id": event.rotation_id, "target": event.target, "step": event.step,
             # Plain text: the vocabulary's members are str subclasses, and a driver's
             # adapter might spell an enum by its name rather than its value.
@@ -253,10 +267,6 @@ class SqlRepository:
             "op_id": event.op_id, "detail": event.detail, "at": event.at or self._clock(),
             "lease_generation": lease.generation,
         }
-        _same_target(event.target, lease)
-        with self.engine.begin() as conn:
-            if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
-                raise _lost(lease)
 
     def has_open_intent(self, target: str) -> bool:
         """Whether any rotation of ``target`` has an intent without its outcome row."""

@@ -46,6 +46,11 @@ MIGRATIONS_PACKAGE = "rotator.migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # How long a PostgreSQL connect may take (seconds): a readiness check must not hang on it.
 PG_CONNECT_TIMEOUT_S = 5
+# Every transaction of rotator's is a few statements with no work between them. A process
+# frozen inside one (SIGSTOP, a stalled VM) would hold its row locks, the lease row among
+# them, and so keep every other replica from taking its targets over, for as long as the
+# connection lives: the server ends such a session after this long instead.
+PG_IDLE_IN_TRANSACTION = "10s"
 
 _UPGRADE_HINT = "run `rotator db upgrade`"
 # An arbitrary constant naming rotator's schema-upgrade lock among PostgreSQL advisory locks.
@@ -73,11 +78,18 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _set_pg_session(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = '{PG_IDLE_IN_TRANSACTION}'")
+    dbapi_connection.commit()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``, tuned per backend.
 
     SQLite: WAL journal, a 5 s busy timeout and foreign keys, set on every new connection.
-    PostgreSQL: ``pool_pre_ping``, so a replica survives a database restart.
+    PostgreSQL: ``pool_pre_ping``, so a replica survives a database restart, and sessions
+    that the server ends when they idle in a transaction (``PG_IDLE_IN_TRANSACTION``).
     """
     parsed = make_url(url)
     name = backend(parsed)
@@ -89,8 +101,10 @@ def make_engine(url: str) -> Engine:
         # A plain postgresql:// URL would pick psycopg2; rotator ships psycopg 3.
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True,
-                             connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
+        engine = create_engine(parsed, pool_pre_ping=True,
+                               connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
+        event.listen(engine, "connect", _set_pg_session)
+        return engine
     raise SchemaError(f"unsupported database {name!r}: use sqlite or postgresql", url=_safe(url))
 
 
