@@ -51,13 +51,6 @@ WORK_EVENTS = {"rotation_started", "rotation_resumed", "rotation_step", "rotatio
                "rotation_failed", "revoke_deferred", "rollback_blocked", "cleanup_failed"}
 THAWED_TIMEOUT = 3.0   # seconds for the thawed replica to find out that it lost the target
 
-# A thread of the frozen daemon may be caught inside a transaction (the heartbeat, between
-# a lease renewal and its commit): on PostgreSQL its session keeps the lease row locked and
-# the take-over waits for the thaw. PostgreSQL ends a session idle in a transaction for 1 s
-# (what a deployment should set for rotator's role too), so the take-over goes on.
-_SESSION_TIMEOUT = {"?options=-csearch_path%3D":
-                    "?options=-cidle_in_transaction_session_timeout%3D1000%20-csearch_path%3D"}
-
 
 class Probe:
     """Polls the world's SQL state on one engine (and Vault and Count, for a snapshot)."""
@@ -185,8 +178,7 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
     sqlite = world.db_url.startswith("sqlite")
     old_secret = world.accounts["app"].secret
     probe = Probe(world)
-    first = Daemon(world, *boundary_daemon_config(world, "first", path,
-                                                  {} if sqlite else _SESSION_TIMEOUT),
+    first = Daemon(world, *boundary_daemon_config(world, "first", path),
                    env={**pause_env(point), **extra_env}, name="first")
     second: SecondReplica | None = None
     problems: list[str] = []
