@@ -1,10 +1,15 @@
-"""Small helpers several test modules share: walking an exception chain, serving HTTP."""
+"""Small helpers several test modules share: walking an exception chain, serving HTTP,
+waiting for a process to be stopped (SIGSTOP).
+"""
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from socketserver import BaseServer
 
 
@@ -32,6 +37,24 @@ def serving(server: BaseServer) -> Iterator[None]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``/proc/<pid>/stat``: R, S, D, T (stopped), Z..."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name, in parentheses, may hold spaces and parentheses itself.
+    return stat[stat.rindex(")") + 2]
+
+
+def wait_stopped(proc: subprocess.Popen[str], timeout: float) -> float:
+    """Seconds until ``proc`` is stopped (state T); ``AssertionError`` if it exits or not."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        assert proc.poll() is None, f"exited ({proc.returncode}) instead of stopping"
+        if process_state(proc.pid) == "T":
+            return time.monotonic() - start
+        time.sleep(0.01)
+    raise AssertionError(f"process {proc.pid} not stopped after {timeout}s")
 
 
 # A config whose only usable part is [database]: what `rotator db ...` needs.

@@ -1,8 +1,11 @@
-"""Named points where a test may kill the process or inject a failure: the fault tests' hooks.
+"""Named points where a test may kill, freeze or fail the process: the fault tests' hooks.
 
 Off unless ``ROTATOR_TEST_HOOKS=1``, so a production process never stops here.
 ``ROTATOR_TEST_CRASH_AT=<point>``: the process SIGKILLs itself there (no cleanup, no
-atexit, exactly what a power cut or an OOM kill does). ``ROTATOR_TEST_FAIL_AT=<point>``:
+atexit, exactly what a power cut or an OOM kill does). ``ROTATOR_TEST_PAUSE_AT=<point>``:
+the process SIGSTOPs itself there, the first time it reaches the point only, and carries
+on from there when sent SIGCONT (a VM paused, a stop-the-world stall, a frozen container:
+its leases lapse meanwhile). ``ROTATOR_TEST_FAIL_AT=<point>``:
 the call at that point fails, every time, with the error ``fail_point`` is given (the way
 to reach a rollback that must restore Vault, which real servers will not produce on cue).
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -36,6 +40,10 @@ class Moment(StrEnum):
 
 STARTED = AuditAction.STARTED.value
 
+# Held from the first pause on: a pause point freezes the process once, not on every pass
+# (nor once per thread that gets there).
+_paused = threading.Lock()
+
 
 def effect_point(action: AuditAction, moment: Moment) -> str:
     return f"{action.value}:{moment.value}"
@@ -50,6 +58,11 @@ def crash_point(name: str) -> None:
         return
     if os.environ.get("ROTATOR_TEST_CRASH_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("ROTATOR_TEST_PAUSE_AT") == name and _paused.acquire(blocking=False):
+        # Sent to this very thread, the stop takes it before it runs one more line; sent to
+        # the process (os.kill), the kernel hands it to the main thread, and this one runs
+        # on meanwhile (into its next SQL transaction, seen holding SQLite's write lock).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def fail_point(name: str, error: Callable[[str], BaseException]) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.devtools.devvault import free_port
 from tests.integration.world import World
+from tests.support import process_state, wait_stopped
 
 DAEMON_TABLES = """
 [daemon]
@@ -73,18 +74,26 @@ class Daemon:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url(path), timeout=10)
 
+    def ready(self, timeout: float = 10) -> bool:
+        """Whether /readyz answers 200 now."""
+        try:
+            return httpx.get(self.url("/readyz"), timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def wait_ready(self, timeout: float = 30) -> float:
         """Seconds from process start until /readyz answered 200."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"daemon exited early:\n{self.logs()}"
-            try:
-                if self.get("/readyz").status_code == 200:
-                    return time.monotonic() - self.started
-            except httpx.HTTPError:
-                pass
+            if self.ready():
+                return time.monotonic() - self.started
             time.sleep(0.02)
         raise AssertionError(f"daemon not ready after {timeout}s:\n{self.logs()[-4000:]}")
+
+    def stopped(self) -> bool:
+        """Whether the process is stopped (SIGSTOP, a pause point)."""
+        return self.proc.poll() is None and process_state(self.proc.pid) == "T"
 
     def metrics(self) -> Samples:
         return parse_metrics(self.get("/metrics").text)
@@ -103,19 +112,38 @@ class Daemon:
         self.proc.wait(10)
         self._log.close()
 
+    def wait_stopped(self, timeout: float) -> float:
+        """Seconds until the process stopped itself (a pause point: state T)."""
+        try:
+            return wait_stopped(self.proc, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.logs()[-3000:]}") from None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the whole process stops where it is, its leases left to lapse."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> int:
+        """SIGCONT a stopped daemon; the length of its log until then (see ``events``)."""
+        size = self.log_path.stat().st_size
+        self.proc.send_signal(signal.SIGCONT)
+        return size
+
     def wait(self, timeout: float) -> int:
         code = self.proc.wait(timeout)
         self._log.close()
         return code
 
-    def logs(self) -> str:
+    def logs(self, since: int = 0) -> str:
+        """The log, from byte ``since`` on."""
         if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_text()
+        return self.log_path.read_bytes()[since:].decode(errors="replace")
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The JSON log events, from byte ``since`` of the log on."""
         out = []
-        for line in self.logs().splitlines():
+        for line in self.logs(since).splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
@@ -150,4 +178,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str,
 
 def crash_env(point: str) -> dict[str, str]:
     return {"ROTATOR_TEST_HOOKS": "1", "ROTATOR_TEST_CRASH_AT": point}
+
+
+def pause_env(point: str) -> dict[str, str]:
+    return {"ROTATOR_TEST_HOOKS": "1", "ROTATOR_TEST_PAUSE_AT": point}
 

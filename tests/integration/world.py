@@ -4,9 +4,12 @@ a config file, and a migrated database (SQLite or PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +18,9 @@ import hvac
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
-from rotator.core.model import Rotation
-from rotator.core.vocabulary import EventKind
+from rotator.cli.main import main
+from rotator.core.model import TERMINAL_STATUSES, Rotation, Status
+from rotator.core.vocabulary import AuditAction, EventKind
 from rotator.emulator import Emulator, SeededAccount
 
 CONFIG = """\
@@ -77,9 +81,13 @@ class World:
     accounts: dict[str, SeededAccount] = field(default_factory=dict)
 
     @property
+    def secrets_env(self) -> dict[str, str]:
+        """The variables the config reads its secrets from."""
+        return {"IT_VAULT_TOKEN": self.vault_token, "IT_COUNT_ADMIN_KEY": self.admin.secret}
+
+    @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "IT_VAULT_TOKEN": self.vault_token,
-                "IT_COUNT_ADMIN_KEY": self.admin.secret}
+        return {**os.environ, **self.secrets_env}
 
     def vault(self) -> hvac.Client:
         return hvac.Client(url=self.vault_url, token=self.vault_token)
@@ -117,6 +125,17 @@ class World:
             self.cli_args(*args), env=env, capture_output=True, text=True, timeout=timeout,
             check=False)
 
+    def cli_here(self, *args: str) -> tuple[int, str]:
+        """The command line in this process (no interpreter to start): exit code, output."""
+        out = io.StringIO()
+        with _environ(self.secrets_env), contextlib.redirect_stdout(out):
+            code = main(["--config", str(self.config_path), "--log-format", "json", *args])
+        return code, out.getvalue()
+
+    def verify(self) -> tuple[int, str]:
+        """``rotator verify``, in this process: exit code, output."""
+        return self.cli_here("verify")
+
     def repository(self) -> SqlRepository:
         return SqlRepository(make_engine(self.db_url))
 
@@ -136,6 +155,24 @@ class World:
         finally:
             repo.engine.dispose()
 
+    def ending_problems(self) -> list[str]:
+        """Each rotation that has not exactly one ending, its terminal status and the note
+        spelt as that status (one of completed, rolled_back, failed)."""
+        repo = self.repository()
+        try:
+            events, rotations = repo.events(), repo.rotations()
+        finally:
+            repo.engine.dispose()
+        endings = {AuditAction(s.value) for s in TERMINAL_STATUSES}
+        out = []
+        for rot in rotations:
+            notes = [e.action for e in events if e.rotation_id == rot.rotation_id
+                     and e.kind is EventKind.NOTE and e.action in endings]
+            if rot.status is Status.RUNNING or notes != [rot.status.value]:
+                out.append(f"{rot.target} {rot.rotation_id} is {rot.status.value}, "
+                           f"with the endings {notes}")
+        return out
+
     def assert_invariants(self, name: str) -> None:
         """Vault's key authenticates, no key leaked, every side effect is paired."""
         _, secret, _ = self.vault_secret(name)
@@ -151,6 +188,20 @@ class World:
         closed = {e.op_id for e in events if e.kind is EventKind.OUTCOME}
         dangling = [e for e in events if e.kind is EventKind.INTENT and e.op_id not in closed]
         assert not dangling, dangling
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def build_world(emulator: Emulator, vault_url: str, vault_token: str, mount: str,
