@@ -16,8 +16,10 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/rotator demo
 
-test: venv
-	$(PY) -m pytest
+TEST_JOBS ?= 3
+
+test: venv  ## the whole suite, in TEST_JOBS worker processes (TEST_JOBS=0: in this one)
+	$(PY) -m pytest -n $(TEST_JOBS)
 
 test-fast: venv  ## the pure core and the adapters' unit tests only (seconds)
 	$(PY) -m pytest tests/unit -q
