@@ -400,16 +400,19 @@ class SqlRepository:
         ``LeaseLost`` (and nothing noted) if ``lease`` is no longer the target's.
         """
         _same_target(item.target, lease)
+        values = {"target": item.target, "service_account": item.service_account,
+                  "key_id": item.key_id, "rotation_id": item.rotation_id,
+                  "reason": item.reason, "created_at": now}
+        row = select(*[literal(v, type_=pending_cleanups.c[c].type) for c, v in values.items()])
+        stmt = self._insert(pending_cleanups).from_select(
+            list(values), row.where(_holding(lease))
+        ).on_conflict_do_nothing(
+            index_elements=[pending_cleanups.c.target, pending_cleanups.c.key_id],
+            index_where=pending_cleanups.c.resolved_at.is_(None),
+        ).returning(pending_cleanups.c.id)
         with self.engine.begin() as conn:
-            self._require(conn, lease)
-            conn.execute(self._insert(pending_cleanups).values(
-                target=item.target, service_account=item.service_account,
-                key_id=item.key_id, rotation_id=item.rotation_id, reason=item.reason,
-                created_at=now,
-            ).on_conflict_do_nothing(
-                index_elements=[pending_cleanups.c.target, pending_cleanups.c.key_id],
-                index_where=pending_cleanups.c.resolved_at.is_(None),
-            ))
+            if conn.execute(stmt).first() is None:
+                self._require(conn, lease)     # nothing written: already noted, or lost
 
     def pending_cleanups(self, target: str) -> list[PendingCleanup]:
         """Unresolved cleanups of ``target``, oldest first."""
@@ -422,24 +425,24 @@ class SqlRepository:
         ``LeaseLost`` (and nothing changed) if ``lease`` is no longer the target's.
         """
         _same_target(target, lease)
+        stmt = (
+            update(pending_cleanups)
+            .where(and_(
+                pending_cleanups.c.target == target,
+                pending_cleanups.c.key_id == key_id,
+                pending_cleanups.c.resolved_at.is_(None),
+            ), _holding(lease))
+            .values(resolved_at=now)
+        )
         with self.engine.begin() as conn:
-            self._require(conn, lease)
-            conn.execute(
-                update(pending_cleanups)
-                .where(and_(
-                    pending_cleanups.c.target == target,
-                    pending_cleanups.c.key_id == key_id,
-                    pending_cleanups.c.resolved_at.is_(None),
-                ))
-                .values(resolved_at=now)
-            )
+            if conn.execute(stmt).rowcount == 0:
+                self._require(conn, lease)     # nothing changed: none open, or lost
 
     def _require(self, conn: Connection, lease: Lease) -> None:
-        """Lock ``lease``'s row for this transaction, or ``LeaseLost`` if it is not current.
+        """``LeaseLost`` unless ``lease`` is still the target's current generation.
 
-        For writes of more than one statement (an upsert cannot carry the condition):
-        ``FOR SHARE`` holds a take-over off until the transaction ends; on SQLite the
-        transaction's write lock, taken by the statement that follows, does the same.
+        Asked after a conditioned write matched nothing, to tell a lost lease (the write
+        was refused) from a write that had nothing to do.
         """
         held = select(leases.c.generation).where(
             leases.c.target == lease.target, leases.c.holder == lease.holder,
