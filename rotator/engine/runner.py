@@ -234,7 +234,7 @@ class Runner:
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now)
         self._repo.insert_rotation(rot, trail.lease)
         trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
-                                                f"grace {rot.grace_seconds:g}s")
+                                              f"grace {rot.grace_seconds:g}s")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)
