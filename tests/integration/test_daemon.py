@@ -120,7 +120,8 @@ def test_provider_faults_show_as_429s_retries_and_statuses(make_world: MakeWorld
 
 def test_sigterm_during_grace_exits_at_once_and_the_restart_revokes_on_time(
         make_world: MakeWorld) -> None:
-    world = make_world("app", grace="4s")
+    # Long enough for two daemon start-ups beside the suite's other workers on 2 cores.
+    world = make_world("app", grace="8s")
     config, port = daemon_config(world, "d1")
     first = Daemon(world, config, port, name="first")
     try:
