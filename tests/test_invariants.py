@@ -219,6 +219,19 @@ def test_a_running_rotation_whose_trail_ended_it_is_found(setup: Setup) -> None:
     assert FindingKind.TWO_ENDINGS in _audit_kinds(setup)
 
 
+def _running_with_notes(setup: Setup, notes: list[tuple[str, str]]) -> None:
+    """A running rotation whose trail is ``notes`` ((step, action), ok), a second apart."""
+    now = setup.clock.now()
+    rot = Rotation(rotation_id=f"rot_{uuid.uuid4().hex[:8]}", target="app",
+                   service_account="sa_1", trigger="manual", actor="test", grace_seconds=0,
+                   started_at=now)
+    writes.insert_rotation(setup.repo, rot)
+    for second, (step, action) in enumerate(notes):
+        writes.record(setup.repo, AuditEvent(
+            rotation_id=rot.rotation_id, target="app", step=step, kind=EventKind.NOTE,
+            action=action, result="ok", at=now + timedelta(seconds=second)))
+
+
 @pytest.mark.parametrize(("steps", "found"), [
     (["plan", "create", "verify", "store", "grace", "revoke", "done"], False),
     (["plan", "create", "verify", "rollback", "done"], False),
@@ -227,29 +240,13 @@ def test_a_running_rotation_whose_trail_ended_it_is_found(setup: Setup) -> None:
 ])
 def test_a_trail_going_back_to_an_earlier_step_is_found(setup: Setup, steps: list[str],
                                                         found: bool) -> None:
-    now = setup.clock.now()
-    rot = Rotation(rotation_id=f"rot_{uuid.uuid4().hex[:8]}", target="app",
-                   service_account="sa_1", trigger="manual", actor="test", grace_seconds=0,
-                   started_at=now)
-    writes.insert_rotation(setup.repo, rot)
-    for second, step in enumerate(steps):
-        writes.record(setup.repo, AuditEvent(
-            rotation_id=rot.rotation_id, target="app", step=step, kind=EventKind.NOTE,
-            action="note", result="ok", at=now + timedelta(seconds=second)))
+    _running_with_notes(setup, [(step, "note") for step in steps])
     assert (FindingKind.MOVED_BACKWARDS in _audit_kinds(setup)) is found
 
 
 def test_starting_over_at_create_after_a_lost_secret_is_not_going_back(setup: Setup) -> None:
-    now = setup.clock.now()
-    rot = Rotation(rotation_id="rot_lost", target="app", service_account="sa_1",
-                   trigger="manual", actor="test", grace_seconds=0, started_at=now)
-    writes.insert_rotation(setup.repo, rot)
-    for second, (step, action) in enumerate([("create", "create_key"),
-                                             ("verify", "secret_lost"),
-                                             ("create", "create_key"), ("verify", "probe")]):
-        writes.record(setup.repo, AuditEvent(
-            rotation_id=rot.rotation_id, target="app", step=step, kind=EventKind.NOTE,
-            action=action, result="ok", at=now + timedelta(seconds=second)))
+    _running_with_notes(setup, [("create", "create_key"), ("verify", "secret_lost"),
+                                ("create", "create_key"), ("verify", "probe")])
     assert _audit_kinds(setup) == []
 
 

@@ -92,6 +92,22 @@ def _failure_values(rotation: Rotation) -> dict[str, Any]:
     }
 
 
+def _open_intent() -> ColumnElement[bool]:
+    """An intent row with no outcome row of the same rotation and ``op_id``."""
+    outcome = rotation_events.alias("outcome")
+    return and_(
+        rotation_events.c.kind == str(EventKind.INTENT),
+        ~exists().where(
+            outcome.c.rotation_id == rotation_events.c.rotation_id,
+            outcome.c.op_id == rotation_events.c.op_id,
+            outcome.c.kind == str(EventKind.OUTCOME),
+        ),
+    )
+
+
+_OPEN_INTENT = _open_intent()
+
+
 def _holding(lease: Lease) -> ColumnElement[bool]:
     """True while ``lease`` is still its target's current generation.
 
@@ -272,16 +288,8 @@ class SqlRepository:
 
     def has_open_intent(self, target: str) -> bool:
         """Whether any rotation of ``target`` has an intent without its outcome row."""
-        outcome = rotation_events.alias("outcome")
         query = select(rotation_events.c.id).where(
-            rotation_events.c.target == target,
-            rotation_events.c.kind == str(EventKind.INTENT),
-            ~exists().where(
-                outcome.c.rotation_id == rotation_events.c.rotation_id,
-                outcome.c.op_id == rotation_events.c.op_id,
-                outcome.c.kind == str(EventKind.OUTCOME),
-            ),
-        ).limit(1)
+            rotation_events.c.target == target, _OPEN_INTENT).limit(1)
         with self.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
@@ -290,18 +298,9 @@ class SqlRepository:
 
         An intent without an ``op_id`` can never be paired, so it always counts as open.
         """
-        outcome = rotation_events.alias("outcome")
         query = (
             select(rotation_events)
-            .where(
-                rotation_events.c.rotation_id == rotation_id,
-                rotation_events.c.kind == str(EventKind.INTENT),
-                ~exists().where(
-                    outcome.c.rotation_id == rotation_events.c.rotation_id,
-                    outcome.c.op_id == rotation_events.c.op_id,
-                    outcome.c.kind == str(EventKind.OUTCOME),
-                ),
-            )
+            .where(rotation_events.c.rotation_id == rotation_id, _OPEN_INTENT)
             .order_by(rotation_events.c.id)
         )
         with self.engine.connect() as conn:
