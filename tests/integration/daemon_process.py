@@ -166,14 +166,17 @@ def metric(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str,
+def wait_for(check: Callable[[], bool], timeout: float, what: str | Callable[[], str],
              interval: float = 0.05) -> None:
+    """Poll ``check`` until true; else fail, naming ``what`` (a callable is called only
+    then, so that a message carrying logs shows them as they were at the timeout)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for "
+                         f"{what() if callable(what) else what}")
 
 
 def crash_env(point: str) -> dict[str, str]:

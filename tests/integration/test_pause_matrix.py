@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
 from rotator.adapters.sql.tables import leases, pending_cleanups, rotation_events, rotations
+from rotator.daemon.run import DAEMON_LEASE
 from tests.integration.boundaries import (
     CASES,
     assert_stopped_at,
@@ -123,7 +124,8 @@ class SecondReplica:
     on SQLite it waits for the first's claim, which lapses only once the first is frozen.
     """
 
-    def __init__(self, world: World, path: str, first: Daemon) -> None:
+    def __init__(self, world: World, path: str, first: Daemon, probe: Probe) -> None:
+        self.probe = probe
         self.gate: CuttableProxy | None = None
         replace = {}
         if world.db_url.startswith("sqlite"):
@@ -144,12 +146,23 @@ class SecondReplica:
         """The first is frozen: let the second at the target."""
         if self.gate is not None:
             self.gate.restore()
-        elif self.daemon.proc.poll() is not None:
-            # On SQLite it waits for a claim ``lease_ttl + 2s`` at most: the first had not
-            # frozen by then, so it gave up (exit 3). Start it again.
+            return
+        # On SQLite it waits for a claim ``lease_ttl + 2s`` at most, which may run out
+        # before (or just after) the frozen first's claim lapses: then it gives up (exit 3)
+        # and is started again, and now the claim lapses within its wait.
+        wait_for(lambda: self.daemon.proc.poll() is not None or self._claimed(), 10,
+                 lambda: f"the second daemon to claim SQLite or give up:\n"
+                         f"{self.daemon.logs()[-2000:]}", interval=0.01)
+        if self.daemon.proc.poll() is not None:
             self.lives += 1
             self.daemon = Daemon(self.world, self.config, self.port,
                                  name=f"second-{self.lives}")
+
+    def _claimed(self) -> bool:
+        """Whether the second daemon holds the SQLite claim."""
+        held = self.probe.repo.lease_of(DAEMON_LEASE)
+        # A holder id is host:pid:nonce (rotator.app.operations.holder_id).
+        return held is not None and held[0].split(":")[1] == str(self.daemon.proc.pid)
 
     def close(self) -> None:
         self.daemon.close()
@@ -184,7 +197,7 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
     problems: list[str] = []
     clock = {"start": time.monotonic()}
     try:
-        second = SecondReplica(world, path, first)
+        second = SecondReplica(world, path, first, probe)
         first.wait_stopped(60)
         clock["frozen"] = time.monotonic()
         frozen = probe.rows()
@@ -195,8 +208,8 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
         second.let_in()
         if work_left:
             wait_for(lambda: probe.taken_from(first, frozen), 30,
-                     f"the second replica to take the target over:\n"
-                     f"{second.daemon.logs()[-2000:]}", interval=0.01)
+                     lambda: f"the second replica to take the target over:\n"
+                             f"{second.daemon.logs()[-2000:]}", interval=0.01)
         else:
             second.daemon.wait_ready()
         clock["taken"] = time.monotonic()
