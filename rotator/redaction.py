@@ -1,51 +1,125 @@
 """The secret registry and the redaction that masks secrets on their way out.
 
-Belt and braces: values under secret-sounding keys are masked, strings that look like keys
-or tokens are masked, and every secret the process has handled (registered through
-``remember_secret`` at the adapter boundary where it entered) is masked wherever it
-appears, whatever its shape. ``logs`` puts ``redact_processor`` last before rendering;
-the CLI passes every error message through ``redact_text``.
+Belt and braces: values under secret-sounding keys are masked, strings that look like keys,
+tokens, JWTs or URL passwords are masked, and every live secret the process handles
+(registered through ``remember_secret`` at the adapter boundary where it entered) is masked
+wherever it appears, whatever its shape. ``logs`` puts ``redact_processor`` last before
+rendering; the CLI passes every error message through ``redact_text``.
+
+The registry is bounded. A provider key is registered with its key id and dropped by
+``forget_key`` once the provider confirms it deleted (revoked) it: a dead key needs no
+masking, and every log line is scanned against every entry. Past ``MAX_KEYS`` keys the
+oldest is evicted (it is still masked if it has a key's shape). Credentials (the Vault
+token, a login's token, the AppRole secret id, management keys) are ``pinned``: kept apart,
+so a busy daemon's turnover of keys never evicts them; ``MAX_PINNED`` bounds those too.
+
+Key names: a key whose name holds ``secret``, ``token``, ``password``, ``api_key``,
+``authorization``, ``credential`` or ``jwt`` has its value masked whatever the suffix
+(``secret_id`` is a credential). Exempt are names ending ``_env``, ``_file``, ``_path`` and
+``fingerprint``: those hold the name of a variable, a path to a secret, or a hash, never
+the secret itself, and an operator needs them to tell which source failed.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from rotator.core.secret import Secret
 
-__all__ = ["REDACTED", "redact_processor", "redact_text", "remember_secret"]
+__all__ = [
+    "MAX_KEYS",
+    "MAX_PINNED",
+    "REDACTED",
+    "forget_key",
+    "is_remembered",
+    "looks_like_secret",
+    "redact_processor",
+    "redact_text",
+    "remember_secret",
+]
 
 REDACTED = "[REDACTED]"
 
-_SECRET_KEYS = re.compile(r"(secret|token|password|api_key|apikey|authorization|credential)",
+# Two live keys per target (the current and, during a rotation, the new one) for a thousand
+# targets; scanning a log line against all of them costs well under a millisecond.
+MAX_KEYS = 2048
+MAX_PINNED = 64
+
+_SECRET_KEYS = re.compile(r"(secret|token|password|api_?key|authorization|credential|jwt)",
                           re.IGNORECASE)
+_NOT_SECRET_SUFFIXES = ("_env", "_file", "_path", "fingerprint")
 _SECRET_SHAPES = re.compile(
     r"(?:\bBearer\s+\S+)"                       # an Authorization header value
     r"|(?:\bcnt_[A-Za-z0-9]{16,})"              # Count API keys
     r"|(?:\b(?:hvs|hvb|hvr|s|b)\.[A-Za-z0-9_-]{20,})"  # Vault / OpenBao tokens
+    r"|(?:\beyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*)"  # a JWT (b64 '{"')
 )
+# scheme://user:password@host: the password goes, the rest still tells where it pointed.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
 
-_known: set[str] = set()
-_known_lock = threading.Lock()
+# value -> key id (None when the value is no provider key, or its id is unknown).
+V = TypeVar("V")
+
+_keys: OrderedDict[str, str | None] = OrderedDict()
+_pinned: OrderedDict[str, None] = OrderedDict()
+_lock = threading.Lock()
 
 
-def remember_secret(secret: Secret | str) -> None:
-    """Mask this value in every later log line, whatever it looks like."""
+def remember_secret(secret: Secret | str, *, key_id: str | None = None,
+                    pinned: bool = False) -> None:
+    """Mask this value in every later log line, whatever it looks like.
+
+    ``key_id`` lets ``forget_key`` drop a provider key once it is deleted; ``pinned`` marks a
+    credential, kept apart from the keys' turnover. Remembering a value again makes it the
+    newest (the last to be evicted).
+    """
     value = secret.reveal() if isinstance(secret, Secret) else secret
-    if len(value) >= 6:
-        with _known_lock:
-            _known.add(value)
+    if len(value) < 6:
+        return
+    with _lock:
+        if pinned:
+            _keep(_pinned, value, None, MAX_PINNED)
+        elif value not in _pinned:
+            _keep(_keys, value, key_id or _keys.get(value), MAX_KEYS)
+
+
+def _keep(registry: OrderedDict[str, V], value: str, tag: V, limit: int) -> None:
+    registry[value] = tag
+    registry.move_to_end(value)
+    while len(registry) > limit:
+        registry.popitem(last=False)
+
+
+def forget_key(key_id: str) -> None:
+    """The provider deleted key ``key_id``: stop scanning log lines for it."""
+    with _lock:
+        for value in [v for v, tag in _keys.items() if tag == key_id]:
+            del _keys[value]
+
+
+def is_remembered(secret: Secret | str) -> bool:
+    """Whether the registry holds this value (for tests and ``rotator`` diagnostics)."""
+    value = secret.reveal() if isinstance(secret, Secret) else secret
+    with _lock:
+        return value in _keys or value in _pinned
+
+
+def looks_like_secret(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a key, a token, a JWT or a URL password."""
+    return bool(_SECRET_SHAPES.search(text) or _URL_PASSWORD.search(text))
 
 
 def redact_text(text: str) -> str:
-    with _known_lock:
-        known = sorted(_known, key=len, reverse=True)
+    with _lock:
+        known = sorted((*_keys, *_pinned), key=len, reverse=True)
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
+    text = _URL_PASSWORD.sub(lambda match: f"{match.group(1)}{REDACTED}@", text)
     return _SECRET_SHAPES.sub(REDACTED, text)
 
 
@@ -64,8 +138,8 @@ def _redact(value: Any) -> Any:
 
 
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEYS.search(key)) and not key.endswith(
-        ("_env", "_file", "_id", "_fingerprint", "fingerprint"))
+    return (isinstance(key, str) and bool(_SECRET_KEYS.search(key))
+            and not key.lower().endswith(_NOT_SECRET_SUFFIXES))
 
 
 def redact_processor(_logger: Any, _method: str,

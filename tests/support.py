@@ -63,6 +63,8 @@ DATABASE_ONLY_CONFIG = """
 url = "{url}"
 [vault]
 url = "https://vault.example"
+[vault.auth]
+token_env = "UNUSED"
 [providers.count]
 type = "count"
 base_url = "https://count.example"

@@ -32,12 +32,12 @@ def vault_auth(config: Config) -> VaultAuth:
     auth = config.vault.auth
     if isinstance(auth, VaultTokenAuth):
         token = resolve_secret("vault.auth.token", auth.token_env, auth.token_file)
-        remember_secret(token)
+        remember_secret(token, pinned=True)
         return TokenAuth(token)
     if isinstance(auth, VaultAppRoleAuth):
         secret_id = resolve_secret("vault.auth.secret_id", auth.secret_id_env,
                                    auth.secret_id_file)
-        remember_secret(secret_id)
+        remember_secret(secret_id, pinned=True)
         return AppRoleAuth(role_id=auth.role_id, secret_id=secret_id, mount=auth.mount)
     return KubernetesAuth(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)
 
@@ -50,7 +50,7 @@ def management_keys(config: Config) -> dict[str, Secret | None]:
             continue
         key = resolve_secret(f"providers.{name}.management_key", provider.management_key_env,
                              provider.management_key_file)
-        remember_secret(key)
+        remember_secret(key, pinned=True)
         keys[name] = key
     return keys
 

@@ -82,10 +82,10 @@ def resolve_schedule(default: ScheduleConfig, own: ScheduleConfig | None) -> Sch
 
 def _listen_address(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected HOST:PORT as a string (e.g. '0.0.0.0:9108'), got {value!r}")
+        raise ValueError("expected HOST:PORT as a string (e.g. '0.0.0.0:9108')")
     _, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT (e.g. '0.0.0.0:9108'), got {value!r}")
+        raise ValueError("expected HOST:PORT (e.g. '0.0.0.0:9108')")
     return value
 
 

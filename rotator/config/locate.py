@@ -1,4 +1,9 @@
-"""Turning pydantic's validation errors into {dotted config key: message (line N)}."""
+"""Turning pydantic's validation errors into {dotted config key: message (line N)}.
+
+No value reaches a message: pydantic's ``input`` is never rendered, and what a validator
+quotes of the value it refused is cut out (only our own ``KeyedProblem``/``FieldProblem``
+messages, which quote none, are kept as written).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import re
 
 from pydantic import ValidationError
 
-__all__ = ["KeyedProblem", "problems_by_key"]
+__all__ = ["FieldProblem", "KeyedProblem", "problems_by_key"]
 
 
 class KeyedProblem(ValueError):
@@ -22,23 +27,67 @@ class KeyedProblem(ValueError):
         self.message = message
 
 
+class FieldProblem(ValueError):
+    """A problem of one key of the validating model, named relative to it (``token_env``).
+
+    ``problems_by_key`` puts the model's own location in front. ``field`` may name two
+    keys as ``a/b`` (a choice between them); the line is that of the first one written.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
 def problems_by_key(exc: ValidationError, text: str) -> dict[str, str]:
     problems: dict[str, str] = {}
     for err in exc.errors():
         loc = _key_path(err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         cause = err.get("ctx", {}).get("error")
+        lines_of = None
         if isinstance(cause, KeyedProblem):
             key, msg = cause.key, cause.message
+        elif isinstance(cause, FieldProblem):
+            key, msg = ".".join([*loc, cause.field]), cause.message
+            lines_of = [*(".".join([*loc, name]) for name in cause.field.split("/")),
+                        ".".join(loc)]
         else:
             key = ".".join(loc) or "(top level)"
+            # A validator of ours or of a library (a duration, a cron field) may quote what
+            # it refuses; the value may be a secret written in the wrong key.
+            msg = _without_values(msg, err.get("input"))
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        line = _line_of(text, key)
+        # Only msg, never err["input"]: the value may be a secret written in the wrong key.
+        line = next(filter(None, (_line_of(text, k) for k in lines_of or [key])), None)
         problems[key] = f"{msg} (line {line})" if line else msg
     return problems
+
+
+# Shorter strings are words of the messages themselves ("self", "token"), not worth hiding.
+_SHORTEST_HIDDEN = 6
+
+
+def _without_values(message: str, given: object) -> str:
+    """``message`` with every string of ``given`` (the refused input) cut out."""
+    values: list[str] = []
+    stack = [given]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            values.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= _SHORTEST_HIDDEN:
+            message = message.replace(repr(value), "(the value)").replace(value, "(the value)")
+    return message
 
 
 # How pydantic names a validator or union member in a location: "function-after[f(), str]".

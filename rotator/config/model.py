@@ -2,7 +2,7 @@
 
 Every problem is reported at once, each naming its dotted key, the file and (where the
 key is written in it) the line. Secrets never live in the TOML: a key holding one names
-an environment variable (``*_env``) or a file (``*_file``) instead; see ``secrets.py``.
+an environment variable (``*_env``) or a file (``*_file``) instead; see ``secret_sources.py``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from rotator.config.base import Duration, Frozen, check_url, refuse_plain_http
+from rotator.config.base import Duration, Frozen, check_url, check_vault_path, refuse_plain_http
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
 from rotator.config.locate import KeyedProblem, problems_by_key
 from rotator.config.provider import CountPaths
@@ -57,12 +57,12 @@ class CountProviderConfig(Frozen):
     def _url(cls, value: str) -> str:
         return check_url(value, schemes=("https", "http"))
 
+    def _needs_secrets(self) -> bool:
+        return self.auth_mode == "admin"  # 'self' uses each account's own key from Vault
+
     @model_validator(mode="after")
     def _consistent(self) -> CountProviderConfig:
         given = [k for k in ("management_key_env", "management_key_file") if getattr(self, k)]
-        if self.auth_mode == "admin" and len(given) != 1:
-            raise ValueError("auth_mode 'admin' needs exactly one of "
-                             "management_key_env or management_key_file")
         if self.auth_mode == "self" and given:
             raise ValueError("auth_mode 'self' uses each account's own key from Vault; "
                              f"remove {given[0]}")
@@ -72,7 +72,9 @@ class CountProviderConfig(Frozen):
 
 class VaultTokenAuth(Frozen):
     method: Literal["token"] = "token"
-    token_env: str | None = "VAULT_TOKEN"  # noqa: S105 (the variable's name, not a token)
+    # No default variable: an operator's own VAULT_TOKEN must never stand in for the token
+    # the config names (secret_sources demands exactly one of these two).
+    token_env: str | None = None
     token_file: Path | None = None
 
 
@@ -81,20 +83,14 @@ class VaultAppRoleAuth(Frozen):
     role_id: str = Field(min_length=1)
     secret_id_env: str | None = None
     secret_id_file: Path | None = None
-    mount: str = "approle"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> VaultAppRoleAuth:
-        if bool(self.secret_id_env) == bool(self.secret_id_file):
-            raise ValueError("approle needs exactly one of secret_id_env or secret_id_file")
-        return self
+    mount: Annotated[str, AfterValidator(check_vault_path)] = "approle"
 
 
 class VaultKubernetesAuth(Frozen):
     method: Literal["kubernetes"]
     role: str = Field(min_length=1)
     jwt_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-    mount: str = "kubernetes"
+    mount: Annotated[str, AfterValidator(check_vault_path)] = "kubernetes"
 
 
 VaultAuthConfig = Annotated[
@@ -108,7 +104,7 @@ class VaultConfig(Frozen):
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
     timeout: Duration = 10.0
-    auth: VaultAuthConfig = VaultTokenAuth()
+    auth: VaultAuthConfig   # required: no implicit token source
     retry: RetryPolicy = RetryPolicy()
 
     @field_validator("url")
@@ -148,8 +144,8 @@ class DefaultsConfig(Frozen):
 class TargetConfig(Frozen):
     provider: str
     service_account: str = Field(min_length=1)
-    vault_mount: str = "secret"
-    vault_path: str = Field(min_length=1)
+    vault_mount: Annotated[str, AfterValidator(check_vault_path)] = "secret"
+    vault_path: Annotated[str, AfterValidator(check_vault_path)]
     vault_field: str = "api_key"
     grace: Duration | None = None
     probe: ProbeConfig | None = None
@@ -179,7 +175,7 @@ class Config(Frozen):
             if target.provider not in self.providers:
                 known = ", ".join(sorted(self.providers)) or "none"
                 raise KeyedProblem(f"targets.{name}.provider",
-                                  f"unknown provider {target.provider!r} (configured: {known})")
+                                  f"names no configured provider (configured: {known})")
         return self
 
     def call_deadline(self) -> float:

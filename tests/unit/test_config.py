@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from rotator.adapters.vault.auth import TokenAuth
+from rotator.app.runtime import vault_auth
 from rotator.cli.main import main
 from rotator.config.model import load_config
 from rotator.config.retry import RetryPolicy
@@ -102,7 +104,7 @@ BAD = [
     ("bool grace", VALID.replace('grace = "10m"', "grace = true"),
      "targets.app.grace", "duration"),
     ("unknown provider", VALID.replace('provider = "count"', 'provider = "cuont"'),
-     "targets.app.provider", "unknown provider 'cuont'"),
+     "targets.app.provider", "names no configured provider (configured: count)"),
     ("unknown provider type", VALID.replace('type = "count"', 'type = "github"'),
      "providers.count.type", "'count'"),
     ("inline vault token", VALID.replace('token_env = "TEST_VAULT_TOKEN"',
@@ -122,20 +124,21 @@ BAD = [
     ("typo key", VALID.replace('grace = "10m"', 'gracee = "10m"'),
      "targets.app.gracee", "unknown key"),
     ("admin without key", VALID.replace('management_key_env = "TEST_COUNT_KEY"\n', ""),
-     "providers.count", "needs exactly one of management_key_env"),
+     "providers.count.management_key_env/management_key_file",
+     "name exactly one source for the secret: management_key_env"),
     ("approle without secret id", VALID.replace(
         'method = "token"\ntoken_env = "TEST_VAULT_TOKEN"', 'method = "approle"\nrole_id = "r"'),
-     "vault.auth", "secret_id_env or secret_id_file"),
+     "vault.auth.secret_id_env/secret_id_file", "secret_id_env (an environment variable)"),
     ("bad database url", VALID.replace('url = "sqlite:///rotator.db"', 'url = "mysql://x"'),
      "database.url", "postgresql"),
     ("bad cron", VALID + '[targets.app.schedule]\ncron = "0 3 * * FUNDAY"\n',
-     "targets.app.schedule", "FUNDAY"),
+     "targets.app.schedule", "invalid day of week"),
     ("every and cron", VALID + '[defaults.schedule]\nevery = "30d"\ncron = "0 3 * * *"\n',
      "defaults.schedule", "either 'every' or 'cron'"),
     ("unknown time zone", VALID + '[targets.app.schedule]\ntimezone = "Mars/Olympus"\n',
-     "targets.app.schedule.timezone", "unknown time zone 'Mars/Olympus'"),
+     "targets.app.schedule.timezone", "unknown time zone (the value)"),
     ("bad window", VALID + '[targets.app.schedule]\nwindow = "25:00-03:00"\n',
-     "targets.app.schedule.window", "25:00-03:00"),
+     "targets.app.schedule.window", "invalid window (the value): expected 'HH:MM-HH:MM'"),
     ("zero interval", VALID + '[targets.app.schedule]\nevery = "0s"\n',
      "targets.app.schedule.every", "longer than 0s"),
     ("bad listen", VALID + '[daemon]\nlisten = "9108"\n', "daemon.listen", "HOST:PORT"),
@@ -264,3 +267,120 @@ def test_config_option_works_before_and_after_the_command(
     assert str(after) in capsys.readouterr().err               # the later one wins
     assert main(["--config", str(before), "db", "current"]) == 2
     assert str(before) in capsys.readouterr().err              # and the earlier one stays
+
+
+# --- one source per secret, no value in any message (review findings 2, 8, 9) -------------
+
+TOKEN_SOURCE = 'token_env = "TEST_VAULT_TOKEN"'
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    (TOKEN_SOURCE, TOKEN_SOURCE + '\ntoken_file = "/run/vault-token"',
+     "vault.auth.token_env/token_file"),
+    ('management_key_env = "TEST_COUNT_KEY"',
+     'management_key_env = "TEST_COUNT_KEY"\nmanagement_key_file = "/run/count-key"',
+     "providers.count.management_key_env/management_key_file"),
+    ('method = "token"\n' + TOKEN_SOURCE,
+     'method = "approle"\nrole_id = "r"\nsecret_id_env = "SID"\nsecret_id_file = "/run/sid"',
+     "vault.auth.secret_id_env/secret_id_file"),
+], ids=["vault token", "management key", "approle secret id"])
+def test_a_secret_with_both_sources_named_is_a_config_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str,
+        key: str) -> None:
+    path = write(tmp_path, VALID.replace(old, new))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{key}: names both" in err and str(path) in err
+    assert "(line " in err
+
+
+def test_a_vault_token_with_no_source_named_is_a_config_error_not_vault_token(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Finding 2: token_env defaulted to VAULT_TOKEN, so a config naming no source ran on
+    # whatever token the operator's shell held.
+    monkeypatch.setenv("VAULT_TOKEN", "hvs.operators-broad-token-0123456789")
+    path = write(tmp_path, VALID.replace(TOKEN_SOURCE + "\n", ""))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "vault.auth.token_env/token_file: name exactly one source" in err
+
+
+def test_token_file_is_used_and_vault_token_in_the_environment_ignored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    token_file = tmp_path / "vault-token"
+    token_file.write_text("least-privilege-token-42\n")
+    monkeypatch.setenv("VAULT_TOKEN", "operators-broad-token-42")
+    monkeypatch.setenv("TEST_COUNT_KEY", "cnt_value")
+    path = write(tmp_path, VALID.replace(TOKEN_SOURCE, f'token_file = "{token_file}"'))
+    auth = vault_auth(load_config(path))
+    assert isinstance(auth, TokenAuth) and auth.token.reveal() == "least-privilege-token-42"
+    monkeypatch.delenv("VAULT_TOKEN")
+    assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "line"), [
+    ("targets.app.vault_path", 'vault_path = "rotator/../other/gamma"'),
+    ("targets.app.vault_path", 'vault_path = "count/./app"'),
+    ("targets.app.vault_path", 'vault_path = "count//app"'),
+    ("targets.app.vault_path", 'vault_path = "/count/app"'),
+    ("targets.app.vault_path", 'vault_path = "count/app/"'),
+    ("targets.app.vault_path", 'vault_path = ".."'),
+    ("targets.app.vault_mount", 'vault_mount = "secret/../sys"'),
+    ("targets.app.vault_mount", 'vault_mount = ""'),
+])
+def test_vault_mount_and_path_segments_are_checked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, line: str) -> None:
+    kept = "" if key.endswith("vault_path") else 'vault_path = "count/app"\n'
+    path = write(tmp_path, VALID.replace('vault_path = "count/app"', kept + line))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    value = line.split("=", 1)[1].strip().strip('"')
+    assert f"{key}: must not" in err and str(path) in err
+    assert len(value) < 3 or value not in err   # '..' is in the message's own words
+
+
+@pytest.mark.parametrize("old", ['base_url = "https://api.count.example"',
+                                 'url = "https://vault.example:8200"'])
+def test_a_url_with_user_info_is_refused_without_echoing_the_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str) -> None:
+    new = old.replace("https://", "https://svcuser:Pa55w0rd-in-url@")
+    path = write(tmp_path, VALID.replace(old, new))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "user info ('user:password@') is not allowed" in err
+    assert "Pa55w0rd-in-url" not in err and "svcuser" not in err
+
+
+@pytest.mark.parametrize("pasted", [
+    "cnt_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",      # a Count key
+    "hvs.CAESIabcdefghijklmnopqrstuvwxyz",       # a Vault token
+    "Zx8kQ2mN7pL4vR9tY3wE6uI1oA5sD0fG",          # key material of no known shape
+    "not a variable name!",
+])
+def test_a_key_pasted_into_an_env_key_is_refused_without_echoing_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], pasted: str) -> None:
+    path = write(tmp_path, VALID.replace('"TEST_COUNT_KEY"', f'"{pasted}"'))
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "providers.count.management_key_env:" in err and "(line " in err
+    assert pasted not in err and pasted[:8] not in err
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ('grace = "10m"', 'grace = "cnt_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"'),
+    ('service_account = "sa_1"', 'service_account = ["cnt_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"]'),
+    ('provider = "count"', 'provider = "cnt_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"'),
+    ('[targets.app]', '[daemon]\nlisten = "cnt_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"\n[targets.app]'),
+    ('[targets.app]', '[providers.count.paths]\n'
+                      'whoami = "cnt_ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"\n[targets.app]'),
+])
+def test_no_config_error_quotes_the_value_it_refuses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str) -> None:
+    path = write(tmp_path, VALID.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "ABCDEFGHIJ" not in str(info.value), info.value.problems
+    assert main(["check-config", str(path)]) == 2
+    assert "ABCDEFGHIJ" not in capsys.readouterr().err

@@ -242,9 +242,18 @@ def dotted(path: tuple[str, ...]) -> str:
 
 
 def related(a: str, b: str) -> bool:
-    """``a`` and ``b`` are the same key, or one is a table holding the other."""
-    return (a == b or a == "(top level)" or b == "(top level)"
-            or a.startswith(b + ".") or b.startswith(a + "."))
+    """``a`` and ``b`` are the same key, or one is a table holding the other.
+
+    A problem may name a choice of keys, ``vault.auth.token_env/token_file``: either one.
+    """
+    return any(x == y or x == "(top level)" or y == "(top level)"
+               or x.startswith(y + ".") or y.startswith(x + ".")
+               for x in _choices(a) for y in _choices(b))
+
+
+def _choices(key: str) -> list[str]:
+    table, dot, leaf = key.rpartition(".")
+    return [f"{table}{dot}{name}" for name in leaf.split("/")]
 
 
 def paths_of(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

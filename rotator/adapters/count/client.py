@@ -58,7 +58,7 @@ from rotator.core.errors import (
 from rotator.core.model import KeyRecord
 from rotator.core.ports import Deletion, Identity, KeyListing, NewKey
 from rotator.core.secret import Secret
-from rotator.redaction import remember_secret
+from rotator.redaction import forget_key, remember_secret
 
 __all__ = ["MAX_BODY_BYTES", "CallRecord", "CountProvider"]
 
@@ -167,10 +167,13 @@ class CountProvider:
 
         def parse(result: Fields, rid: str | None) -> NewKey:
             secret = Secret(result.text("api_key"))
-            remember_secret(secret)  # masked in every log line from the moment it exists
+            key_id = result.text("key_id")
+            # Masked in every log line from the moment it exists, until delete_key says it
+            # is gone.
+            remember_secret(secret, key_id=key_id)
             if rid is not None and secret.reveal() in rid:
                 rid = None  # a server that echoes the new key as the request id: not an id
-            return NewKey(key_id=result.text("key_id"), secret=secret,
+            return NewKey(key_id=key_id, secret=secret,
                           name=result.text("name", allow_empty=True),
                           created_at=result.time("created_at"), request_id=rid)
         return self._request(call, auth, parse)
@@ -185,13 +188,20 @@ class CountProvider:
             if not result.gone:
                 result.true("deleted")
                 result.equals("key_id", key_id)
+            forget_key(key_id)  # revoked: a dead key needs no masking (redaction's bound)
             return Deletion(key_id=key_id, already_gone=result.gone, request_id=rid)
         return self._request(call, auth, parse)
 
     def whoami(self, key: Secret) -> Identity:
         call = Call("whoami", "GET", self._paths.whoami)
-        return self._request(call, key, lambda result, rid: Identity(
-            result.text("service_account_id"), result.text("key_id"), rid))
+
+        def parse(result: Fields, rid: str | None) -> Identity:
+            key_id = result.text("key_id")
+            # Now the key's id is known (a key read from Vault may not say): delete_key can
+            # drop it from the registry once it is revoked.
+            remember_secret(key, key_id=key_id)
+            return Identity(result.text("service_account_id"), key_id, rid)
+        return self._request(call, key, parse)
 
     # --- one call, retried ----------------------------------------------------------------
 

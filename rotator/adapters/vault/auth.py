@@ -41,6 +41,7 @@ from rotator.adapters.vault.errors import StatusAdapter, translate
 from rotator.config.retry import RetryPolicy
 from rotator.core.errors import TransientError, VaultError
 from rotator.core.secret import Secret
+from rotator.redaction import remember_secret
 
 __all__ = [
     "AppRoleAuth",
@@ -252,6 +253,9 @@ class VaultSession:
                 client.token = ""
                 client.auth.kubernetes.login(role=auth.role, jwt=self._read_jwt(auth),
                                              use_token=True, mount_point=auth.mount)
+            if client.token:
+                # The token this login issued: masked in every log line from now on.
+                remember_secret(client.token, pinned=True)
             self._logged_in = True
             self.logins += 1
 

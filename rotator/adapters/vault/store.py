@@ -35,6 +35,7 @@ from rotator.core.errors import (
 )
 from rotator.core.ports import SecretRef, VaultSecret
 from rotator.core.secret import Secret
+from rotator.core.vocabulary import VaultMetadataKey
 from rotator.redaction import remember_secret
 
 __all__ = [
@@ -185,9 +186,11 @@ class VaultStore:
         if not isinstance(value, str) or not value:
             raise VaultError(f"field {ref.field!r} is not a non-empty string", **context)
         secret = Secret(value)
-        remember_secret(secret)  # masked in every log line from the moment it is read
-        return VaultSecret(version=found, secret=secret,
-                           custom_metadata=_custom_metadata(metadata))
+        custom_metadata = _custom_metadata(metadata)
+        # Masked in every log line from the moment it is read; the key id written beside it
+        # lets the registry drop it once the provider deletes that key.
+        remember_secret(secret, key_id=custom_metadata.get(VaultMetadataKey.KEY_ID))
+        return VaultSecret(version=found, secret=secret, custom_metadata=custom_metadata)
 
     def _base_of_write(self, ref: SecretRef, cas: int) -> tuple[dict[str, Any], dict[str, str]]:
         """The data and custom metadata a write builds on: those of version ``cas``."""
