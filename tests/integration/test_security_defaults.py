@@ -7,6 +7,7 @@ never holds a secret, only short SHA-256 fingerprints.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import secrets
@@ -26,14 +27,19 @@ from pathlib import Path
 import httpx
 import hvac
 import pytest
+import structlog
 from sqlalchemy import text
 
 from rotator.adapters.sql.schema import make_engine, upgrade
+from rotator.adapters.vault.auth import AppRoleAuth
+from rotator.adapters.vault.store import VaultStore
 from rotator.config.model import load_config
 from rotator.core.errors import ConfigError
-from rotator.core.secret import FINGERPRINT_LENGTH, fingerprint
+from rotator.core.secret import FINGERPRINT_LENGTH, Secret, fingerprint
 from rotator.devtools.devvault import find_bao, free_port
 from rotator.emulator import Emulator, EmulatorSettings
+from rotator.logs import configure_logging
+from rotator.redaction import is_remembered
 from tests.fixtures.openbao import OpenBao
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import daemon_config
@@ -585,3 +591,59 @@ def test_the_audit_database_never_holds_a_secret(make_world: MakeWorld) -> None:
     assert rolled_back & {fingerprint(s) for s in w.emulator.state.issued_secrets()}
     joined = "\n".join(outputs)
     assert not [s for s in secrets_ if s in joined]
+
+
+# --- one source per secret; the redaction registry (review findings 2, 9, 10) -------------
+
+def test_token_file_is_used_even_with_a_vault_token_in_the_environment(
+        openbao: OpenBao, vault_mount: str, emulator: Emulator, tmp_path: Path) -> None:
+    # Finding 2: token_env defaulted to VAULT_TOKEN and the environment won, so an
+    # operator's own (broad, or here: wrong) token replaced the one the file holds.
+    w = build_world(emulator, openbao.url, openbao.root_token, vault_mount, _sqlite(tmp_path),
+                    tmp_path, ("app",), grace="0s")
+    token_file = tmp_path / "vault-token"
+    token_file.write_text(w.vault_token + "\n")
+    token_file.chmod(0o600)
+    _replace(w.config_path, 'token_env = "IT_VAULT_TOKEN"', f'token_file = "{token_file}"')
+    env = {**w.env, "IT_VAULT_TOKEN": "", "VAULT_TOKEN": "s.operatorsOwnTokenNotThisOne0"}
+    checked = subprocess.run(w.cli_args("check-config"), env=env, capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    rotated = subprocess.run(w.cli_args("rotate", "app"), env=env, capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert rotated.returncode == 0, rotated.stderr[-3000:]
+    w.assert_invariants("app")
+
+
+def test_the_token_an_approle_login_issues_is_masked_from_the_moment_it_arrives(
+        openbao: OpenBao, approle_login: tuple[str, str, str]) -> None:
+    mount, role_id, secret_id = approle_login
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream)
+    store = VaultStore(openbao.url, AppRoleAuth(role_id, Secret(secret_id), mount))
+    try:
+        store.login()
+        token = store._session.client.token  # noqa: SLF001 (the token the login issued)
+        assert TOKEN_SHAPE.fullmatch(token.encode())
+        # Quoted where no shape pattern sees it (glued to other text): only the registry
+        # of secrets this process handled can mask it.
+        structlog.get_logger("t").warning("upstream echoed", detail=f"session{token}")
+    finally:
+        store.close()
+    log = stream.getvalue()
+    assert "upstream echoed" in log and token not in log and token[2:] not in log
+    assert secret_id not in log
+
+
+def test_a_revoked_key_leaves_the_redaction_registry(make_world: MakeWorld) -> None:
+    # Finding 10: every secret the process handled stayed in the registry for good.
+    w = make_world("app", grace="0s")
+    old = w.accounts["app"].secret
+    code, out = w.cli_here("rotate", "app")
+    assert code == 0, out
+    _, new, _ = w.vault_secret("app")
+    assert new != old and old not in {k.secret for k in w.emulator.state.keys(
+        w.accounts["app"].account_id)}
+    assert not is_remembered(old), "the revoked key is still scanned for in every log line"
+    assert is_remembered(new)
+    w.assert_invariants("app")
