@@ -623,7 +623,7 @@ def test_the_token_an_approle_login_issues_is_masked_from_the_moment_it_arrives(
     store = VaultStore(openbao.url, AppRoleAuth(role_id, Secret(secret_id), mount))
     try:
         store.login()
-        token = store._session.client.token  # noqa: SLF001 (the token the login issued)
+        token = store._session.client.token   # the token the login issued
         assert TOKEN_SHAPE.fullmatch(token.encode())
         # Quoted where no shape pattern sees it (glued to other text): only the registry
         # of secrets this process handled can mask it.
