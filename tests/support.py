@@ -64,6 +64,7 @@ url = "{url}"
 [vault]
 url = "https://vault.example"
 [vault.auth]
+method = "token"
 token_env = "UNUSED"
 [providers.count]
 type = "count"

@@ -62,6 +62,10 @@ def problems_by_key(exc: ValidationError, text: str) -> dict[str, str]:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
+        elif err["type"] == "union_tag_not_found":   # [vault.auth] without its method
+            tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+            key = f"{key}.{tag}"
+            msg = "required key is missing"
         # Only msg, never err["input"]: the value may be a secret written in the wrong key.
         line = next(filter(None, (_line_of(text, k) for k in lines_of or [key])), None)
         problems[key] = f"{msg} (line {line})" if line else msg

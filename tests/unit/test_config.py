@@ -384,3 +384,9 @@ def test_no_config_error_quotes_the_value_it_refuses(
     assert "ABCDEFGHIJ" not in str(info.value), info.value.problems
     assert main(["check-config", str(path)]) == 2
     assert "ABCDEFGHIJ" not in capsys.readouterr().err
+
+
+def test_an_auth_table_without_its_method_names_the_missing_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, VALID.replace('method = "token"\n', "")))
+    assert info.value.problems == {"vault.auth.method": "required key is missing"}
