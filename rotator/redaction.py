@@ -67,6 +67,9 @@ V = TypeVar("V")
 _keys: OrderedDict[str, str | None] = OrderedDict()
 _pinned: OrderedDict[str, None] = OrderedDict()
 _lock = threading.Lock()
+# Every value held, longest first (so a value that holds another is masked whole); rebuilt
+# only after the registry changed, not for each string scanned.
+_scan_order: tuple[str, ...] | None = None
 
 
 def remember_secret(secret: Secret | str, *, key_id: str | None = None,
@@ -80,11 +83,13 @@ def remember_secret(secret: Secret | str, *, key_id: str | None = None,
     value = secret.reveal() if isinstance(secret, Secret) else secret
     if len(value) < 6:
         return
+    global _scan_order  # noqa: PLW0603 (the registry is the process's, by design)
     with _lock:
         if pinned:
             _keep(_pinned, value, None, MAX_PINNED)
         elif value not in _pinned:
             _keep(_keys, value, key_id or _keys.get(value), MAX_KEYS)
+        _scan_order = None
 
 
 def _keep(registry: OrderedDict[str, V], value: str, tag: V, limit: int) -> None:
@@ -96,9 +101,11 @@ def _keep(registry: OrderedDict[str, V], value: str, tag: V, limit: int) -> None
 
 def forget_key(key_id: str) -> None:
     """The provider deleted key ``key_id``: stop scanning log lines for it."""
+    global _scan_order  # noqa: PLW0603
     with _lock:
         for value in [v for v, tag in _keys.items() if tag == key_id]:
             del _keys[value]
+            _scan_order = None
 
 
 def is_remembered(secret: Secret | str) -> bool:
@@ -114,8 +121,11 @@ def looks_like_secret(text: str) -> bool:
 
 
 def redact_text(text: str) -> str:
+    global _scan_order  # noqa: PLW0603
     with _lock:
-        known = sorted((*_keys, *_pinned), key=len, reverse=True)
+        if _scan_order is None:
+            _scan_order = tuple(sorted((*_keys, *_pinned), key=len, reverse=True))
+        known = _scan_order
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
