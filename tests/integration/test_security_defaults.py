@@ -6,8 +6,10 @@ never holds a secret, only short SHA-256 fingerprints.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
+import json
 import os
 import re
 import secrets
@@ -22,6 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -31,7 +34,7 @@ import structlog
 from sqlalchemy import text
 
 from rotator.adapters.sql.schema import make_engine, upgrade
-from rotator.adapters.vault.auth import AppRoleAuth
+from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth
 from rotator.adapters.vault.store import VaultStore
 from rotator.config.model import load_config
 from rotator.core.errors import ConfigError
@@ -615,12 +618,10 @@ def test_token_file_is_used_even_with_a_vault_token_in_the_environment(
     w.assert_invariants("app")
 
 
-def test_the_token_an_approle_login_issues_is_masked_from_the_moment_it_arrives(
-        openbao: OpenBao, approle_login: tuple[str, str, str]) -> None:
-    mount, role_id, secret_id = approle_login
+def _echo_the_login_token(store: VaultStore) -> tuple[str, str]:
+    """Log in, then log a line quoting the issued token: (the token, the log)."""
     stream = io.StringIO()
     configure_logging("json", "debug", stream)
-    store = VaultStore(openbao.url, AppRoleAuth(role_id, Secret(secret_id), mount))
     try:
         store.login()
         token = store._session.client.token   # the token the login issued
@@ -631,8 +632,84 @@ def test_the_token_an_approle_login_issues_is_masked_from_the_moment_it_arrives(
     finally:
         store.close()
     log = stream.getvalue()
-    assert "upstream echoed" in log and token not in log and token[2:] not in log
-    assert secret_id not in log
+    assert "upstream echoed" in log
+    return token, log
+
+
+def test_the_token_an_approle_login_issues_is_masked_from_the_moment_it_arrives(
+        openbao: OpenBao, approle_login: tuple[str, str, str]) -> None:
+    mount, role_id, secret_id = approle_login
+    store = VaultStore(openbao.url, AppRoleAuth(role_id, Secret(secret_id), mount))
+    token, log = _echo_the_login_token(store)
+    assert token not in log and token[2:] not in log and secret_id not in log
+
+
+SERVICE_ACCOUNT = "system:serviceaccount:default:rotator"
+
+
+def _b64url(claims: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+
+@contextlib.contextmanager
+def _token_review_api(jwt: str, uid: str) -> Iterator[str]:
+    """A stand-in for the Kubernetes TokenReview API: ``jwt`` is service account
+    default/rotator. Yields its URL."""
+
+    class Reviewer(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = json.dumps({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                               "status": {"authenticated": body["spec"]["token"] == jwt,
+                                          "user": {"username": SERVICE_ACCOUNT, "uid": uid,
+                                                   "groups": []}}}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Reviewer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_token_a_kubernetes_login_issues_is_masked_from_the_moment_it_arrives(
+        openbao: OpenBao, openbao_root_client: hvac.Client, tmp_path: Path) -> None:
+    uid = str(uuid.uuid4())
+    jwt = ".".join([_b64url({"alg": "RS256", "kid": "1"}), _b64url({
+        "iss": "kubernetes/serviceaccount", "sub": SERVICE_ACCOUNT,
+        "kubernetes.io/serviceaccount/namespace": "default",
+        "kubernetes.io/serviceaccount/service-account.name": "rotator",
+        "kubernetes.io/serviceaccount/service-account.uid": uid}), secrets.token_urlsafe(32)])
+    jwt_path = tmp_path / "sa-token"
+    jwt_path.write_text(jwt + "\n")
+    mount = f"k8s-{uuid.uuid4().hex[:12]}"
+    client = openbao_root_client
+    client.sys.enable_auth_method("kubernetes", path=mount)
+    try:
+        with _token_review_api(jwt, uid) as api:
+            # OpenBao wants a CA for the API even over http; any certificate will do.
+            client.auth.kubernetes.configure(
+                kubernetes_host=api, disable_local_ca_jwt=True, mount_point=mount,
+                kubernetes_ca_cert=make_pki(tmp_path / "pki").ca.read_text())
+            client.auth.kubernetes.create_role(
+                "rotator", bound_service_account_names=["rotator"],
+                bound_service_account_namespaces=["default"], mount_point=mount)
+            store = VaultStore(openbao.url, KubernetesAuth("rotator", str(jwt_path), mount))
+            token, log = _echo_the_login_token(store)
+    finally:
+        client.sys.disable_auth_method(mount)  # type: ignore[no-untyped-call]
+    assert token not in log and token[2:] not in log
 
 
 def test_a_revoked_key_leaves_the_redaction_registry(make_world: MakeWorld) -> None:
