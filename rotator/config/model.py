@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rotator.config.base import Duration, Frozen, check_url, refuse_plain_http
+from rotator.config.base import Duration, Frozen, check_proxy_url, check_url, refuse_plain_http
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
 from rotator.config.locate import KeyedProblem, problems_by_key
 from rotator.config.provider import CountPaths
@@ -49,6 +49,7 @@ class CountProviderConfig(Frozen):
     timeout: Duration = 10.0
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
+    proxy: str | None = None   # the environment's proxy variables are never read
     paths: CountPaths = CountPaths()
     retry: RetryPolicy = RetryPolicy()
 
@@ -56,6 +57,11 @@ class CountProviderConfig(Frozen):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_url(value, schemes=("https", "http"))
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy_url(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> CountProviderConfig:
@@ -108,6 +114,7 @@ class VaultConfig(Frozen):
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
     timeout: Duration = 10.0
+    proxy: str | None = None   # the environment's proxy variables are never read
     auth: VaultAuthConfig = VaultTokenAuth()
     retry: RetryPolicy = RetryPolicy()
 
@@ -115,6 +122,11 @@ class VaultConfig(Frozen):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_url(value, schemes=("https", "http"))
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy_url(value)
 
     @model_validator(mode="after")
     def _secure(self) -> VaultConfig:
