@@ -28,11 +28,14 @@ import pytest
 
 from rotator.adapters.count.client import CallRecord, CountProvider
 from rotator.adapters.vault.store import AppRoleAuth, TokenAuth, VaultStore
+from rotator.app.runtime import build_runtime
+from rotator.config.model import load_config
 from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ProtocolError,
     ProviderError,
     ProviderUnavailable,
+    SecretNotFound,
     VaultError,
     VaultUnavailable,
 )
@@ -241,7 +244,7 @@ def dripping(phase: str, seconds: float = 0.5) -> Reply:
 
 
 TIMEOUT = 1.0
-MARGIN = 0.6   # thread start, the shut-down read returning, the test's own clocks
+MARGIN = 0.9   # thread start, the shut-down read returning, a loaded machine
 
 
 @pytest.mark.parametrize("phase", ["headers", "body"])
@@ -422,3 +425,43 @@ def test_ca_bundle_variables_in_the_environment_are_ignored(
         tls_count.close()
         tls_vault.close()
     assert count.seen[-1:] and len(count.seen) == 1
+
+
+def test_the_proxy_keys_of_the_config_reach_both_clients(
+        openbao: OpenBao, vault_mount: str, servers: Callable[[Reply], Server],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    count = servers(lambda handler, _: answer(handler, 200, WHOAMI))
+    proxy = servers(forward(""))
+    monkeypatch.setenv("OUTBOUND_VAULT_TOKEN", openbao.root_token)
+    monkeypatch.setenv("OUTBOUND_COUNT_KEY", BEARER.reveal())
+    config = tmp_path / "rotator.toml"
+    config.write_text(textwrap.dedent(f"""\
+        [database]
+        url = "sqlite:///{tmp_path / 'rotator.db'}"
+        [vault]
+        url = "{openbao.url}"
+        proxy = "{proxy.url}"
+        [vault.auth]
+        method = "token"
+        token_env = "OUTBOUND_VAULT_TOKEN"
+        [providers.count]
+        type = "count"
+        base_url = "{count.url}"
+        management_key_env = "OUTBOUND_COUNT_KEY"
+        proxy = "{proxy.url}"
+        [targets.app]
+        provider = "count"
+        service_account = "sa-1"
+        vault_mount = "{vault_mount}"
+        vault_path = "count/app"
+        """))
+    runtime = build_runtime(load_config(config), require_schema=False)
+    try:
+        assert runtime.providers["count"].whoami(BEARER).key_id == "key-1"
+        with pytest.raises(SecretNotFound):
+            runtime.store.read_current(SecretRef(vault_mount, "count/app", "api_key"))
+    finally:
+        runtime.close()
+    targets = [seen.path for seen in proxy.seen]
+    assert any(path.startswith(count.url) for path in targets), targets
+    assert any(path.startswith(openbao.url) for path in targets), targets
