@@ -97,11 +97,13 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
         timeout=config.vault.timeout, retry=config.vault.retry,
-        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True)
+        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True,
+        proxy=config.vault.proxy)
     providers = {
         name: CountProvider(
             p.base_url, paths=p.paths, timeout=p.timeout,
-            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True, now=clock.now,
+            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True, proxy=p.proxy,
+            now=clock.now,
             on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }

@@ -26,8 +26,8 @@ from pydantic import (
 from rotator.config.secret_sources import check_env_name, check_sources, secret_names
 from rotator.core.durations import parse_duration
 
-__all__ = ["Duration", "Frozen", "check_url", "check_vault_path", "is_loopback_host",
-           "refuse_plain_http"]
+__all__ = ["Duration", "Frozen", "check_proxy_url", "check_url", "check_vault_path",
+           "is_loopback_host", "refuse_plain_http"]
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -104,6 +104,24 @@ def check_vault_path(value: str) -> str:
     if any(segment in (".", "..") for segment in segments):
         raise ValueError("must not hold a '.' or '..' segment")
     return value
+
+
+def check_proxy_url(value: str) -> str:
+    """An HTTP(S) proxy URL. The message never repeats the value: it may be mistyped
+    credentials. A proxy needing credentials is refused: they would sit in the TOML."""
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError("expected http://host:port or https://host:port")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("a proxy URL must not hold credentials (they would be written "
+                         "in the config file)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("a proxy URL is scheme://host:port, with no path or query")
+    return value.rstrip("/")
 
 
 def is_loopback_host(host: str) -> bool:

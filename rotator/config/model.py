@@ -15,7 +15,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from rotator.config.base import Duration, Frozen, check_url, check_vault_path, refuse_plain_http
+from rotator.config.base import (
+    Duration,
+    Frozen,
+    check_proxy_url,
+    check_url,
+    check_vault_path,
+    refuse_plain_http,
+)
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
 from rotator.config.locate import KeyedProblem, problems_by_key
 from rotator.config.provider import CountPaths
@@ -49,6 +56,7 @@ class CountProviderConfig(Frozen):
     timeout: Duration = 10.0
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
+    proxy: str | None = None   # the environment's proxy variables are never read
     paths: CountPaths = CountPaths()
     retry: RetryPolicy = RetryPolicy()
 
@@ -59,6 +67,11 @@ class CountProviderConfig(Frozen):
 
     def _needs_secrets(self) -> bool:
         return self.auth_mode == "admin"  # 'self' uses each account's own key from Vault
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy_url(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> CountProviderConfig:
@@ -104,6 +117,7 @@ class VaultConfig(Frozen):
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
     timeout: Duration = 10.0
+    proxy: str | None = None   # the environment's proxy variables are never read
     auth: VaultAuthConfig   # required: no implicit token source
     retry: RetryPolicy = RetryPolicy()
 
@@ -111,6 +125,11 @@ class VaultConfig(Frozen):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_url(value, schemes=("https", "http"))
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy_url(value)
 
     @model_validator(mode="after")
     def _secure(self) -> VaultConfig:

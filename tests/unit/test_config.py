@@ -155,7 +155,26 @@ BAD = [
      "providers.count.retry.max_retry_after", "must not be negative"),
     ("no attempts", VALID + '[vault.retry]\nmax_attempts = 0\n', "vault.retry.max_attempts",
      "greater than or equal to 1"),
+    ("proxy with credentials", VALID.replace(
+        'url = "https://vault.example:8200"',
+        'url = "https://vault.example:8200"\nproxy = "http://u:hunter2@proxy:3128"'),
+     "vault.proxy", "must not hold credentials"),
+    ("proxy not a url", VALID.replace('management_key_env = "TEST_COUNT_KEY"',
+                                      'management_key_env = "TEST_COUNT_KEY"\n'
+                                      'proxy = "socks5://proxy:1080"'),
+     "providers.count.proxy", "expected http://host:port"),
 ]
+
+
+def test_a_proxy_is_read_per_service_and_a_bad_one_is_not_echoed(tmp_path: Path) -> None:
+    text = VALID.replace('url = "https://vault.example:8200"',
+                         'url = "https://vault.example:8200"\nproxy = "http://proxy:3128/"')
+    config = load_config(write(tmp_path, text))
+    assert (config.vault.proxy, config.providers["count"].proxy) == ("http://proxy:3128", None)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text.replace("http://proxy:3128/",
+                                                 "http://u:hunter2@proxy:3128")))
+    assert "hunter2" not in str(info.value) + repr(info.value.problems)
 
 
 @pytest.mark.parametrize(("text", "key", "message"), [b[1:] for b in BAD],

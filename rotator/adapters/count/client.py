@@ -9,7 +9,7 @@ non-2xx answer into ``rotator.core.errors`` (the status classification is
     TLS certificate verification failed                   ProviderError (not retried)
     429                                                   RateLimited (retried)
     401, 403 Unauthorized    404 KeyNotFound    409 key_limit_reached KeyLimitReached
-    other 4xx ProviderError  2xx off contract, 1xx, 3xx ProtocolError
+    other 4xx ProviderError  2xx off contract, 1xx, 3xx (never followed) ProtocolError
 
 Errors carry identifiers only (call, status, request id, service account, key id, error
 code). Key material, headers and response bodies never reach a message, and no httpx
@@ -40,14 +40,14 @@ from rotator.adapters.count.wire import (
     Call,
     Fields,
     interpret,
-    read_body,
 )
-from rotator.adapters.http import count_client
+from rotator.adapters.http import ResponseRefused, body_within_cap, count_client
 from rotator.adapters.retry import call_with_retry
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
 from rotator.core.errors import (
     ConfigError,
+    ProtocolError,
     ProviderError,
     ProviderUnavailable,
     RotatorError,
@@ -132,13 +132,14 @@ class CountProvider:
         now: Callable[[], datetime] = SYSTEM_CLOCK.now,
         on_call: Callable[[CallRecord], None] | None = None,
         user_agent: str = "rotator/0.1",
+        proxy: str | None = None,
     ) -> None:
         self._paths, self._retry, self._sleep, self._on_call = paths, retry, sleep, on_call
         self._now = now
         self._resume_at: dict[str, float] = {}   # bearer fingerprint -> monotonic deadline
         self._lock = threading.Lock()
         self._client = count_client(
-            base_url=base_url, timeout=timeout, verify=verify, transport=transport,
+            base_url=base_url, timeout=timeout, verify=verify, transport=transport, proxy=proxy,
             headers={"User-Agent": user_agent, "Accept": "application/json"})
 
     def close(self) -> None:
@@ -245,10 +246,12 @@ class CountProvider:
                                                  headers=headers)
             response = self._client.send(request, stream=True)
             try:
-                return Answer(response.status_code, response.headers, read_body(response),
-                               auth.reveal())
+                return Answer(response.status_code, response.headers,
+                              body_within_cap(response), auth.reveal())
             finally:
                 response.close()
+        except ResponseRefused as exc:   # an encoding not asked for, a body that won't decode
+            return ProtocolError(f"{call.name}: {exc}", **call.context(status=exc.status))
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
             return ConfigError(f"{call.name}: the Count URL is invalid", None, **call.context())
         except httpx.TimeoutException as exc:

@@ -11,7 +11,7 @@ the classification of a status into a value or an error of ``rotator.core.errors
     401, 403 Unauthorized    404 KeyNotFound    409 key_limit_reached KeyLimitReached
     other 4xx ProviderError  1xx, 3xx ProtocolError
 
-Pure apart from reading a streamed body: no client, no retries, no clock (the caller,
+Pure: no client, no retries, no clock (the caller,
 ``rotator.adapters.count.client``, owns those and passes the time in). Identifiers echoed
 by the server are kept only if they look like identifiers and do not hold the bearer;
 errors carry identifiers only, never bodies or headers.
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import httpx
 
 from rotator.adapters.count.ratelimit import parse_ratelimit_reset, parse_retry_after
+from rotator.adapters.http import MAX_BODY_BYTES
 from rotator.core.errors import (
     KeyLimitReached,
     KeyNotFound,
@@ -40,11 +41,10 @@ from rotator.core.errors import (
     Unauthorized,
 )
 
-__all__ = ["MAX_BODY_BYTES", "Answer", "Call", "Fields", "interpret", "read_body"]
+__all__ = ["MAX_BODY_BYTES", "Answer", "Call", "Fields", "interpret"]
 
 T = TypeVar("T")
 
-MAX_BODY_BYTES = 1 << 20  # a larger answer is off contract; it is not read any further
 _TOKEN = re.compile(r"[A-Za-z0-9_.:/+=~\-]{1,128}")  # shape of an echoed request id or code
 
 
@@ -179,6 +179,8 @@ def interpret(call: Call, answer: Answer, parse: Callable[[Fields, str | None], 
         kind, what = KeyNotFound, "not found (404)"
     elif 400 <= status < 500:
         kind, what = ProviderError, f"Count rejected the request ({status})"
+    elif 300 <= status < 400:
+        kind, what = ProtocolError, f"Count answered a redirect ({status}), never followed"
     else:
         kind, what = ProtocolError, f"unexpected status {status}"
     return kind(f"{call.name}: {what}", **context)
@@ -202,15 +204,3 @@ def _parse_success(call: Call, answer: Answer,
             return exc.with_context(status=answer.status, request_id=answer.request_id)
     return ProtocolError(f"{call.name}: the response {problem}",
                          **call.context(status=answer.status, request_id=answer.request_id))
-
-
-def read_body(response: httpx.Response) -> bytes | None:
-    """The (decoded) body, or None once it exceeds MAX_BODY_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -12,6 +12,7 @@ Owns:
   (the mapping itself is ``rotator.adapters.vault.errors``'s):
 
     connection refused, timeout, sealed, 408/412/429, 5xx  -> VaultUnavailable (retried)
+    a redirect (3xx, never followed)                       -> VaultError
     400 "check-and-set parameter did not match"            -> CasConflict
     404 on a KV read (also a deleted/destroyed version)    -> SecretNotFound
     403 permission denied, anything else                   -> VaultError
@@ -121,14 +122,14 @@ class VaultSession:
     """An hvac client with its auth kept alive; every call goes through ``call()``."""
 
     def __init__(self, url: str, auth: VaultAuth, *, namespace: str | None, timeout: float,
-                 retry: RetryPolicy, verify: bool | str,
+                 retry: RetryPolicy, verify: bool | str, proxy: str | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.auth = auth
         self._retry = retry
         self._sleep = sleep
         self._lock = threading.Lock()
         self.client = vault_client(url=url, verify=verify, namespace=namespace,
-                                   timeout=timeout, adapter=StatusAdapter)
+                                   timeout=timeout, adapter=StatusAdapter, proxy=proxy)
         self._logged_in = isinstance(auth, TokenAuth)
         if isinstance(auth, TokenAuth):
             self.client.token = auth.token.reveal()

@@ -17,6 +17,7 @@ import requests
 from hvac import exceptions as hvac_errors
 from hvac.adapters import JSONAdapter
 
+from rotator.adapters.http import ResponseRefused
 from rotator.core.errors import (
     CasConflict,
     RotatorError,
@@ -74,6 +75,8 @@ def _detail(exc: hvac_errors.VaultError, redact: tuple[str, ...]) -> str:
 def translate(exc: Exception, context: Mapping[str, object], *, kv_read: bool,
               redact: tuple[str, ...]) -> RotatorError:
     """A new error of ours for a third-party one; it keeps nothing of ``exc``."""
+    if isinstance(exc, ResponseRefused):   # a redirect: retrying gets the same answer
+        return VaultError(str(exc), **{**context, "status": exc.status})
     if isinstance(exc, requests.exceptions.SSLError):  # retrying will not fix a CA mismatch
         return VaultError("TLS handshake with Vault failed (check the CA bundle)", **context)
     if isinstance(exc, requests.ConnectionError | requests.Timeout):

@@ -68,11 +68,11 @@ class VaultStore:
 
     def __init__(self, url: str, auth: VaultAuth, *, namespace: str | None = None,
                  timeout: float = 10.0, retry: RetryPolicy = _DEFAULT_RETRY,
-                 verify: bool | str = True,
+                 verify: bool | str = True, proxy: str | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._url = url
         self._session = VaultSession(url, auth, namespace=namespace, timeout=timeout,
-                                     retry=retry, verify=verify, sleep=sleep)
+                                     retry=retry, verify=verify, proxy=proxy, sleep=sleep)
 
     def __repr__(self) -> str:
         return f"VaultStore(url={self._url!r}, auth={self._session.auth!r})"
