@@ -114,10 +114,13 @@ class _BoundedServer(ThreadingHTTPServer):
         self._drop(oldest, "slots_full")
         return True
 
-    def request_read(self, connection: socket.socket) -> None:
+    def request_read(self, connection: socket.socket) -> bool:
+        """Mark the request of ``connection`` as read; False if it was dropped meanwhile."""
         with self._lock:
-            if connection in self._admitted:
-                self._admitted[connection] = None
+            if connection not in self._admitted:
+                return False
+            self._admitted[connection] = None
+            return True
 
     def service_actions(self) -> None:
         """Between accepts (every poll interval): drop the requests that are too slow."""
@@ -158,7 +161,11 @@ def _handler(alive: Callable[[], bool], readiness: Readiness, metrics: DaemonMet
 
         def parse_request(self) -> bool:
             parsed = super().parse_request()
-            self.server.request_read(self.connection)
+            if not self.server.request_read(self.connection):
+                # Dropped while its headers were arriving: what was read is cut short, and
+                # nobody waits for an answer.
+                self.close_connection = True
+                return False
             return parsed
 
         def do_GET(self) -> None:
