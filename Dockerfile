@@ -10,8 +10,14 @@
 #       -e VAULT_TOKEN -e COUNT_MANAGEMENT_KEY rotator:0.1.0
 #
 # The image installs the wheel, not the source tree: what runs in it is what `pip install
-# rotator` gives, the Alembic migrations (package rotator.migrations) included.
+# rotator` gives, the Alembic migrations (package rotator.migrations) included. Its
+# dependencies come from requirements.lock only, each pinned and checked by its hash
+# (`make lock` refreshes the file from pyproject.toml).
 
+# The base image, by tag. For a reproducible build pin it by digest as well, e.g.
+#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:<digest> .
+# with the digest from `docker buildx imagetools inspect python:3.12-slim-bookworm`
+# (README, "As a container"); or write the digest here.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 # --- build: the wheel of rotator, from the files it is built from ------------------------------
@@ -55,13 +61,19 @@ RUN groupadd --system --gid 10001 rotator \
     && mkdir -p /etc/rotator /var/lib/rotator \
     && chown 10001:10001 /var/lib/rotator
 
-# The wheel is bind-mounted, not copied, so it adds no layer. Every dependency ships
-# manylinux wheels (psycopg[binary] included): nothing is compiled. pip byte-compiles what it
-# installs; pip itself is then removed from the venv.
+# The wheel and the lock are bind-mounted, not copied, so they add no layer. The
+# dependencies are exactly requirements.lock's, each checked against its sha256 (pip refuses
+# an unpinned or unhashed one); then the wheel, with --no-deps, so nothing else is resolved.
+# Every dependency ships manylinux wheels (psycopg[binary] included): nothing is compiled.
+# pip byte-compiles what it installs; pip itself is then removed from the venv.
 RUN --mount=type=bind,from=build,source=/dist,target=/tmp/dist \
+    --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \
     python -m venv /opt/venv \
-    && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        /opt/venv/bin/pip install /tmp/dist/rotator-*.whl \
+    && export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: \
+        -r /tmp/requirements.lock \
+    && /opt/venv/bin/pip install --no-deps /tmp/dist/rotator-*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip
 
 USER 10001:10001

@@ -23,7 +23,8 @@ import pytest
 
 import rotator.emulator
 from rotator.emulator import Emulator, EmulatorSettings, SeededAccount
-from rotator.emulator.cli import add_arguments, main, run
+from rotator.emulator.cli import TOKEN_ENV, add_arguments, main, run
+from rotator.emulator.control import TOKEN_HEADER
 from rotator.emulator.faults import FaultInjector
 from tests.fixtures.emulator import MakeEmulator, start_emulator
 
@@ -31,14 +32,22 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 SECRET = re.compile(r"cnt_[0-9A-Za-z]{40}")
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+CONTROL_TOKEN = re.compile(TOKEN_HEADER + r": (\S+)")
 
 
 # Plain HTTP, but httpx builds a TLS context per client (50 ms): share one.
 _TLS = ssl.create_default_context()
 
 
-def client(url: str, timeout: float = 5.0) -> httpx.Client:
-    return httpx.Client(base_url=url, timeout=timeout, verify=_TLS)
+def client(url: str, timeout: float = 5.0, control_token: str | None = None) -> httpx.Client:
+    headers = {TOKEN_HEADER: control_token} if control_token else {}
+    return httpx.Client(base_url=url, timeout=timeout, verify=_TLS, headers=headers)
+
+
+def printed_token(text: str) -> str:
+    match = CONTROL_TOKEN.search(text)
+    assert match, text
+    return match.group(1)
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -70,7 +79,7 @@ def error(response: httpx.Response, status: int, code: str) -> None:
 
 @pytest.fixture
 def http(emulator: Emulator) -> Iterator[httpx.Client]:
-    with client(emulator.url, timeout=5) as http_client:
+    with client(emulator.url, timeout=5, control_token=emulator.control_token) as http_client:
         yield http_client
 
 
@@ -373,7 +382,7 @@ def test_error_rate_mixes_faults_with_success(make_emulator: MakeEmulator) -> No
 def test_latency(make_emulator: MakeEmulator) -> None:
     emu = make_emulator(latency=0.2)
     acct = emu.seed_account("svc")
-    with client(emu.url) as http:
+    with client(emu.url, control_token=emu.control_token) as http:
         started = time.monotonic()
         ok(http.get("/v1/whoami", headers=bearer(acct.secret)))
         assert time.monotonic() - started >= 0.2
@@ -440,6 +449,39 @@ def test_control_accounts(http: httpx.Client, emulator: Emulator) -> None:
     error(http.post("/_emulator/accounts", json={}), 400, "invalid_request")
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/_emulator/state"), ("POST", "/_emulator/faults"), ("POST", "/_emulator/accounts"),
+    ("GET", "/_emulator/nothing"),
+])
+def test_control_needs_the_token(emulator: Emulator, method: str, path: str) -> None:
+    body = {"key_limit": 9} if path.endswith("faults") else {"name": "intruder"}
+    with client(emulator.url) as anonymous:
+        error(anonymous.request(method, path, json=body), 401, "unauthorized")
+    with client(emulator.url, control_token=emulator.control_token + "x") as wrong:
+        error(wrong.request(method, path, json=body), 403, "forbidden")
+    assert emulator.settings.key_limit == EmulatorSettings().key_limit
+    assert emulator.state.snapshot()["accounts"] == []
+    with client(emulator.url, control_token=emulator.control_token) as right:
+        if path.endswith("faults"):
+            ok(right.post(path, json=body))
+            assert emulator.settings.key_limit == 9
+        elif path.endswith("accounts"):
+            ok(right.post(path, json=body), 201)
+        elif path.endswith("state"):
+            ok(right.get(path))
+        else:
+            error(right.get(path), 404, "not_found")
+
+
+def test_each_emulator_has_its_own_control_token(make_emulator: MakeEmulator) -> None:
+    first, second = make_emulator(), make_emulator()
+    assert len(first.control_token) >= 32 and first.control_token != second.control_token
+    given = Emulator(control_token="chosen")
+    assert given.control_token == "chosen"
+    with pytest.raises(ValueError, match="empty"):
+        Emulator(control_token=" ")
+
+
 # --- lifecycle -------------------------------------------------------------------------
 
 def test_stop_closes_keep_alive_connections_and_the_port() -> None:
@@ -502,8 +544,8 @@ def test_concurrent_creates_respect_the_key_limit(make_emulator: MakeEmulator) -
 
 # --- the CLI ---------------------------------------------------------------------------
 
-def _cli(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "rotator.emulator", *args], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -512,7 +554,7 @@ def test_cli_serves_until_sigterm() -> None:
     with _cli("--port", "0", "--key-limit", "3", "--account", "ops:admin",
               "--account", "app") as proc:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(5)]
+        lines = [proc.stdout.readline() for _ in range(6)]
         match = re.search(r"http://127\.0\.0\.1:\d+", lines[0])
         assert match, lines
         url = match.group(0)
@@ -520,7 +562,7 @@ def test_cli_serves_until_sigterm() -> None:
         assert set(table) == {"ops", "app"}
         _, role, account_id, key_id, secret = table["ops"]
         assert role == "admin" and KEY_ID.fullmatch(key_id) and SECRET.fullmatch(secret)
-        with client(url) as http:
+        with client(url, control_token=printed_token(lines[5])) as http:
             who = ok(http.get("/v1/whoami", headers=bearer(secret)))
             assert who == {"service_account_id": account_id, "key_id": key_id}
             assert ok(http.get("/_emulator/state"))["settings"]["key_limit"] == 3
@@ -561,6 +603,33 @@ def test_cli_bad_option_returns_2(args: list[str], option: str,
     assert captured.out == ""
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "emulator.example"])
+def test_cli_refuses_a_remote_host_without_allow_remote(host: str) -> None:
+    with _cli("--port", "0", "--host", host) as proc:
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 2
+    assert "--host" in err and "--allow-remote" in err and "loopback" in err
+    assert out == ""
+
+
+def test_cli_allow_remote_binds_any_address_and_takes_the_token_from_the_env() -> None:
+    with _cli("--port", "0", "--host", "0.0.0.0", "--allow-remote",
+              env={TOKEN_ENV: "shared-compose-token"}) as proc:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(7)]
+        port = re.search(r"http://0\.0\.0\.0:(\d+)", lines[0])
+        assert port, lines
+        assert printed_token(lines[6]) == "shared-compose-token"
+        url = f"http://127.0.0.1:{port.group(1)}"
+        with client(url, control_token="shared-compose-token") as http:
+            assert ok(http.get("/_emulator/state"))["settings"]["key_limit"] == 2
+        with client(url) as http:
+            error(http.get("/_emulator/state"), 401, "unauthorized")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+
+
 def test_cli_bad_option_exits_2() -> None:
     with _cli("--port", "0", "--latency", "-1") as proc:
         out, err = proc.communicate(timeout=10)
@@ -582,7 +651,7 @@ def test_cli_run_in_process_until_stopped() -> None:
     text = out.getvalue()
     url = re.search(r"http://127\.0\.0\.1:\d+", text)
     assert url and "solo" in text and "seed 4" in text
-    with client(url.group(0)) as http:
+    with client(url.group(0), control_token=printed_token(text)) as http:
         assert ok(http.get("/_emulator/state"))["settings"]["seed"] == 4
     stop.set()
     thread.join(5)

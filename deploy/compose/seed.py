@@ -4,7 +4,8 @@ Runs once, in the rotator image (it has httpx and hvac), before `migrate` and `r
 
 1. Count emulator: one admin service account (its key is rotator's management key) and
    one service account per target of the config template, through the emulator's
-   control endpoint (POST /_emulator/accounts answers with the account's first key).
+   control endpoint (POST /_emulator/accounts, with the emulator's control token from
+   $SEED_EMULATOR_TOKEN, answers with the account's first key).
 2. OpenBao dev server, with the dev root token:
    - each target's current key at its vault_mount/vault_path (field vault_field), which is
      what consumers read and what rotator rotates;
@@ -13,7 +14,8 @@ Runs once, in the rotator image (it has httpx and hvac), before `migrate` and `r
      "rotator-compose", and a fresh secret_id.
 3. Files: the management key and the secret_id in $SEED_SECRETS_DIR (/run/rotator), the
    config with each "@<target>@" replaced by that target's account id at $SEED_CONFIG_OUT
-   (/etc/rotator/config.toml). Owned by uid 10001 (the image's user), mode 0400 / 0444.
+   (/etc/rotator/config.toml). Owned by uid 10001 (the image's user), mode 0400 / 0444,
+   each created 0600 (never readable by others while it is being written).
 
 Idempotent: when the written config's targets still hold keys in Vault that authenticate
 at the emulator, and the secret files exist, it does nothing. After the emulator or
@@ -34,6 +36,8 @@ import hvac
 from hvac import exceptions as hvac_errors
 
 EMULATOR = os.environ.get("SEED_EMULATOR_URL", "http://emulator:8099")
+# The emulator's control token (its ROTATOR_EMULATOR_TOKEN), for POST /_emulator/accounts.
+EMULATOR_CONTROL = {"X-Emulator-Token": os.environ.get("SEED_EMULATOR_TOKEN", "")}
 VAULT = os.environ.get("SEED_VAULT_URL", "http://openbao:8200")
 ROOT_TOKEN = os.environ.get("SEED_VAULT_ROOT_TOKEN", "")
 TEMPLATE = Path(os.environ.get("SEED_TEMPLATE", "/seed/config.toml"))
@@ -51,11 +55,12 @@ def log(message: str) -> None:
     print(f"seed: {message}", flush=True)
 
 
-def wait_for(url: str, what: str, timeout: float = 60) -> None:
+def wait_for(url: str, what: str, timeout: float = 60,
+             headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            if httpx.get(url, timeout=2, headers=headers).status_code < 500:
                 return
         except httpx.TransportError:
             pass
@@ -67,7 +72,12 @@ def wait_for(url: str, what: str, timeout: float = 60) -> None:
 def write_file(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.unlink(missing_ok=True)  # a crashed run's leftover: never reuse its mode
+    # A new file, 0600 from the start whatever the umask: the secret inside is never
+    # readable by anyone else, not even before the chmod to its final mode below.
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
     if os.geteuid() == 0:
         os.chown(tmp, OWNER, OWNER)
     tmp.chmod(mode)
@@ -106,7 +116,7 @@ def already_seeded(vault: hvac.Client) -> bool:
 
 def new_account(name: str, role: str) -> dict[str, Any]:
     reply = httpx.post(f"{EMULATOR}/_emulator/accounts", json={"name": name, "role": role},
-                       timeout=10)
+                       headers=EMULATOR_CONTROL, timeout=10)
     reply.raise_for_status()
     result: dict[str, Any] = reply.json()["result"]
     return result
@@ -131,7 +141,10 @@ def setup_approle(vault: hvac.Client) -> str:
 def main() -> int:
     if not ROOT_TOKEN:
         sys.exit("seed: SEED_VAULT_ROOT_TOKEN is not set")
-    wait_for(f"{EMULATOR}/_emulator/state", "the Count emulator")
+    if not EMULATOR_CONTROL["X-Emulator-Token"]:
+        sys.exit("seed: SEED_EMULATOR_TOKEN is not set")
+    os.umask(0o077)  # nothing this writes is for other users (write_file sets final modes)
+    wait_for(f"{EMULATOR}/_emulator/state", "the Count emulator", headers=EMULATOR_CONTROL)
     wait_for(f"{VAULT}/v1/sys/health", "OpenBao")
     vault = hvac.Client(url=VAULT, token=ROOT_TOKEN, timeout=10)
     if already_seeded(vault):

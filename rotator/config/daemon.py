@@ -82,17 +82,17 @@ def resolve_schedule(default: ScheduleConfig, own: ScheduleConfig | None) -> Sch
 
 def _listen_address(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError("expected HOST:PORT as a string (e.g. '0.0.0.0:9108')")
+        raise ValueError("expected HOST:PORT as a string (e.g. '127.0.0.1:9108')")
     _, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("expected HOST:PORT (e.g. '0.0.0.0:9108')")
+        raise ValueError("expected HOST:PORT (e.g. '127.0.0.1:9108')")
     return value
 
 
 class DaemonConfig(Frozen):
     """``rotator run``: where health and metrics are served, how often SQL is re-read."""
 
-    listen: Annotated[str, BeforeValidator(_listen_address)] = "0.0.0.0:9108"
+    listen: Annotated[str, BeforeValidator(_listen_address)] = "127.0.0.1:9108"
     poll_interval: Duration = 60.0
     shutdown_timeout: Duration = 25.0
     workers: int = Field(default=4, ge=1, le=64)

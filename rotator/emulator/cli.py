@@ -1,9 +1,11 @@
 """``rotator emulator`` (and ``python -m rotator.emulator``): run the Count emulator.
 
-Parses the options, starts the server, prints its URL and the seeded accounts with
-their key ids and secrets (a fake provider's seeded secrets are meant to be seen),
+Parses the options, starts the server, prints its URL, the seeded accounts with their
+key ids and secrets (a fake provider's seeded secrets are meant to be seen) and the
+control token of ``/_emulator/`` (``$ROTATOR_EMULATOR_TOKEN`` if set, else a random one),
 then serves until SIGINT or SIGTERM and exits 0. Bad option values exit 2 with a
-message naming the option. ``add_arguments`` and ``run`` let the main ``rotator``
+message naming the option, and so does a ``--host`` that is not loopback without
+``--allow-remote``. ``add_arguments`` and ``run`` let the main ``rotator``
 CLI mount this as a subcommand.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
@@ -19,10 +22,14 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TextIO
 
+from rotator.emulator.control import TOKEN_HEADER
 from rotator.emulator.faults import EmulatorSettings
-from rotator.emulator.server import Emulator, SeededAccount
+from rotator.emulator.server import Emulator, NotLoopback, SeededAccount
 
-__all__ = ["DEFAULT_ACCOUNTS", "add_arguments", "main", "run"]
+__all__ = ["DEFAULT_ACCOUNTS", "TOKEN_ENV", "add_arguments", "main", "run"]
+
+# The control token to use instead of a random one (compose shares it with its seeder).
+TOKEN_ENV = "ROTATOR_EMULATOR_TOKEN"  # noqa: S105 (a variable name, not a token)
 
 DEFAULT_PORT = 8099
 DEFAULT_ACCOUNTS: tuple[tuple[str, str], ...] = (
@@ -62,7 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     count, seconds = _number(int, 0), _number(float, 0)
     rate = _number(float, 0, 1)
     add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    add("--host", default="127.0.0.1",
+        help="address to bind; loopback only, unless --allow-remote (default: %(default)s)")
+    add("--allow-remote", action="store_true",
+        help="allow a --host that is not loopback: anyone who reaches it can use the API")
     add("--port", type=_number(int, 0, 65535), default=DEFAULT_PORT,
         help="port to bind; 0 picks a free one (default: %(default)s)")
     add("--key-limit", type=count, default=d.key_limit,
@@ -102,7 +112,13 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None,
         option = "--" + str(exc).split(" ", 1)[0].replace("_", "-")
         print(f"rotator emulator: error: {option}: {exc}", file=sys.stderr)
         return 2
-    emulator = Emulator(settings, host=args.host, port=args.port)
+    try:
+        emulator = Emulator(settings, host=args.host, port=args.port,
+                            control_token=os.environ.get(TOKEN_ENV, "").strip() or None,
+                            allow_remote=args.allow_remote)
+    except NotLoopback as exc:
+        print(f"rotator emulator: error: --host: {exc} (--allow-remote)", file=sys.stderr)
+        return 2
     try:
         emulator.start()
     except OSError as exc:
@@ -149,8 +165,9 @@ def _announce(emulator: Emulator, seeded: list[SeededAccount], out: TextIO) -> N
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         print("  " + "  ".join([*cells, row[4]]), file=out)
-    print(f"Control: {emulator.url}/_emulator/state. Stop with Ctrl-C or SIGTERM.",
-          file=out, flush=True)
+    print(f"Control: {emulator.url}/_emulator/state with header {TOKEN_HEADER}: "
+          f"{emulator.control_token}", file=out)
+    print("Stop with Ctrl-C or SIGTERM.", file=out, flush=True)
 
 
 @contextlib.contextmanager

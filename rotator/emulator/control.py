@@ -6,25 +6,40 @@
     POST /_emulator/accounts   {"name", "role"}: seed an account with one key; answers
                                with that key's secret (this is a fake provider)
 
-They take no credentials, see no faults and are not counted as API requests.
+They need the emulator's control token in the header ``TOKEN_HEADER`` (401 without it,
+403 with another one): whoever reaches the port can call the fake API, but not reconfigure
+it or mint accounts. They see no faults and are not counted as API requests.
 """
 
 from __future__ import annotations
 
+import hmac
+
 from rotator.emulator.api import CountApi
 from rotator.emulator.envelope import ApiError, Reply, Request, failure_from, success
 
-__all__ = ["PREFIX", "handle_control"]
+__all__ = ["PREFIX", "TOKEN_HEADER", "handle_control"]
 
 PREFIX = "/_emulator/"
+TOKEN_HEADER = "X-Emulator-Token"  # noqa: S105 (a header name, not a token)
 
 
-def handle_control(api: CountApi, request: Request) -> Reply:
-    """Answer a request whose path starts with ``PREFIX``."""
+def handle_control(api: CountApi, request: Request, *, token: str,
+                   presented: str | None) -> Reply:
+    """Answer a request whose path starts with ``PREFIX``, if ``presented`` is ``token``."""
     try:
+        _authorize(token, presented)
         return _route(api, request)
     except ApiError as error:
         return failure_from(error)
+
+
+def _authorize(token: str, presented: str | None) -> None:
+    if not presented:
+        raise ApiError(401, "unauthorized", f"the control endpoints need the {TOKEN_HEADER} "
+                       "header (the token `rotator emulator` prints at start)")
+    if not hmac.compare_digest(presented.encode(), token.encode()):
+        raise ApiError(403, "forbidden", f"wrong {TOKEN_HEADER}")
 
 
 def _route(api: CountApi, request: Request) -> Reply:

@@ -3,13 +3,16 @@
 ``Emulator`` binds a ``ThreadingHTTPServer`` (port 0 picks a free port), serves it on
 a daemon thread, and on ``stop()`` closes every connection, keep-alive ones included,
 so no socket outlives it. The handler only turns bytes into a ``Request`` and a
-``Reply`` into bytes: ``/_emulator/...`` goes to the control endpoints, everything
-else to ``CountApi``. Nothing is logged (secrets travel in headers and bodies).
+``Reply`` into bytes: ``/_emulator/...`` goes to the control endpoints (with the
+emulator's ``control_token``), everything else to ``CountApi``. Nothing is logged (secrets
+travel in headers and bodies). It binds a loopback address only, unless ``allow_remote``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import secrets
 import selectors
 import socket
 import socketserver
@@ -25,12 +28,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rotator.emulator.api import CountApi
-from rotator.emulator.control import PREFIX, handle_control
+from rotator.emulator.control import PREFIX, TOKEN_HEADER, handle_control
 from rotator.emulator.envelope import Reply, Request, failure
 from rotator.emulator.faults import EmulatorSettings
 from rotator.emulator.state import EmulatorState
 
-__all__ = ["Emulator", "SeededAccount"]
+__all__ = ["Emulator", "NotLoopback", "SeededAccount", "is_loopback"]
 
 _MAX_BODY = 1 << 20
 
@@ -46,13 +49,28 @@ class SeededAccount:
     secret: str = field(repr=False)
 
 
+class NotLoopback(ValueError):
+    """A non-loopback address to bind, without ``allow_remote``."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], api: CountApi,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, control_token: str) -> None:
         self.api = api
         self.stopping = stopping
+        self.control_token = control_token
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         if ":" in address[0]:
@@ -150,7 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(self.command, urlsplit(self.path).path, self._bearer(), body)
         try:
             if request.path.startswith(PREFIX):
-                reply = handle_control(self.server.api, request)
+                reply = handle_control(self.server.api, request,
+                                       token=self.server.control_token,
+                                       presented=self.headers.get(TOKEN_HEADER))
             else:
                 reply = self.server.api.handle(request)
         except Exception:  # a bug in the emulator: answer 500 rather than hang up
@@ -196,10 +216,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Emulator:
-    """The Count emulator: ``with Emulator(EmulatorSettings(key_limit=3)) as emu: ...``."""
+    """The Count emulator: ``with Emulator(EmulatorSettings(key_limit=3)) as emu: ...``.
+
+    ``control_token`` (a random one if not given) guards the ``/_emulator/`` endpoints.
+    A host that is not loopback raises ``NotLoopback`` unless ``allow_remote``: anyone who
+    reaches it can use the fake API (the control endpoints still need the token).
+    """
 
     def __init__(self, settings: EmulatorSettings | None = None, host: str = "127.0.0.1",
-                 port: int = 0, *, clock: Callable[[], float] = time.time) -> None:
+                 port: int = 0, *, clock: Callable[[], float] = time.time,
+                 control_token: str | None = None, allow_remote: bool = False) -> None:
+        if not allow_remote and not is_loopback(host):
+            raise NotLoopback("not a loopback address: the emulator binds one unless remote "
+                              "access is allowed explicitly")
+        if control_token is not None and not control_token.strip():
+            raise ValueError("the control token must not be empty")
+        self.control_token = control_token or secrets.token_urlsafe(24)
         self.state = EmulatorState(clock)
         self._stopping = threading.Event()
         self._api = CountApi(self.state, EmulatorSettings() if settings is None else settings,
@@ -238,7 +270,7 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("the emulator is already started")
         self._stopping.clear()
-        server = _Server(self._address, self._api, self._stopping)
+        server = _Server(self._address, self._api, self._stopping, self.control_token)
         thread = threading.Thread(target=server.serve,
                                   name=f"count-emulator:{server.server_port}", daemon=True)
         thread.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -94,6 +95,8 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     name = backend(parsed)
     if name == SQLITE:
+        if not parsed.query.get("uri"):  # a URI filename is SQLite's to resolve and create
+            _create_private(_sqlite_file(url))
         engine = create_engine(parsed)
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
@@ -133,14 +136,37 @@ def upgrade(url: str) -> str:
         return _upgrade(url)
 
 
-@contextlib.contextmanager
-def _sqlite_upgrade_lock(url: str) -> Iterator[None]:
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another backend or an in-memory database."""
     parsed = make_url(url)
     if not is_sqlite(parsed) or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+# The audit trail is for rotator's eyes: its files are created readable by their owner only
+# (SQLite gives the -wal and -shm files the mode of the database file), whatever the umask.
+_PRIVATE_MODE = 0o600
+
+
+def _create_private(path: Path | None) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist (SQLite takes an empty file
+    as a new database). Any other problem is left for SQLite to report as it always does."""
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_MODE))
+
+
+@contextlib.contextmanager
+def _sqlite_upgrade_lock(url: str) -> Iterator[None]:
+    database = _sqlite_file(url)
+    if database is None:
         yield
         return
-    lock_path = Path(f"{parsed.database}.upgrade-lock")
-    with lock_path.open("a") as lock:
+    lock_path = database.with_name(database.name + ".upgrade-lock")
+    descriptor = os.open(lock_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _PRIVATE_MODE)
+    with os.fdopen(descriptor, "ab") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # released when the file closes
         yield
 
