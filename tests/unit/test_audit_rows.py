@@ -227,8 +227,8 @@ def test_deferred_revoke_rows_then_the_cleanup_rows() -> None:
     w.provider.keys.pop(f.old)
     before = len(f.rows())
     assert w.runner().cleanup(w.spec) == (1, 0)
-    assert f.rows()[before:] == f.delete("done", f.old, f"queued: {why}", 30,
-                                         R.ALREADY_GONE, A.CLEANUP_KEY) + [
+    assert f.rows()[before:] == [
+        *f.delete("done", f.old, f"queued: {why}", 30, R.ALREADY_GONE, A.CLEANUP_KEY),
         f.probe_revoked("done", 30)]
 
 
