@@ -78,10 +78,14 @@ class FakeProvider:
     key_limit: int = 2
     propagation: float = 0.0
     never_authenticates: bool = False
+    # A deleted key keeps authenticating for this long (math.inf: the provider never
+    # revokes it), like the emulator's ``revoke_delay``.
+    revoke_lag: float = 0.0
     crash_at: str | None = None          # "create_key:before" / "delete_key:after" / ...
     fail: dict[str, BaseException] = field(default_factory=dict)  # call name -> exception
     keys: dict[str, _Key] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    lingering: dict[str, tuple[_Key, datetime]] = field(default_factory=dict)  # deleted, at
     calls: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -107,6 +111,10 @@ class FakeProvider:
             raise Crash(call)
 
     def _authenticate(self, bearer: Secret) -> _Key:
+        for key, deleted_at in self.lingering.values():
+            if (key.secret == bearer.reveal()
+                    and (self.clock.now() - deleted_at).total_seconds() < self.revoke_lag):
+                return key
         for key in self.keys.values():
             if key.secret == bearer.reveal() and self.clock.now() >= key.live_at:
                 if self.never_authenticates and key.name != "seed":
@@ -136,6 +144,7 @@ class FakeProvider:
         if key is None:
             return Deletion(key_id, True, "req_d")
         self.deleted.append(key_id)
+        self.lingering[key_id] = (key, self.clock.now())
         self._leave("delete_key")
         return Deletion(key_id, False, "req_d")
 

@@ -99,7 +99,8 @@ def test_public_api() -> None:
 @pytest.mark.parametrize("bad", [
     {"key_limit": -1}, {"latency": -0.1}, {"error_rate": 1.5}, {"rate_429": -0.5},
     {"rate_limit": 1.5}, {"rate_window": 0}, {"reset_format": "iso"},
-    {"propagation_delay": float("inf")}, {"seed": "x"}, {"key_limit": True},
+    {"propagation_delay": float("inf")}, {"revoke_delay": -1.0}, {"seed": "x"},
+    {"key_limit": True},
 ])
 def test_settings_are_validated(bad: dict[str, object]) -> None:
     name = next(iter(bad))
@@ -278,6 +279,38 @@ def test_propagation_delay(make_emulator: MakeEmulator) -> None:
         time.sleep(0.35)
         assert ok(http.get("/v1/whoami", headers=bearer(new["api_key"])))["key_id"] == (
             new["key_id"])
+
+
+def _created_and_deleted(http: httpx.Client, acct: SeededAccount) -> dict[str, Any]:
+    """A key of ``acct`` created and deleted through the API: its create answer."""
+    new: dict[str, Any] = ok(http.post(keys_path(acct.account_id), json={"name": "n"},
+                                       headers=bearer(acct.secret)), status=201)
+    ok(http.delete(f"{keys_path(acct.account_id)}/{new['key_id']}",
+                   headers=bearer(acct.secret)))
+    return new
+
+
+def test_revoke_delay_keeps_a_deleted_key_authenticating_for_a_while(
+        make_emulator: MakeEmulator) -> None:
+    emu = make_emulator(revoke_delay=0.3)
+    acct = emu.seed_account("svc")
+    with client(emu.url) as http:
+        new = _created_and_deleted(http, acct)
+        # Gone from the listing at once, but it still authenticates until the delay is over.
+        listed = ok(http.get(keys_path(acct.account_id), headers=bearer(acct.secret)))
+        assert new["key_id"] not in {k["key_id"] for k in listed["api_keys"]}
+        assert ok(http.get("/v1/whoami", headers=bearer(new["api_key"])))["key_id"] == (
+            new["key_id"])
+        time.sleep(0.35)
+        error(http.get("/v1/whoami", headers=bearer(new["api_key"])), 401, "unauthorized")
+
+
+def test_a_deleted_key_is_refused_at_once_by_default(make_emulator: MakeEmulator) -> None:
+    emu = make_emulator()
+    acct = emu.seed_account("svc")
+    with client(emu.url) as http:
+        new = _created_and_deleted(http, acct)
+        error(http.get("/v1/whoami", headers=bearer(new["api_key"])), 401, "unauthorized")
 
 
 @pytest.mark.parametrize("reset_format", ["delta", "epoch", "http-date"])

@@ -18,8 +18,9 @@ import structlog
 
 from rotator.app.runtime import Runtime
 from rotator.core.errors import LeaseLost, RotatorError
-from rotator.core.model import Rotation, Status, Step, key_name
+from rotator.core.model import Rotation, Status, Step, StoredEvent, key_name
 from rotator.core.ports import RotationReader
+from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.runner import Runner
 
 __all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run",
@@ -153,10 +154,14 @@ class TargetStatus:
     in_flight: Rotation | None
     last: Rotation | None
     pending_cleanups: int
+    # The probes that found an old key still authenticating after its deletion: the last
+    # probe of its rotation said so (``rotator verify`` probes it again).
+    revoked_alive: tuple[StoredEvent, ...] = ()
 
 
 def status(reader: RotationReader, targets: Iterable[str]) -> list[TargetStatus]:
-    """Each target's key, age, in-flight rotation, last result and queued deletions."""
+    """Each target's key, age, in-flight rotation, last result, queued deletions, and the
+    old keys recorded as still authenticating after their deletion."""
     out = []
     latest = reader.latest_rotations()
     running = {r.target: r for r in reader.all_running()}
@@ -171,7 +176,16 @@ def status(reader: RotationReader, targets: Iterable[str]) -> list[TargetStatus]
             current_key_id=done.new_key_id if done else None,
             key_since=done.key_stored_at if done else None,
             in_flight=running.get(name), last=last,
-            pending_cleanups=sum(c.target == name for c in cleanups)))
+            pending_cleanups=sum(c.target == name for c in cleanups),
+            revoked_alive=_revoked_alive(reader, name)))
     return out
+
+
+def _revoked_alive(reader: RotationReader, target: str) -> tuple[StoredEvent, ...]:
+    last_probe: dict[str, StoredEvent] = {}     # rotation id -> its latest probe_revoked
+    for event in reader.events(target=target):
+        if event.action == AuditAction.PROBE_REVOKED:
+            last_probe[event.rotation_id] = event
+    return tuple(e for e in last_probe.values() if e.result == AuditResult.STILL_VALID)
 
 

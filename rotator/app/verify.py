@@ -23,6 +23,9 @@ disagree with the invariants of docs/architecture.md:
     stale_writer                 an audit row written under a lease generation older than
                                  one that had already written: by a holder that had lost
                                  its lease
+    revoked_key_alive            an old key whose probe after its deletion found it still
+                                 authenticating (the provider did not revoke it), and that
+                                 still does: probed again here, with Vault's version of it
     check_failed                 a source could not be read, so nothing could be proven
 
 Reads only: it never changes anything, so operators can run it at any time.
@@ -35,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from rotator.core.errors import RotatorError
+from rotator.core.errors import RotatorError, SecretNotFound, Unauthorized
 from rotator.core.model import Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
@@ -55,6 +58,7 @@ class FindingKind(StrEnum):
     TWO_ENDINGS = "two_endings"
     MOVED_BACKWARDS = "moved_backwards"
     STALE_WRITER = "stale_writer"
+    REVOKED_KEY_ALIVE = "revoked_key_alive"
     CHECK_FAILED = "check_failed"
 
 
@@ -132,6 +136,8 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
     findings += _stale_writers(spec.name, events)
     for rot in rotations:
         findings += _audit_findings(rot, by_rotation.get(rot.rotation_id, []))
+        findings += _revoked_alive(spec, provider, store, rot,
+                                   by_rotation.get(rot.rotation_id, []))
     return findings, in_use, keys
 
 
@@ -150,6 +156,34 @@ def _previous_in_grace(spec: TargetSpec, provider: KeyProvider, store: SecretSto
                         f"{running.grace_ends_at}: {exc}", running.rotation_id,
                         running.old_key_id)]
     return []
+
+
+def _revoked_alive(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
+                   rot: Rotation, events: list[StoredEvent]) -> list[Finding]:
+    """The old key's last probe after its deletion said ``still_valid``: is it still so?
+
+    Probed again with Vault's version of it, so a key the operator has since deleted by
+    hand stops being a finding; one that cannot be probed again stays one.
+    """
+    probes = [e for e in events if e.action == AuditAction.PROBE_REVOKED]
+    if not probes or probes[-1].result != AuditResult.STILL_VALID:
+        return []
+    seen = probes[-1]
+    try:
+        if rot.old_version is None:
+            raise SecretNotFound("the rotation recorded no Vault version for it")
+        who = provider.whoami(store.read_version(spec.ref, rot.old_version).secret)
+    except Unauthorized:
+        return []
+    except RotatorError as exc:
+        now = f"it could not be probed again: {exc}"
+    else:
+        now = f"it still authenticates as {who.service_account_id}/{who.key_id}"
+    return [Finding(FindingKind.REVOKED_KEY_ALIVE, spec.name,
+                    f"old key {seen.key_id} was deleted, but its probe (row {seen.id}, "
+                    f"{seen.at}) found it authenticating: the provider did not revoke it; "
+                    f"{now}. Revoke it at the provider by hand", rot.rotation_id,
+                    seen.key_id)]
 
 
 def _audit_findings(rot: Rotation, events: list[StoredEvent]) -> list[Finding]:
@@ -213,8 +247,9 @@ def _ordering(rot: Rotation, events: list[StoredEvent]) -> list[_Problem]:
 
 
 _ENDINGS = frozenset({AuditAction.COMPLETED, AuditAction.ROLLED_BACK, AuditAction.FAILED})
-# What may follow a rotation's ending: the cleanup queue's work on the keys it left.
-_AFTER_ENDING = frozenset({AuditAction.CLEANUP_KEY})
+# What may follow a rotation's ending: the cleanup queue's work on the keys it left, and
+# the probe of an old key whose deferred deletion the queue made.
+_AFTER_ENDING = frozenset({AuditAction.CLEANUP_KEY, AuditAction.PROBE_REVOKED})
 # Steps in the order a rotation moves through them; a rollback comes after any forward step.
 _STEP_ORDER = {step.value: rank for rank, step in enumerate(
     (Step.PLAN, Step.CREATE, Step.VERIFY, Step.STORE, Step.GRACE, Step.REVOKE, Step.ROLLBACK,

@@ -249,7 +249,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(report.render_status(statuses, rt.clock.now()))
     finally:
         rt.close()
-    return EXIT_OK
+    # Like verify's findings: an old key the provider did not revoke needs an operator.
+    return EXIT_FAILED if any(s.revoked_alive for s in statuses) else EXIT_OK
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

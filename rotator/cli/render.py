@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from rotator.app.operations import TargetResult, TargetStatus
-from rotator.app.verify import Finding
+from rotator.app.verify import Finding, FindingKind
 from rotator.core.durations import format_duration
 from rotator.core.model import StoredEvent
 
@@ -80,8 +80,15 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
                 if s.last else "never rotated")
         rows.append([s.target, s.current_key_id or "unknown", age, flight, last,
                      s.pending_cleanups or None])
-    return table(["target", "current key", "age", "in flight", "last result", "cleanup"],
-                 rows)
+    out = table(["target", "current key", "age", "in flight", "last result", "cleanup"],
+                rows)
+    alive = [[FindingKind.REVOKED_KEY_ALIVE.value, s.target, e.rotation_id, e.key_id,
+              f"deleted, but still authenticating when probed at {_cell(e.at)}: the provider "
+              "did not revoke it (rotator verify probes it again)"]
+             for s in statuses for e in s.revoked_alive]
+    if alive:
+        out += "\n\n" + table(["finding", "target", "rotation", "key", "detail"], alive)
+    return out
 
 
 def render_findings(findings: Sequence[Finding], checked: int) -> str:

@@ -39,6 +39,7 @@ class AuditAction(StrEnum):
     READ_BACK = "read_back"            # Vault read after the write: the proof of store
     GRACE_OVER = "grace_over"
     CLEANUP_QUEUED = "cleanup_queued"  # the old key's delete deferred to the queue
+    PROBE_REVOKED = "probe_revoked"    # the old key probed once it was deleted
     # side effects: an intent row, then an outcome row
     CREATE_KEY = "create_key"
     DELETE_KEY = "delete_key"          # a key of ours that must not live (left, stale)
@@ -59,6 +60,8 @@ class AuditResult(StrEnum):
     ALREADY_GONE = "already_gone"  # a delete found no key: not a second deletion
     DEFERRED = "deferred"          # queued for the next cleanup pass
     KEPT = "kept"                  # queued for deletion, but Vault serves it
+    REFUSED = "refused"            # a deleted key's probe: the provider refuses it
+    STILL_VALID = "still_valid"    # a deleted key's probe: it still authenticates
     # the result of the final note, spelt as ``Status``
     COMPLETED = "completed"
     ROLLED_BACK = "rolled_back"

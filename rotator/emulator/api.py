@@ -119,18 +119,18 @@ class CountApi:
         path, method = request.path, request.method
         if _WHOAMI.fullmatch(path):
             _allow(method, "GET")
-            caller = self._caller(request)
+            caller = self._caller(settings, request)
             return success({"service_account_id": caller.account_id,
                             "key_id": caller.key_id})
         if _ACCOUNTS.fullmatch(path):
             _allow(method, "GET")
-            caller = self._caller(request)
+            caller = self._caller(settings, request)
             accounts = self.state.visible_accounts(caller)
             return success({"service_accounts": [
                 {"id": a.id, "name": a.name, "role": a.role} for a in accounts]})
         if match := _KEYS.fullmatch(path):
             _allow(method, "GET", "POST")
-            caller = self._caller(request)
+            caller = self._caller(settings, request)
             account = self.state.authorize(caller, match["sa"])
             if method == "GET":
                 keys = self.state.keys(account.id)
@@ -142,16 +142,16 @@ class CountApi:
                             "created_at": rfc3339(key.created_at)}, status=201)
         if match := _KEY.fullmatch(path):
             _allow(method, "DELETE")
-            caller = self._caller(request)
+            caller = self._caller(settings, request)
             account = self.state.authorize(caller, match["sa"])
             key = self.state.delete_key(account.id, match["key_id"])
             return success({"key_id": key.key_id, "deleted": True})
         raise ApiError(404, "not_found", "no such endpoint")
 
-    def _caller(self, request: Request) -> ApiKey:
+    def _caller(self, settings: EmulatorSettings, request: Request) -> ApiKey:
         if request.bearer is None:
             raise ApiError(401, "unauthorized", "missing bearer token")
-        caller = self.state.authenticate(request.bearer)
+        caller = self.state.authenticate(request.bearer, revoke_delay=settings.revoke_delay)
         if caller is None:
             raise ApiError(401, "unauthorized", "invalid API key")
         return caller

@@ -91,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="format of Retry-After and RateLimit-Reset (default: %(default)s)")
     add("--propagation-delay", type=seconds, default=d.propagation_delay,
         help="seconds before a new key authenticates (default: %(default)s)")
+    add("--revoke-delay", type=seconds, default=d.revoke_delay,
+        help="seconds a deleted key goes on authenticating; a large value is a provider "
+             "that does not revoke (default: %(default)s)")
     add("--seed", type=int, default=d.seed, help="seed of the fault RNG")
     add("--account", type=_account, action="append", metavar="NAME[:ROLE]",
         help="seed a service account with one key (repeatable; role admin or member; "
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None,
             error_rate=float(args.error_rate), rate_429=float(args.rate_429),
             rate_limit=args.rate_limit, rate_window=float(args.rate_window),
             reset_format=args.reset_format, propagation_delay=float(args.propagation_delay),
-            seed=args.seed)
+            revoke_delay=float(args.revoke_delay), seed=args.seed)
     except ValueError as exc:
         option = "--" + str(exc).split(" ", 1)[0].replace("_", "-")
         print(f"rotator emulator: error: {option}: {exc}", file=sys.stderr)
@@ -158,7 +161,7 @@ def _announce(emulator: Emulator, seeded: list[SeededAccount], out: TextIO) -> N
     print(f"  key limit {s.key_limit}, latency {s.latency:g}s, error rate {s.error_rate:g}, "
           f"429 rate {s.rate_429:g}, rate limit {s.rate_limit or 'none'} per "
           f"{s.rate_window:g}s ({s.reset_format}), propagation {s.propagation_delay:g}s, "
-          f"seed {s.seed}", file=out)
+          f"revoke delay {s.revoke_delay:g}s, seed {s.seed}", file=out)
     rows = [("ACCOUNT", "ROLE", "ACCOUNT ID", "KEY ID", "API KEY")]
     rows += [(a.name, a.role, a.account_id, a.key_id, a.secret) for a in seeded]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -2,9 +2,10 @@
 
 ``EmulatorSettings`` is the frozen, validated set of knobs (key limit, latency, random
 5xx and 429, a fixed-window rate limit, the format of reset times, propagation delay,
-the RNG seed). ``FaultInjector`` rolls the random faults and keeps the per-key fixed
-windows of the rate limiter; ``rate_headers`` and ``retry_after`` format what a client
-sees. Nothing here knows about HTTP servers or the key model.
+how long a deleted key goes on authenticating, the RNG seed). ``FaultInjector`` rolls
+the random faults and keeps the per-key fixed windows of the rate limiter;
+``rate_headers`` and ``retry_after`` format what a client sees. Nothing here knows
+about HTTP servers or the key model.
 
 Reset formats (``reset_format``):
 
@@ -44,7 +45,7 @@ ResetFormat = Literal["delta", "epoch", "http-date"]
 RESET_FORMATS: tuple[str, ...] = get_args(ResetFormat)
 
 _RATES = ("error_rate", "rate_429")
-_DURATIONS = ("latency", "propagation_delay")
+_DURATIONS = ("latency", "propagation_delay", "revoke_delay")
 _INTS = ("key_limit", "rate_limit")
 
 
@@ -60,6 +61,8 @@ class EmulatorSettings:
     rate_window: float = 1.0        # the fixed window, seconds; a random 429's Retry-After
     reset_format: ResetFormat = "delta"
     propagation_delay: float = 0.0  # a new key answers 401 until created_at + this
+    revoke_delay: float = 0.0       # a deleted key authenticates until deleted_at + this;
+                                    # a large one is a provider that does not revoke
     seed: int | None = None         # seed of the fault RNG; None = unpredictable
 
     def __post_init__(self) -> None:

@@ -189,15 +189,22 @@ class EmulatorState:
             self._deletes[account_id] += 1
         return key
 
-    def authenticate(self, bearer: str | None) -> ApiKey | None:
-        """The live, propagated key with this secret (its use is recorded), else None."""
+    def authenticate(self, bearer: str | None, *,
+                     revoke_delay: float = 0.0) -> ApiKey | None:
+        """The live, propagated key with this secret (its use is recorded), else None.
+
+        ``revoke_delay``: a deleted key still authenticates for this long after its
+        deletion (a provider slow to revoke, or one that does not).
+        """
         if not bearer:
             return None
         with self._lock:
             key_id = self._by_secret.get(bearer)
             key = self._keys.get(key_id) if key_id is not None else None
             now = self._clock()
-            if key is None or key.deleted or now < key.propagated_at:
+            if key is None or now < key.propagated_at:
+                return None
+            if key.deleted_at is not None and now >= key.deleted_at + revoke_delay:
                 return None
             key = replace(key, last_used_at=now)
             self._keys[key.key_id] = key

@@ -9,7 +9,13 @@ from __future__ import annotations
 import structlog
 
 from rotator.core import machine as m
-from rotator.core.errors import CasConflict, PermanentError, RotatorError, SecretNotFound
+from rotator.core.errors import (
+    CasConflict,
+    PermanentError,
+    RotatorError,
+    SecretNotFound,
+    Unauthorized,
+)
 from rotator.core.model import Rotation, key_name
 from rotator.core.ports import PendingCleanup
 from rotator.core.target import TargetSpec
@@ -20,6 +26,14 @@ from rotator.engine.step_base import StepBase, deletion_result
 __all__ = ["Unwinder"]
 
 log = structlog.get_logger("rotator.unwind")
+
+# How long the probe of a just-deleted old key waits for the provider to refuse it. Count
+# revokes at once (docs/count-api.md); a provider whose deletions take a moment to reach
+# every node gets this long (at most the target's probe timeout), probed at the target's
+# probe interval, doubling. Short because it holds a worker and the target's lease: a
+# key still authenticating after it is what a provider that did not revoke looks like.
+_REVOKED_PROBE_WINDOW = 5.0
+_REVOKED_PROBE_BACKOFF_CAP = 2.0
 
 
 class Unwinder(StepBase):
@@ -42,7 +56,64 @@ class Unwinder(StepBase):
                 detail="grace window over: deleting the previous key")
         except RotatorError as exc:
             return self._defer(rot, spec, f"{type(exc).__name__}: {exc}")
+        self._probe_revoked(rot, spec)
         return m.Revoked(already_gone=gone.already_gone)
+
+    def _probe_revoked(self, rot: Rotation, spec: TargetSpec) -> None:
+        """Probe the deleted old key and note whether the provider refuses it now.
+
+        Its secret is Vault's version that ``plan`` read and probed (key material is
+        never in SQL), read again here, so a rotation resumed after a crash probes it
+        too. When that version cannot be read (Vault down, the version destroyed or
+        pruned), or every probe failed for another reason, the note says the probe could
+        not run (``unknown``) rather than guess. A key that still authenticates is
+        ``still_valid``: the provider did not revoke it, and ``verify`` reports it.
+        """
+        key_id = rot.old_key_id
+        try:
+            if rot.old_version is None:
+                raise SecretNotFound("the rotation recorded no Vault version for it")
+            old = self._store.read_version(spec.ref, rot.old_version)
+        except RotatorError as exc:
+            self._note_probe(rot, AuditResult.UNKNOWN, None,
+                             f"not probed: cannot read the old key from Vault version "
+                             f"{rot.old_version}: {type(exc).__name__}: {exc}")
+            return
+        deadline = self._clock.now().timestamp() + min(_REVOKED_PROBE_WINDOW,
+                                                       spec.probe_timeout)
+        wait, attempts = spec.probe_interval, 0
+        while True:
+            attempts += 1
+            try:
+                who = self._provider.whoami(old.secret)
+            except Unauthorized:
+                self._note_probe(rot, AuditResult.REFUSED, old.secret.fingerprint,
+                                 f"refused at probe {attempts}: the provider revoked it")
+                return
+            except RotatorError as exc:
+                last = f"could not probe it: {type(exc).__name__}: {exc}"
+                result = AuditResult.UNKNOWN
+            else:
+                last = (f"still authenticates as {who.service_account_id}/{who.key_id} "
+                        f"after {attempts} probe(s): the provider did not revoke it")
+                result = AuditResult.STILL_VALID
+            remaining = deadline - self._clock.now().timestamp()
+            if remaining <= 0:
+                break
+            self._clock.sleep(min(wait, remaining))
+            wait = min(wait * 2, _REVOKED_PROBE_BACKOFF_CAP)
+        self._note_probe(rot, result, old.secret.fingerprint, last)
+        if result is AuditResult.STILL_VALID:
+            log.error("revoked_key_still_authenticates", rotation_id=rot.rotation_id,
+                      key_id=key_id, detail=last)
+
+    def _note_probe(self, rot: Rotation, result: AuditResult, fingerprint: str | None,
+                    detail: str) -> None:
+        self._trail.note(rot, AuditAction.PROBE_REVOKED, result=result,
+                         key_id=rot.old_key_id, fingerprint=fingerprint, detail=detail)
+        if result is AuditResult.UNKNOWN:
+            log.warning("revoked_key_unprobed", rotation_id=rot.rotation_id,
+                        key_id=rot.old_key_id, detail=detail)
 
     def _served_key_id(self, spec: TargetSpec) -> str | RotatorError:
         """The key id Vault's current secret authenticates as, or why it is unknown."""
@@ -175,3 +246,7 @@ class Unwinder(StepBase):
             rot, AuditAction.CLEANUP_KEY,
             lambda: self._provider.delete_key(item.service_account, item.key_id, auth),
             deletion_result, key_id=item.key_id, detail=f"queued: {item.reason}")
+        if item.key_id == rot.old_key_id:
+            # A deferred revoke, done at last. (A rollback's queued new key is not probed:
+            # the old key is the one consumers held, and the one whose secret plan read.)
+            self._probe_revoked(rot, spec)

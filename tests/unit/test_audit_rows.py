@@ -133,7 +133,13 @@ class Flow:
         return [("grace", NT, A.GRACE_OVER, R.OK, self.old, None, None, None, None, at),
                 ("revoke", IN, A.REVOKE_KEY, None, self.old, None, None, None,
                  "grace window over: deleting the previous key", at),
-                ("revoke", OUT, A.REVOKE_KEY, R.OK, self.old, None, None, "req_d", None, at)]
+                ("revoke", OUT, A.REVOKE_KEY, R.OK, self.old, None, None, "req_d", None, at),
+                self.probe_revoked("revoke", at)]
+
+    def probe_revoked(self, step: str, at: float) -> Row:
+        """The note of the deleted old key's probe (its secret from Vault's version 1)."""
+        return (step, NT, A.PROBE_REVOKED, R.REFUSED, self.old, self.old_fp, None, None,
+                "refused at probe 1: the provider revoked it", at)
 
     def delete(self, step: str, key_id: str, why: str, at: float = 0,
                result: AuditResult = R.OK, action: AuditAction = A.DELETE_KEY) -> list[Row]:
@@ -221,8 +227,9 @@ def test_deferred_revoke_rows_then_the_cleanup_rows() -> None:
     w.provider.keys.pop(f.old)
     before = len(f.rows())
     assert w.runner().cleanup(w.spec) == (1, 0)
-    assert f.rows()[before:] == f.delete("done", f.old, f"queued: {why}", 30,
-                                         R.ALREADY_GONE, A.CLEANUP_KEY)
+    assert f.rows()[before:] == [
+        *f.delete("done", f.old, f"queued: {why}", 30, R.ALREADY_GONE, A.CLEANUP_KEY),
+        f.probe_revoked("done", 30)]
 
 
 def test_resumed_rotation_rows_close_the_open_intent_then_reconcile() -> None:
