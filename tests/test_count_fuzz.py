@@ -127,7 +127,11 @@ def code_of(body: bytes) -> str | None:
 
 def allowed_outcomes(reply: Reply, call: str) -> set[type[RotatorError] | None]:
     """What an answer may give: ``None`` is a value; else the exact error type."""
-    if reply.raises is not None or reply.broken == "stream":
+    if reply.raises is not None:
+        return {ProviderUnavailable}
+    if 300 <= reply.status < 400:   # a redirect is refused unread, whatever its body
+        return {ProtocolError}
+    if reply.broken == "stream":
         return {ProviderUnavailable}
     status, code = reply.status, code_of(reply.body)
     by_status: set[type[RotatorError] | None]
