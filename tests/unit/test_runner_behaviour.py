@@ -76,6 +76,29 @@ def test_grace_wait_renews_the_lease_and_beats_the_heart_every_third_of_the_ttl(
     assert {20, 40, 60, 80, 100} <= set(times)
 
 
+@pytest.mark.parametrize(("ttl", "grace", "beats"), [
+    (60, 20.5, [20, 20.5]),            # the last slice is what is left, however short
+    (1.5, 2, [0.5, 1, 1.5, 2]),        # a third of a short ttl too
+    (0.03, 0.1, [0.05, 0.1]),          # but never less than 50 ms: no busy polling
+])
+def test_grace_wait_slices_end_exactly_at_the_end_of_grace(ttl: float, grace: float,
+                                                           beats: list[float]) -> None:
+    w = World()
+    w.spec = dataclasses.replace(w.spec, grace_seconds=grace)
+    seen: list[float] = []
+    now, reads = w.clock.now, itertools.count()
+
+    def bounded_now() -> datetime:     # a wait that stops sleeping spins on the clock
+        assert next(reads) < 1000, "the grace wait spins without sleeping"
+        return now()
+
+    w.clock.now = bounded_now  # type: ignore[method-assign]
+    start = w.clock.now()
+    r = runner(w, lease_ttl=ttl, heartbeat=lambda: seen.append(seconds_since(w, start)))
+    assert r.rotate(w.spec).rotation.status is Status.COMPLETED
+    assert seen == pytest.approx(beats)
+
+
 # -- the lease --------------------------------------------------------------------------
 def test_a_run_waits_for_a_held_lease_until_it_lapses() -> None:
     w = World()
@@ -94,6 +117,18 @@ def test_a_run_gives_up_on_a_held_lease_after_lease_wait() -> None:
         w.runner().rotate(w.spec, lease_wait=10)
     assert 10 <= seconds_since(w, start) <= 10.5
     assert w.repo.by_id == {} and w.repo.leases["app"][0] == "other"
+
+
+def test_without_lease_wait_a_held_lease_is_refused_at_once() -> None:
+    w = World()
+    assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
+    start = w.clock.now()
+    with pytest.raises(LeaseHeld):
+        w.runner().rotate(w.spec)
+    with pytest.raises(LeaseHeld):
+        w.runner().rotate_if(w.spec, lambda: True, trigger="schedule", actor="d1")
+    assert w.runner().cleanup(w.spec) is None
+    assert seconds_since(w, start) == 0
 
 
 def test_a_run_and_a_cleanup_release_the_lease() -> None:
