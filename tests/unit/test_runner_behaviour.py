@@ -109,6 +109,15 @@ def test_a_run_waits_for_a_held_lease_until_it_lapses() -> None:
     assert 60 <= (rot.started_at - start).total_seconds() <= 60.5
 
 
+def test_a_held_lease_is_polled_every_quarter_of_a_short_ttl() -> None:
+    w = World()
+    assert w.repo.acquire_lease("app", "other", 1, w.clock.now())
+    start = w.clock.now()
+    polls = spy(w.repo, "acquire_lease", lambda *_: seconds_since(w, start))
+    runner(w, lease_ttl=1).rotate(w.spec, wait=False, lease_wait=5)
+    assert polls == [0, 0.25, 0.5, 0.75, 1, 1.25]     # the other's lease ran to 1 s
+
+
 def test_a_run_gives_up_on_a_held_lease_after_lease_wait() -> None:
     w = World()
     assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
@@ -123,8 +132,11 @@ def test_without_lease_wait_a_held_lease_is_refused_at_once() -> None:
     w = World()
     assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
     start = w.clock.now()
-    with pytest.raises(LeaseHeld):
+    with pytest.raises(LeaseHeld) as held:
         w.runner().rotate(w.spec)
+    assert str(held.value) == ("another process holds this target's lease; if it died, the "
+                               "lease lapses within 60s (retry, or pass --wait-lease) "
+                               "(target=app)")
     with pytest.raises(LeaseHeld):
         w.runner().rotate_if(w.spec, lambda: True, trigger="schedule", actor="d1")
     assert w.runner().cleanup(w.spec) is None
@@ -157,7 +169,7 @@ def test_a_stopping_runner_does_not_park_while_the_new_secret_is_only_in_memory(
     assert w.vault_key() == rot.new_key_id and rot.new_version == 2
 
 
-def _rollback_blocked_by_vault(w: World) -> list[float]:
+def rollback_blocked_by_vault(w: World) -> list[float]:
     """Vault fails the write, then every read: the rollback cannot learn what it serves."""
     w.store.fail["write"] = VaultUnavailable("down")
     reads: list[float] = []
@@ -176,15 +188,32 @@ def _rollback_blocked_by_vault(w: World) -> list[float]:
 
 def test_a_blocked_rollback_is_tried_three_times_with_a_growing_delay() -> None:
     w = World()
-    reads = _rollback_blocked_by_vault(w)
+    reads = rollback_blocked_by_vault(w)
     rot = runner(w, rollback_retry_delay=2).rotate(w.spec).rotation
     assert rot.status is Status.RUNNING and rot.step is Step.ROLLBACK
     assert [t - reads[0] for t in reads] == [0, 2, 6]
 
 
+def test_a_runner_built_with_its_defaults() -> None:
+    # A lease of 5 minutes, no call deadline to wait out, a blocked rollback retried after
+    # 5 s then 10 s; and rotate_if, like rotate, waits the grace window out.
+    w = World()
+    ttls = spy(w.repo, "acquire_lease", lambda target, holder, ttl, now: ttl)
+    reads = rollback_blocked_by_vault(w)
+    r = Runner(providers={"count": w.provider}, store=w.store, repo=w.repo, clock=w.clock,
+               holder="h1")
+    assert r.rotate(w.spec).rotation.step is Step.ROLLBACK
+    assert ttls == [300] and [t - reads[0] for t in reads] == [0, 5, 15]
+    w = World()
+    report = Runner(providers={"count": w.provider}, store=w.store, repo=w.repo,
+                    clock=w.clock, holder="h1").rotate_if(w.spec, lambda: True,
+                                                          trigger="schedule", actor="d1")
+    assert report is not None and report.rotation.status is Status.COMPLETED
+
+
 def test_a_stopping_runner_leaves_a_blocked_rollback_after_one_try() -> None:
     w = World()
-    reads = _rollback_blocked_by_vault(w)
+    reads = rollback_blocked_by_vault(w)
     r = runner(w, stopping=lambda: "write" in w.store.calls)
     rot = r.rotate(w.spec).rotation
     assert rot.step is Step.ROLLBACK and len(reads) == 1

@@ -8,7 +8,7 @@ through context vars included, as an operator's log pipeline receives them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,9 +19,16 @@ from structlog.testing import capture_logs
 from rotator.core.errors import LeaseLost, ProviderUnavailable
 from rotator.core.model import Status, Step
 from rotator.core.secret import Secret
+from rotator.core.target import TargetSpec
+from rotator.engine.runner import Runner
 from tests.fakes import Crash
 from tests.unit.test_runner import World
-from tests.unit.test_runner_behaviour import runner, seconds_since, spy
+from tests.unit.test_runner_behaviour import (
+    rollback_blocked_by_vault,
+    runner,
+    seconds_since,
+    spy,
+)
 
 Event = dict[str, Any]
 
@@ -75,8 +82,10 @@ def test_a_completed_rotation_with_a_queued_old_key_says_so_in_its_last_event() 
 
 def test_a_rolled_back_rotation_ends_with_an_error_naming_its_status_and_reason() -> None:
     w = World(never_authenticates=True)
+    r = runner(w)
     with logged() as events:
-        rot = runner(w).rotate(w.spec).rotation
+        rot = r.rotate(w.spec).rotation
+    assert r._fresh == {}                 # the unverified key's secret is forgotten too
     rid, reason = rot.rotation_id, rot.reason
     assert rot.status is Status.ROLLED_BACK and reason and "did not authenticate" in reason
     assert events[1:] == [
@@ -88,6 +97,35 @@ def test_a_rolled_back_rotation_ends_with_an_error_naming_its_status_and_reason(
         {"event": "rotation_failed", "log_level": "error", "target": "app",
          "rotation_id": rid, "status": "rolled_back", "reason": reason},
     ]
+
+
+def test_a_blocked_rollback_logs_an_error_for_each_attempt() -> None:
+    w = World()
+    rollback_blocked_by_vault(w)
+    with logged() as events:
+        rot = runner(w).rotate(w.spec).rotation
+    assert rot.step is Step.ROLLBACK
+    assert [e for e in events if e["event"] == "rollback_blocked"] == [
+        {"event": "rollback_blocked", "log_level": "error", "target": "app",
+         "rotation_id": rot.rotation_id, "reason": "cannot read Vault: down", "attempt": n}
+        for n in (1, 2, 3)]
+
+
+def test_a_parked_rotation_logs_the_step_it_waits_at() -> None:
+    w = World()
+    with logged() as events:
+        rot = runner(w, stopping=lambda: True).rotate(w.spec).rotation
+    assert events[1:] == [{"event": "rotation_parked", "log_level": "info", "target": "app",
+                           "rotation_id": rot.rotation_id, "step": "plan"}]
+
+
+def test_a_rotation_another_process_left_is_resumed_with_a_warning() -> None:
+    w = World()
+    rot = w.runner().rotate(w.spec, wait=False).rotation
+    with logged() as events:
+        w.runner(holder="h2").rotate(w.spec, wait=False)
+    assert events == [{"event": "rotation_resumed", "log_level": "warning", "target": "app",
+                       "rotation_id": rot.rotation_id, "step": "grace", "open_intents": 0}]
 
 
 def test_the_rotation_id_is_the_start_time_and_six_random_hex_digits() -> None:
@@ -148,7 +186,10 @@ def test_a_lease_lost_while_the_new_secret_is_only_in_memory_forgets_it() -> Non
     assert r._fresh == {}         # another holder runs it now: this process must not store
 
 
-def test_a_cleanup_that_loses_its_lease_stops_with_a_warning() -> None:
+@pytest.mark.parametrize("run", [Runner.cleanup, Runner.rotate], ids=["cleanup", "rotate"])
+def test_a_cleanup_that_loses_its_lease_stops_with_a_warning(
+        run: Callable[[Runner, TargetSpec], object]) -> None:
+    # A run's cleanup of queued keys comes before its rotation: no rotation to name yet.
     w = World()
     w.provider.fail["delete_key"] = ProviderUnavailable("503")
     w.runner().rotate(w.spec)                    # the old key is queued for cleanup
@@ -164,7 +205,7 @@ def test_a_cleanup_that_loses_its_lease_stops_with_a_warning() -> None:
 
     w.provider.delete_key = delete_then_lose_the_lease  # type: ignore[method-assign]
     with logged() as events, pytest.raises(LeaseLost):
-        runner(w, holder="h2").cleanup(w.spec)
+        run(runner(w, holder="h2"), w.spec)
     assert events == [{
         "event": "lease_lost", "log_level": "warning", "target": "app", "rotation_id": None,
         "generation": 2,
@@ -205,14 +246,15 @@ def test_a_take_over_warns_and_renews_its_lease_while_it_waits_out_the_dead_hold
     ]
 
 
+@pytest.mark.parametrize("deadline", [{"call_deadline": 0.5}, {}], ids=["exactly", "default"])
 def test_a_take_over_after_the_dead_holders_call_must_have_ended_neither_waits_nor_warns(
-        ) -> None:
+        deadline: dict[str, float]) -> None:
     w = World()
     _killed_during_create(w)
-    w.clock.sleep(60.5)                  # past h1's lease by exactly the call deadline
+    w.clock.sleep(60.5)        # past h1's lease by exactly the call deadline, or by more
     start = w.clock.now()
     confirms = spy(w.repo, "confirm_lease", lambda lease, ttl, now: seconds_since(w, start))
     with logged() as events:
-        runner(w, holder="h2", call_deadline=0.5).rotate(w.spec, wait=False)
+        runner(w, holder="h2", **deadline).rotate(w.spec, wait=False)
     assert events[0]["event"] == "rotation_resumed"
     assert confirms[0] == 0
