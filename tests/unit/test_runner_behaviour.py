@@ -14,6 +14,7 @@ import pytest
 from rotator.core.errors import LeaseHeld, ProviderUnavailable, VaultUnavailable
 from rotator.core.model import Rotation, Status, Step
 from rotator.core.secret import Secret
+from rotator.engine import runner as runner_module
 from rotator.engine.runner import Runner
 from tests.fakes import RELEASED, Crash
 from tests.unit.test_runner import REF, World
@@ -268,6 +269,17 @@ def test_the_report_counts_the_cleanups_still_pending() -> None:
     del w.provider.fail["delete_key"]
     report = w.runner().rotate(w.spec, wait=False)
     assert (report.cleaned, report.cleanup_pending) == (1, 0)
+
+
+def test_the_crash_points_are_after_the_start_and_after_each_saved_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the crash matrix (tests/integration, a real process killed there) relies on.
+    w = World()
+    points: list[str] = []
+    monkeypatch.setattr(runner_module, "crash_point", points.append)
+    w.runner().rotate(w.spec, grace=0)
+    assert points == ["started", "step:create", "step:verify", "step:store", "step:grace",
+                      "step:revoke", "step:done"]
 
 
 # -- the steps --------------------------------------------------------------------------
