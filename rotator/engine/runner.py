@@ -310,7 +310,8 @@ class Runner:
                 self._heartbeat()
 
     def _finished(self, rot: Rotation, last_step: str) -> None:
-        self._fresh.pop(rot.rotation_id, None)
+        # No secret to forget here: every way to an end passes the store (which drops the
+        # new key's secret once Vault has it) or the rollback (which drops it with the key).
         self._observer.rotation_finished(rot, last_step)
         if rot.status is Status.COMPLETED:
             log.info("rotation_completed", new_key_id=rot.new_key_id,

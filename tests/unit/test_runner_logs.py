@@ -258,3 +258,13 @@ def test_a_take_over_after_the_dead_holders_call_must_have_ended_neither_waits_n
         runner(w, holder="h2", **deadline).rotate(w.spec, wait=False)
     assert events[0]["event"] == "rotation_resumed"
     assert confirms[0] == 0
+
+
+def test_the_take_over_warning_gives_the_wait_to_the_millisecond() -> None:
+    w = World()
+    _killed_during_create(w)
+    w.clock.sleep(60.0001234)
+    with logged() as events:
+        runner(w, holder="h2", call_deadline=50).rotate(w.spec, wait=False)
+    assert events[0]["event"] == "takeover_waiting"
+    assert events[0]["seconds"] == 50.0               # 49.9998766 s
