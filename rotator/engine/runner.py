@@ -201,8 +201,16 @@ class Runner:
                         "undecided; waiting until its call must have ended",
                         seconds=round(until - self._clock.now().timestamp(), 3))
         while (left := until - self._clock.now().timestamp()) > 0:
-            self._clock.sleep(min(left, max(self._lease_ttl / 3, 0.05)))
+            self._clock.sleep(self._slice(left))
             self._confirm(lease)
+
+    def _slice(self, left: float) -> float:
+        """How much of a wait of ``left`` seconds to sleep before renewing the lease.
+
+        A third of its ttl, well inside it; never under 50 ms, so a tiny ttl does not turn
+        the wait into busy polling.
+        """
+        return min(left, max(self._lease_ttl / 3, 0.05))
 
     def _confirm(self, lease: Lease) -> None:
         """Renew the lease if it is still ours; ``LeaseLost`` if another holder took it."""
@@ -296,13 +304,14 @@ class Runner:
         log.info("grace_waiting", until=rot.grace_ends_at.isoformat())
         while (left := (rot.grace_ends_at - self._clock.now()).total_seconds()) > 0:
             # Sleep in slices so the lease stays ours for as long as the grace lasts.
-            self._clock.sleep(min(left, max(self._lease_ttl / 3, 0.05)))
+            self._clock.sleep(self._slice(left))
             self._confirm(lease)
             if self._heartbeat is not None:
                 self._heartbeat()
 
     def _finished(self, rot: Rotation, last_step: str) -> None:
-        self._fresh.pop(rot.rotation_id, None)
+        # No secret to forget here: every way to an end passes the store (which drops the
+        # new key's secret once Vault has it) or the rollback (which drops it with the key).
         self._observer.rotation_finished(rot, last_step)
         if rot.status is Status.COMPLETED:
             log.info("rotation_completed", new_key_id=rot.new_key_id,

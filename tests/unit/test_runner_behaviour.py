@@ -14,6 +14,7 @@ import pytest
 from rotator.core.errors import LeaseHeld, ProviderUnavailable, VaultUnavailable
 from rotator.core.model import Rotation, Status, Step
 from rotator.core.secret import Secret
+from rotator.engine import runner as runner_module
 from rotator.engine.runner import Runner
 from tests.fakes import RELEASED, Crash
 from tests.unit.test_runner import REF, World
@@ -76,6 +77,29 @@ def test_grace_wait_renews_the_lease_and_beats_the_heart_every_third_of_the_ttl(
     assert {20, 40, 60, 80, 100} <= set(times)
 
 
+@pytest.mark.parametrize(("ttl", "grace", "beats"), [
+    (60, 20.5, [20, 20.5]),            # the last slice is what is left, however short
+    (1.5, 2, [0.5, 1, 1.5, 2]),        # a third of a short ttl too
+    (0.03, 0.1, [0.05, 0.1]),          # but never less than 50 ms: no busy polling
+])
+def test_grace_wait_slices_end_exactly_at_the_end_of_grace(ttl: float, grace: float,
+                                                           beats: list[float]) -> None:
+    w = World()
+    w.spec = dataclasses.replace(w.spec, grace_seconds=grace)
+    seen: list[float] = []
+    now, reads = w.clock.now, itertools.count()
+
+    def bounded_now() -> datetime:     # a wait that stops sleeping spins on the clock
+        assert next(reads) < 1000, "the grace wait spins without sleeping"
+        return now()
+
+    w.clock.now = bounded_now  # type: ignore[method-assign]
+    start = w.clock.now()
+    r = runner(w, lease_ttl=ttl, heartbeat=lambda: seen.append(seconds_since(w, start)))
+    assert r.rotate(w.spec).rotation.status is Status.COMPLETED
+    assert seen == pytest.approx(beats)
+
+
 # -- the lease --------------------------------------------------------------------------
 def test_a_run_waits_for_a_held_lease_until_it_lapses() -> None:
     w = World()
@@ -86,6 +110,15 @@ def test_a_run_waits_for_a_held_lease_until_it_lapses() -> None:
     assert 60 <= (rot.started_at - start).total_seconds() <= 60.5
 
 
+def test_a_held_lease_is_polled_every_quarter_of_a_short_ttl() -> None:
+    w = World()
+    assert w.repo.acquire_lease("app", "other", 1, w.clock.now())
+    start = w.clock.now()
+    polls = spy(w.repo, "acquire_lease", lambda *_: seconds_since(w, start))
+    runner(w, lease_ttl=1).rotate(w.spec, wait=False, lease_wait=5)
+    assert polls == [0, 0.25, 0.5, 0.75, 1, 1.25]     # the other's lease ran to 1 s
+
+
 def test_a_run_gives_up_on_a_held_lease_after_lease_wait() -> None:
     w = World()
     assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
@@ -94,6 +127,21 @@ def test_a_run_gives_up_on_a_held_lease_after_lease_wait() -> None:
         w.runner().rotate(w.spec, lease_wait=10)
     assert 10 <= seconds_since(w, start) <= 10.5
     assert w.repo.by_id == {} and w.repo.leases["app"][0] == "other"
+
+
+def test_without_lease_wait_a_held_lease_is_refused_at_once() -> None:
+    w = World()
+    assert w.repo.acquire_lease("app", "other", 60, w.clock.now())
+    start = w.clock.now()
+    with pytest.raises(LeaseHeld) as held:
+        w.runner().rotate(w.spec)
+    assert str(held.value) == ("another process holds this target's lease; if it died, the "
+                               "lease lapses within 60s (retry, or pass --wait-lease) "
+                               "(target=app)")
+    with pytest.raises(LeaseHeld):
+        w.runner().rotate_if(w.spec, lambda: True, trigger="schedule", actor="d1")
+    assert w.runner().cleanup(w.spec) is None
+    assert seconds_since(w, start) == 0
 
 
 def test_a_run_and_a_cleanup_release_the_lease() -> None:
@@ -122,7 +170,7 @@ def test_a_stopping_runner_does_not_park_while_the_new_secret_is_only_in_memory(
     assert w.vault_key() == rot.new_key_id and rot.new_version == 2
 
 
-def _rollback_blocked_by_vault(w: World) -> list[float]:
+def rollback_blocked_by_vault(w: World) -> list[float]:
     """Vault fails the write, then every read: the rollback cannot learn what it serves."""
     w.store.fail["write"] = VaultUnavailable("down")
     reads: list[float] = []
@@ -141,15 +189,32 @@ def _rollback_blocked_by_vault(w: World) -> list[float]:
 
 def test_a_blocked_rollback_is_tried_three_times_with_a_growing_delay() -> None:
     w = World()
-    reads = _rollback_blocked_by_vault(w)
+    reads = rollback_blocked_by_vault(w)
     rot = runner(w, rollback_retry_delay=2).rotate(w.spec).rotation
     assert rot.status is Status.RUNNING and rot.step is Step.ROLLBACK
     assert [t - reads[0] for t in reads] == [0, 2, 6]
 
 
+def test_a_runner_built_with_its_defaults() -> None:
+    # A lease of 5 minutes, no call deadline to wait out, a blocked rollback retried after
+    # 5 s then 10 s; and rotate_if, like rotate, waits the grace window out.
+    w = World()
+    ttls = spy(w.repo, "acquire_lease", lambda target, holder, ttl, now: ttl)
+    reads = rollback_blocked_by_vault(w)
+    r = Runner(providers={"count": w.provider}, store=w.store, repo=w.repo, clock=w.clock,
+               holder="h1")
+    assert r.rotate(w.spec).rotation.step is Step.ROLLBACK
+    assert ttls == [300] and [t - reads[0] for t in reads] == [0, 5, 15]
+    w = World()
+    report = Runner(providers={"count": w.provider}, store=w.store, repo=w.repo,
+                    clock=w.clock, holder="h1").rotate_if(w.spec, lambda: True,
+                                                          trigger="schedule", actor="d1")
+    assert report is not None and report.rotation.status is Status.COMPLETED
+
+
 def test_a_stopping_runner_leaves_a_blocked_rollback_after_one_try() -> None:
     w = World()
-    reads = _rollback_blocked_by_vault(w)
+    reads = rollback_blocked_by_vault(w)
     r = runner(w, stopping=lambda: "write" in w.store.calls)
     rot = r.rotate(w.spec).rotation
     assert rot.step is Step.ROLLBACK and len(reads) == 1
@@ -204,6 +269,17 @@ def test_the_report_counts_the_cleanups_still_pending() -> None:
     del w.provider.fail["delete_key"]
     report = w.runner().rotate(w.spec, wait=False)
     assert (report.cleaned, report.cleanup_pending) == (1, 0)
+
+
+def test_the_crash_points_are_after_the_start_and_after_each_saved_step(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the crash matrix (tests/integration, a real process killed there) relies on.
+    w = World()
+    points: list[str] = []
+    monkeypatch.setattr(runner_module, "crash_point", points.append)
+    w.runner().rotate(w.spec, grace=0)
+    assert points == ["started", "step:create", "step:verify", "step:store", "step:grace",
+                      "step:revoke", "step:done"]
 
 
 # -- the steps --------------------------------------------------------------------------
