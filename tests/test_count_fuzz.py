@@ -129,13 +129,14 @@ def allowed_outcomes(reply: Reply, call: str) -> set[type[RotatorError] | None]:
     """What an answer may give: ``None`` is a value; else the exact error type."""
     if reply.raises is not None:
         return {ProviderUnavailable}
-    if 300 <= reply.status < 400:   # a redirect is refused unread, whatever its body
-        return {ProtocolError}
-    if reply.broken == "stream":
-        return {ProviderUnavailable}
     status, code = reply.status, code_of(reply.body)
+    redirect = 300 <= status < 400   # refused, its body not read: a stream break goes unseen
+    if reply.broken == "stream" and not redirect:
+        return {ProviderUnavailable}
     by_status: set[type[RotatorError] | None]
-    if 200 <= status < 300:
+    if redirect:
+        by_status = {ProtocolError}
+    elif 200 <= status < 300:
         by_status = {None, ProtocolError}
     elif status == 404 and call == "delete_key" and code == "key_not_found":
         by_status = {None}
