@@ -31,9 +31,9 @@ lint: venv  ## ruff, mypy --strict and the import contracts (pyproject.toml)
 
 # requirements.lock: the runtime dependencies of pyproject.toml (not the dev extra), pinned,
 # with the sha256 of every file PyPI has for each pin; the Dockerfile installs exactly these
-# (`pip install --require-hashes`). Compiled for the image's Python (3.12) on Linux. It keeps the pins
-# already in the file where pyproject.toml still allows them: `make lock LOCK_FLAGS=--upgrade`
-# moves every pin to the newest allowed release. tests/unit/test_lock.py fails when the lock
+# (`pip install --require-hashes`). Resolved for the image's Python (3.12) on Linux. It
+# keeps the pins already in the file where pyproject.toml still allows them: `make lock
+# LOCK_FLAGS=--upgrade` moves every pin to the newest allowed release. tests/unit/test_lock.py fails when the lock
 # misses a dependency of pyproject.toml or pins one outside its range.
 LOCK_FLAGS ?=
 lock: venv  ## requirements.lock from pyproject.toml's runtime dependencies, with hashes
