@@ -176,8 +176,6 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
             return _fail(rotation, Failure(step, code, reason), now)
         case Step.CREATE, KeyCreated(key_id=key_id, fingerprint=fpr):
             return rotation.evolve(step=Step.VERIFY, new_key_id=key_id, new_fingerprint=fpr)
-        case Step.CREATE, Refused(reason=reason, code=code):
-            return _fail(rotation, Failure(step, code, reason), now)
         case (Step.CREATE | Step.VERIFY | Step.STORE), StepFailed(reason=reason, code=code):
             return _roll_back(rotation, Failure(step, code, reason))
         case Step.VERIFY, Verified():

@@ -12,7 +12,7 @@ import pytest
 
 from rotator.core import machine as m
 from rotator.core.durations import format_duration, parse_duration
-from rotator.core.errors import RateLimited, RotatorError
+from rotator.core.errors import ConfigError, RateLimited, RotatorError
 from rotator.core.model import AuditEvent, FailureCode, Rotation, Status, Step, StoredEvent
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import EventKind
@@ -70,6 +70,16 @@ def test_an_error_renders_its_context_sorted_after_the_message() -> None:
     assert str(exc) == "boom (code=409, step=store, target=app)"
     assert exc.context == {"target": "app", "step": "store", "code": "409"}
     assert str(RotatorError("plain")) == "plain"
+    assert exc.args == ("boom",)          # what repr, pickling and traceback tools read
+
+
+def test_a_config_error_lists_each_problem_on_its_own_line() -> None:
+    exc = ConfigError("invalid config", {"targets.app.grace": "not a duration",
+                                         "vault.url": "missing"}, file="rotator.toml")
+    assert str(exc) == ("invalid config (file=rotator.toml)\n"
+                        "  targets.app.grace: not a duration\n"
+                        "  vault.url: missing")
+    assert str(ConfigError("invalid config")) == "invalid config"
 
 
 def test_with_context_adds_identifiers_but_never_overwrites_one() -> None:
@@ -135,16 +145,12 @@ def test_a_stored_row_as_json_ready_dict() -> None:
 
 
 # -- the machine's rarer transitions ----------------------------------------------------
-def test_refused_at_create_fails_the_rotation_without_a_rollback() -> None:
-    # No engine step returns Refused at create today (StepRunner.create returns
-    # StepFailed); the transition is the machine's contract all the same.
+def test_refused_is_an_outcome_of_plan_only() -> None:
+    # Only StepRunner.plan returns Refused; a refusal after plan would fail the rotation
+    # without rolling back the key create may have made, so the machine has no such edge.
     rot = _rot(step=Step.CREATE, old_key_id="k0", old_version=1)
-    later = T + timedelta(seconds=5)
-    done = m.advance(rot, m.Refused("nope", FailureCode.WRONG_ACCOUNT), later)
-    assert (done.status, done.step, done.finished_at) == (Status.FAILED, Step.DONE, later)
-    assert done.failure is not None
-    assert (done.failure.step, done.failure.code) == (Step.CREATE, FailureCode.WRONG_ACCOUNT)
-    assert "nope" in (done.reason or "")
+    with pytest.raises(m.InvalidTransition):
+        m.advance(rot, m.Refused("nope", FailureCode.WRONG_ACCOUNT), T)
 
 
 def test_a_deferred_revoke_completes_with_its_finish_time_and_reason() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import get_args
 
 import pytest
 
 from rotator.core import machine as m
 from rotator.core.machine import Action
-from rotator.core.model import KeyRecord, Rotation, Status, Step, key_name
+from rotator.core.model import Failure, KeyRecord, Rotation, Status, Step, key_name
 from tests.fakes import T0
 
 
@@ -66,7 +67,7 @@ def test_secret_lost_starts_over_then_gives_up(step: Step) -> None:
 
 def test_grace_cannot_end_early() -> None:
     r = rot(Step.GRACE, grace_ends_at=T0 + timedelta(seconds=5))
-    with pytest.raises(m.InvalidTransition):
+    with pytest.raises(m.InvalidTransition, match=r"^grace of rot_1 is not over$"):
         m.advance(r, m.GraceElapsed(), T0)
     assert m.advance(r, m.GraceElapsed(), T0 + timedelta(seconds=5)).step is Step.REVOKE
 
@@ -79,6 +80,13 @@ def test_revoke_completes() -> None:
 def test_revoke_deferred_completes_with_cleanup_note() -> None:
     nxt = m.advance(rot(Step.REVOKE, old_key_id="k1"), m.RevokeDeferred("503"), T0)
     assert nxt.status is Status.COMPLETED and "k1 queued for cleanup" in (nxt.reason or "")
+
+
+def test_rollback_of_a_row_without_failure_or_reason_says_rolled_back() -> None:
+    # a row from before the failure fields were stored, and without a reason either
+    done = m.advance(rot(Step.ROLLBACK), m.RolledBack(), T0)
+    assert (done.status, done.reason) == (Status.ROLLED_BACK, "rolled back")
+    assert done.failure == Failure.unrecorded("rolled back")
 
 
 def test_rollback_outcomes() -> None:
@@ -103,6 +111,39 @@ def test_invalid_transitions_raise(step: Step, outcome: m.Outcome) -> None:
         m.advance(rot(step), outcome, T0)
 
 
+# The whole transition table: the outcomes each step may be followed by, and no other.
+TRANSITIONS: dict[Step, set[type]] = {
+    Step.PLAN: {m.Planned, m.Refused},
+    Step.CREATE: {m.KeyCreated, m.StepFailed},
+    Step.VERIFY: {m.Verified, m.StepFailed, m.SecretLost},
+    Step.STORE: {m.Stored, m.StepFailed, m.SecretLost},
+    Step.GRACE: {m.GraceElapsed},
+    Step.REVOKE: {m.Revoked, m.RevokeDeferred},
+    Step.ROLLBACK: {m.RolledBack, m.RollbackBlocked},
+    Step.DONE: set(),
+}
+ONE_OF_EACH: list[m.Outcome] = [
+    m.Planned("k", 1), m.Refused("x"), m.KeyCreated("k", "f"), m.Verified(), m.Stored(2),
+    m.SecretLost(), m.StepFailed("x"), m.GraceElapsed(), m.Revoked(), m.RevokeDeferred("x"),
+    m.RolledBack(), m.RollbackBlocked("x"),
+]
+
+
+def test_the_transition_table_is_exactly_this() -> None:
+    assert {type(o) for o in ONE_OF_EACH} == set(get_args(m.Outcome))
+    assert set(TRANSITIONS) == set(Step)
+    for step, allowed in TRANSITIONS.items():
+        for outcome in ONE_OF_EACH:
+            r = rot(step, grace_ends_at=T0, old_key_id="k0")
+            if type(outcome) in allowed:
+                assert m.advance(r, outcome, T0) != r
+                continue
+            with pytest.raises(m.InvalidTransition) as raised:
+                m.advance(r, outcome, T0)
+            assert str(raised.value) == (f"{type(outcome).__name__} cannot follow step "
+                                         f"{step.value} of rotation rot_1")
+
+
 @pytest.mark.parametrize(("step", "holds", "expected"), [
     (Step.PLAN, False, Action.PLAN), (Step.CREATE, False, Action.CREATE),
     (Step.VERIFY, True, Action.VERIFY), (Step.VERIFY, False, Action.DISCARD),
@@ -119,6 +160,11 @@ def test_next_action_in_grace_and_when_done() -> None:
     assert m.next_action(r, T0 + timedelta(seconds=1), False) is Action.END_GRACE
     done = m.advance(rot(), m.Refused("x"), T0)
     assert m.next_action(done, T0, False) is Action.NONE
+    # either half of "done" is enough: a finished status in any step, or the step itself
+    assert m.next_action(rot(Step.VERIFY, status=Status.FAILED), T0, True) is Action.NONE
+    assert m.next_action(rot(Step.DONE), T0, False) is Action.NONE
+    with pytest.raises(AssertionError, match=r"^grace without a deadline$"):
+        m.next_action(rot(Step.GRACE), T0, False)
 
 
 def test_deletable_when_full_protects_current_and_in_use() -> None:

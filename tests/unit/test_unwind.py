@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from rotator.core import machine as m
 from rotator.core.errors import ProviderError, ProviderUnavailable, VaultUnavailable
 from rotator.core.model import Rotation, Status, Step, key_name
 from rotator.core.ports import PendingCleanup
 from rotator.core.secret import Secret
-from rotator.core.vocabulary import AuditAction, AuditResult
+from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.unwind import Unwinder
 from tests.fakes import T0
@@ -88,7 +89,12 @@ def test_revoke_defers_when_vault_serves_the_old_key_again() -> None:
     b.w.store.put(REF, b.w.first)
     why = "Vault serves the old key again; not revoking it"
     stamps = spy(b.w.repo, "add_cleanup", lambda item, now, lease: (now, lease))
-    assert b.unwind.revoke(rot, b.w.spec) == m.RevokeDeferred(why)
+    with capture_logs() as logs:
+        assert b.unwind.revoke(rot, b.w.spec) == m.RevokeDeferred(why)
+    assert logs == [
+        {"event": "vault_serves_old_key", "log_level": "error", "key_id": b.old},
+        {"event": "revoke_deferred", "log_level": "warning", "key_id": b.old, "reason": why},
+    ]
     assert stamps == [(T0, b.lease)]
     assert b.accounts == [] and b.queued() == [(b.old, why)]
     (item,) = b.w.repo.cleanups.values()
@@ -118,7 +124,11 @@ def test_rollback_deletes_only_the_keys_of_this_rotation() -> None:
     new_id, secret = b.key("renamed by hand")      # our key id, not our name
     rot = b.rotation(Step.ROLLBACK, new_key_id=new_id, new_fingerprint=secret.fingerprint)
     b.fresh[RID] = secret
-    assert b.unwind.rollback(rot, b.w.spec) == m.RolledBack(cleanup_pending=False)
+    rot = rot.evolve(reason="verify: never authenticated")
+    with capture_logs() as logs:
+        assert b.unwind.rollback(rot, b.w.spec) == m.RolledBack(cleanup_pending=False)
+    assert logs == [{"event": "rotation_rolled_back", "log_level": "error",
+                     "reason": "verify: never authenticated"}]
     assert sorted(b.accounts) == sorted([("sa_1", dup), ("sa_1", new_id)])
     assert b.w.account_keys() == {b.old, other, theirs}
     assert RID not in b.fresh                       # the secret is dropped from memory
@@ -235,7 +245,10 @@ def test_cleanup_with_vault_unreadable_keeps_every_item() -> None:
     k2, _ = b.key("two")
     _queue(b, (k1, rot.rotation_id), (k2, rot.rotation_id))
     b.w.store.fail["read"] = VaultUnavailable("sealed")
-    assert b.unwind.cleanup(b.w.spec) == (0, 2)
+    with capture_logs() as logs:
+        assert b.unwind.cleanup(b.w.spec) == (0, 2)
+    assert logs == [{"event": "cannot_tell_served_key", "log_level": "error",
+                     "error": "sealed"}]
     assert len(b.w.repo.cleanups) == 2 and b.accounts == []
 
 
@@ -258,10 +271,14 @@ def test_cleanup_goes_on_past_an_item_it_skips_keeps_or_fails() -> None:
 
     b.w.provider.delete_key = fail_one  # type: ignore[method-assign]
     # deleted k1 and k2; pending: the unknown rotation's and the failed one; kept: old
-    assert b.unwind.cleanup(b.w.spec) == (2, 2)
+    with capture_logs() as logs:
+        assert b.unwind.cleanup(b.w.spec) == (2, 2)
+    assert logs == [{"event": "cleanup_failed", "log_level": "warning", "key_id": failing,
+                     "error": "503"}]
     assert b.accounts == [("sa_q", k1), ("sa_q", k2)]     # at the queued account
     assert sorted(k for k, _ in b.queued()) == sorted([gone, failing])
     assert b.old in b.w.account_keys()
     kept = [e for e in b.w.repo.recorded
             if e.action == AuditAction.CLEANUP_KEY and e.result == AuditResult.KEPT]
-    assert [e.key_id for e in kept] == [b.old]
+    assert [(e.kind, e.key_id, e.detail) for e in kept] == [
+        (EventKind.NOTE, b.old, "queued for deletion, but Vault serves it: kept")]
