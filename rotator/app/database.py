@@ -1,13 +1,15 @@
-"""The database use cases that need neither Vault nor a provider: schema and the audit reader.
+"""The database use cases that need neither Vault nor a provider: schema and the audit trail.
 
-``rotator db upgrade``, ``rotator db current`` and ``rotator audit`` run with only
-``[database]`` usable, so they open the database alone rather than a whole ``Runtime``.
+``rotator db upgrade``, ``rotator db current`` and ``rotator audit`` (show, verify, export)
+run with only ``[database]`` (and ``[audit]``) usable, so they open the database alone
+rather than a whole ``Runtime``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
@@ -17,10 +19,15 @@ from rotator.adapters.sql.schema import (
     make_engine,
     upgrade,
 )
+from rotator.app.runtime import chain_key
 from rotator.config.model import Config
+from rotator.core.audit_chain import ChainReport, KeyRequired
+from rotator.core.errors import ConfigError
+from rotator.core.model import StoredEvent
 from rotator.core.ports import RotationReader
 
-__all__ = ["open_reader", "schema_revisions", "upgrade_schema"]
+__all__ = ["export_events", "open_reader", "schema_revisions", "upgrade_schema",
+           "verify_audit_chain"]
 
 
 def upgrade_schema(config: Config) -> str:
@@ -36,9 +43,36 @@ def schema_revisions(config: Config) -> tuple[str | None, str]:
 @contextmanager
 def open_reader(config: Config) -> Iterator[RotationReader]:
     """A reader of the configured database, refused (``SchemaError``) if its schema is behind."""
+    with _open_repository(config) as repo:
+        yield repo
+
+
+@contextmanager
+def _open_repository(config: Config) -> Iterator[SqlRepository]:
+    key = chain_key(config)
     engine = make_engine(config.database.url)
     try:
         check_schema(engine)
-        yield SqlRepository(engine)
+        yield SqlRepository(engine, chain_key=key)
     finally:
         engine.dispose()
+
+
+def verify_audit_chain(config: Config, target: str | None = None) -> ChainReport:
+    """Walk the audit chains (of ``target``, default every target) for broken links.
+
+    ``ConfigError`` if the chain is keyed and ``[audit]`` names no key to check it with.
+    """
+    with _open_repository(config) as repo:
+        try:
+            return repo.verify_chains(target)
+        except KeyRequired as exc:
+            raise ConfigError(f"{exc}: set [audit] chain_key_env or chain_key_file to verify "
+                              "it", key="audit") from None
+
+
+def export_events(config: Config, target: str | None = None,
+                  since: datetime | None = None) -> Iterator[StoredEvent]:
+    """Every audit row (of ``target``, from ``since``), oldest first, streamed."""
+    with _open_repository(config) as repo:
+        yield from repo.stream_events(target, since)

@@ -25,7 +25,7 @@ from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.redaction import remember_secret
 
-__all__ = ["Runtime", "build_runtime", "target_spec", "vault_auth"]
+__all__ = ["Runtime", "build_runtime", "chain_key", "target_spec", "vault_auth"]
 
 
 def vault_auth(config: Config) -> VaultAuth:
@@ -40,6 +40,16 @@ def vault_auth(config: Config) -> VaultAuth:
         remember_secret(secret_id)
         return AppRoleAuth(role_id=auth.role_id, secret_id=secret_id, mount=auth.mount)
     return KubernetesAuth(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)
+
+
+def chain_key(config: Config) -> Secret | None:
+    """The key of the audit chain's HMAC, if ``[audit]`` names one."""
+    if config.audit is None:
+        return None
+    key = resolve_secret("audit.chain_key", config.audit.chain_key_env,
+                         config.audit.chain_key_file)
+    remember_secret(key)
+    return key
 
 
 def management_keys(config: Config) -> dict[str, Secret | None]:
@@ -94,6 +104,7 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     """
     clock = clock or SystemClock()
     keys = management_keys(config)
+    audit_key = chain_key(config)
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
         timeout=config.vault.timeout, retry=config.vault.retry,
@@ -115,5 +126,6 @@ def build_runtime(config: Config, *, require_schema: bool = True,
         for provider in providers.values():
             provider.close()
         raise
-    return Runtime(config=config, engine=engine, repo=SqlRepository(engine, clock=clock.now),
-                   store=store, providers=providers, keys=keys, clock=clock)
+    repo = SqlRepository(engine, clock=clock.now, chain_key=audit_key)
+    return Runtime(config=config, engine=engine, repo=repo, store=store, providers=providers,
+                   keys=keys, clock=clock)
