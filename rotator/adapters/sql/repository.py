@@ -9,9 +9,10 @@ on PostgreSQL, so a take-over waits for a write in progress and a write after th
 take-over matches nothing); cleanups are added with ``ON CONFLICT DO NOTHING``; and
 triggers keep ``rotation_events`` append-only and a finished rotation final.
 
-Every audit row is chained to the event before it of its target (``_chained``): read the
-head, hash the row after it, insert; a unique index on ``(target, chain_seq)`` refuses a
-second row after the same head, and the write is tried again after the new head.
+Every audit row is chained to the event before it of its target (``_chained``): lock the
+target's lease row, read the head, hash the row after it, insert; a unique index on
+``(target, chain_seq)`` refuses a second row after the same head (a race the lock does not
+cover, on SQLite), and the write is tried again after the new head.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _fenced_insert(table: Table, values: dict[str, Any], lease: Lease) -> Any:
 
 
 # How many times an audit write is tried when another write took the chain head it read.
-_CHAIN_ATTEMPTS = 5
+_CHAIN_ATTEMPTS = 10
 
 
 def _chain_collision(exc: IntegrityError) -> bool:
@@ -310,6 +311,11 @@ class SqlRepository:
 
     def _append_event(self, conn: Connection, event: AuditEvent, lease: Lease) -> bool:
         """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost."""
+        # The writes of one target read its head one at a time: the lease row stays locked
+        # until this one commits (PostgreSQL; SQLite ignores FOR UPDATE, and there the
+        # unique index and a retry settle the rare race).
+        conn.execute(select(leases.c.generation).where(leases.c.target == lease.target)
+                     .with_for_update())
         values = self._chained(conn, self._event_values(event, lease))
         return conn.execute(_fenced_insert(rotation_events, values, lease)).first() is not None
 
