@@ -64,7 +64,7 @@ def _backfill() -> None:
     query = sa.select(_events).order_by(_events.c.target, _events.c.id)
     target: str | None = None
     seq, previous = 0, ""
-    links: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []   # (id, seq, hash) per row: the rows are not kept
     for row in bind.execute(query).mappings():
         if row["target"] != target:
             target, seq, previous = row["target"], 0, ""

@@ -19,14 +19,16 @@ from rotator.adapters.sql.schema import (
     make_engine,
     upgrade,
 )
-from rotator.app.runtime import chain_key
 from rotator.config.model import Config
+from rotator.config.secret_sources import resolve_secret
 from rotator.core.audit_chain import ChainReport, KeyRequired
 from rotator.core.errors import ConfigError
 from rotator.core.model import StoredEvent
 from rotator.core.ports import RotationReader
+from rotator.core.secret import Secret
+from rotator.redaction import remember_secret
 
-__all__ = ["export_events", "open_reader", "schema_revisions", "upgrade_schema",
+__all__ = ["chain_key", "export_events", "open_reader", "schema_revisions", "upgrade_schema",
            "verify_audit_chain"]
 
 
@@ -38,6 +40,16 @@ def upgrade_schema(config: Config) -> str:
 def schema_revisions(config: Config) -> tuple[str | None, str]:
     """The database's schema revision (``None``: no schema yet) and the one this code needs."""
     return current_revision(config.database.url), head_revision()
+
+
+def chain_key(config: Config) -> Secret | None:
+    """The key of the audit chain's HMAC, if ``[audit]`` names one."""
+    if config.audit is None:
+        return None
+    key = resolve_secret("audit.chain_key", config.audit.chain_key_env,
+                         config.audit.chain_key_file)
+    remember_secret(key)
+    return key
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema, make_engine
 from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
 from rotator.adapters.vault.store import VaultStore
+from rotator.app.database import chain_key
 from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.ports import Clock, SecretRef
@@ -25,7 +26,7 @@ from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.redaction import remember_secret
 
-__all__ = ["Runtime", "build_runtime", "chain_key", "target_spec", "vault_auth"]
+__all__ = ["Runtime", "build_runtime", "target_spec", "vault_auth"]
 
 
 def vault_auth(config: Config) -> VaultAuth:
@@ -40,16 +41,6 @@ def vault_auth(config: Config) -> VaultAuth:
         remember_secret(secret_id)
         return AppRoleAuth(role_id=auth.role_id, secret_id=secret_id, mount=auth.mount)
     return KubernetesAuth(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)
-
-
-def chain_key(config: Config) -> Secret | None:
-    """The key of the audit chain's HMAC, if ``[audit]`` names one."""
-    if config.audit is None:
-        return None
-    key = resolve_secret("audit.chain_key", config.audit.chain_key_env,
-                         config.audit.chain_key_file)
-    remember_secret(key)
-    return key
 
 
 def management_keys(config: Config) -> dict[str, Secret | None]:

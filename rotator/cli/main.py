@@ -342,7 +342,8 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from rotator.app.runtime import chain_key, management_keys, vault_auth  # noqa: PLC0415
+    from rotator.app.database import chain_key  # noqa: PLC0415
+    from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or args.config
     config = load_config(path)
