@@ -226,6 +226,8 @@ class SqlRepository:
                 .values(values))
         try:
             with self.engine.begin() as conn:
+                if ending is not None:
+                    self._lock_chain(conn, lease)
                 if conn.execute(stmt).rowcount == 1:
                     if ending is not None:
                         _same_target(ending.target, lease)
@@ -296,6 +298,7 @@ class SqlRepository:
 
     def _record(self, event: AuditEvent, lease: Lease) -> None:
         with self.engine.begin() as conn:
+            self._lock_chain(conn, lease)
             if not self._append_event(conn, event, lease):
                 raise _lost(lease)
 
@@ -309,13 +312,23 @@ class SqlRepository:
                 if attempt == _CHAIN_ATTEMPTS or not _chain_collision(exc):
                     raise
 
-    def _append_event(self, conn: Connection, event: AuditEvent, lease: Lease) -> bool:
-        """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost."""
-        # The writes of one target read its head one at a time: the lease row stays locked
-        # until this one commits (PostgreSQL; SQLite ignores FOR UPDATE, and there the
-        # unique index and a retry settle the rare race).
+    @staticmethod
+    def _lock_chain(conn: Connection, lease: Lease) -> None:
+        """Hold the lease row of ``lease``'s target until commit, before anything else.
+
+        So the audit writes of one target read its chain head one at a time (PostgreSQL;
+        SQLite ignores FOR UPDATE, and there the unique index and a retry settle the rare
+        race). Taken first in its transaction: a share lock taken first and raised later
+        could deadlock with another write doing the same.
+        """
         conn.execute(select(leases.c.generation).where(leases.c.target == lease.target)
                      .with_for_update())
+
+    def _append_event(self, conn: Connection, event: AuditEvent, lease: Lease) -> bool:
+        """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost.
+
+        The transaction must have begun with ``_lock_chain``.
+        """
         values = self._chained(conn, self._event_values(event, lease))
         return conn.execute(_fenced_insert(rotation_events, values, lease)).first() is not None
 
