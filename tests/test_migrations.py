@@ -30,7 +30,8 @@ from rotator.adapters.sql.schema import (
     upgrade,
 )
 from rotator.core.errors import RotationFinished, SchemaError
-from rotator.core.model import Rotation, Status
+from rotator.core.model import AuditEvent, Rotation, Status
+from rotator.core.vocabulary import EventKind
 from tests.support import DATABASE_ONLY_CONFIG
 
 ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
@@ -39,8 +40,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -77,7 +78,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -234,15 +235,15 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0004_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0005_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0003, this rotator needs 0004: run `rotator db upgrade`$",
+        match=r"^database schema is at 0004, this rotator needs 0005: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0004"
+    assert upgrade(migrated_url) == "0005"
     _check(migrated_url)
 
 
@@ -305,3 +306,60 @@ def test_no_column_can_hold_key_material(migrated_url: str) -> None:
     for word in ("secret", "token", "password", "api_key", "material", "value"):
         assert not [c for c in columns if word in c], word
     assert {"old_key_id", "new_key_id", "new_fingerprint", "key_id", "fingerprint"} <= columns
+
+
+def test_0004_chains_the_rows_written_at_0003_and_new_rows_follow(database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, 12, 30, 5, 123456, tzinfo=UTC)
+    insert = text(
+        "INSERT INTO rotation_events (rotation_id, target, step, kind, action, result, key_id,"
+        " detail, at, lease_generation) VALUES (:rid, :target, 'create', :kind, 'create_key',"
+        " :result, 'key_1', :detail, :at, :gen)")
+    try:
+        _migrate(engine, command.upgrade, "0003")
+        with engine.begin() as conn:
+            # Two targets interleaved, a NULL generation (a row from before 0003), text
+            # that JSON escapes, and a timestamp with microseconds.
+            for i, target in enumerate(["app", "web", "app", "app", "web"]):
+                conn.execute(insert, {
+                    "rid": f"rot_{i}", "target": target,
+                    "kind": "intent" if i % 2 == 0 else "outcome",
+                    "result": None if i % 2 == 0 else "ok", "detail": f'"quoted" ü {i}',
+                    "at": at + timedelta(seconds=i), "gen": None if i == 0 else i})
+            # ...and one stamped by the database's own default.
+            conn.execute(text(
+                "INSERT INTO rotation_events (rotation_id, target, step, kind, action)"
+                " VALUES ('rot_9', 'web', 'done', 'note', 'finished')"))
+        _migrate(engine, command.upgrade, "0004")
+        check_schema(engine)
+        with engine.connect() as conn:
+            chained = conn.execute(text(
+                "SELECT target, chain_seq FROM rotation_events ORDER BY id")).all()
+        assert [tuple(row) for row in chained] == [
+            ("app", 1), ("web", 1), ("app", 2), ("app", 3), ("web", 2), ("web", 3)]
+        repo = SqlRepository(engine)
+        report = repo.verify_chains()
+        assert (report.targets, report.events, report.breaks) == (2, 6, [])
+
+        # The writer continues each chain where the backfill left it.
+        lease = repo.acquire_lease("app", "tests", 30, datetime.now(UTC))
+        assert lease is not None
+        repo.record(AuditEvent(rotation_id="rot_new", target="app", step="create",
+                               kind=EventKind.NOTE, action="started"), lease)
+        head = repo.chain_head("app")
+        assert head is not None and head.chain_seq == 4
+        assert repo.verify_chains().breaks == []
+
+        # The append-only triggers are back, on both databases.
+        with pytest.raises(DBAPIError, match="rotation_events is append-only"), \
+                engine.begin() as conn:
+            conn.execute(text("UPDATE rotation_events SET detail = 'x'"))
+
+        _migrate(engine, command.downgrade, "0003")
+        columns = {c["name"] for c in inspect(engine).get_columns("rotation_events")}
+        assert {"chain_seq", "chain_hash"}.isdisjoint(columns)
+        with pytest.raises(DBAPIError, match="rotation_events is append-only"), \
+                engine.begin() as conn:
+            conn.execute(text("DELETE FROM rotation_events"))
+    finally:
+        engine.dispose()

@@ -18,6 +18,7 @@ from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema, make_engine
 from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
 from rotator.adapters.vault.store import VaultStore
+from rotator.app.database import chain_key
 from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.ports import Clock, SecretRef
@@ -94,6 +95,7 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     """
     clock = clock or SystemClock()
     keys = management_keys(config)
+    audit_key = chain_key(config)
     store = VaultStore(
         config.vault.url, vault_auth(config), namespace=config.vault.namespace,
         timeout=config.vault.timeout, retry=config.vault.retry,
@@ -117,5 +119,6 @@ def build_runtime(config: Config, *, require_schema: bool = True,
         for provider in providers.values():
             provider.close()
         raise
-    return Runtime(config=config, engine=engine, repo=SqlRepository(engine, clock=clock.now),
-                   store=store, providers=providers, keys=keys, clock=clock)
+    repo = SqlRepository(engine, clock=clock.now, chain_key=audit_key)
+    return Runtime(config=config, engine=engine, repo=repo, store=store, providers=providers,
+                   keys=keys, clock=clock)

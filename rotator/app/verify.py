@@ -26,6 +26,8 @@ disagree with the invariants of docs/architecture.md:
     revoked_key_alive            an old key whose probe after its deletion found it still
                                  authenticating (the provider did not revoke it), and that
                                  still does: probed again here, with Vault's version of it
+    audit_chain                  the audit trail's hash chain is broken: a row edited,
+                                 deleted, forged or moved (``rotator audit verify``)
     check_failed                 a source could not be read, so nothing could be proven
 
 Reads only: it never changes anything, so operators can run it at any time.
@@ -34,17 +36,18 @@ Reads only: it never changes anything, so operators can run it at any time.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rotator.core.audit_chain import ChainReport, KeyRequired
 from rotator.core.errors import RotatorError, SecretNotFound, Unauthorized
 from rotator.core.model import Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind, VaultMetadataKey
 
-__all__ = ["Finding", "FindingKind", "check_targets"]
+__all__ = ["Finding", "FindingKind", "chain_findings", "check_targets"]
 
 
 class FindingKind(StrEnum):
@@ -59,6 +62,7 @@ class FindingKind(StrEnum):
     MOVED_BACKWARDS = "moved_backwards"
     STALE_WRITER = "stale_writer"
     REVOKED_KEY_ALIVE = "revoked_key_alive"
+    AUDIT_CHAIN = "audit_chain"
     CHECK_FAILED = "check_failed"
 
 
@@ -92,6 +96,23 @@ def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvid
                     f"key {key_id} ({name!r}) exists at the provider but is not in Vault, "
                     "not used by a running rotation and not queued for cleanup",
                     key_id=key_id))
+    return findings
+
+
+def chain_findings(walk: Callable[[str], ChainReport],
+                   targets: Iterable[str]) -> list[Finding]:
+    """The first broken link of each target's audit chain, ``walk`` walking one target."""
+    findings: list[Finding] = []
+    for target in targets:
+        try:
+            report = walk(target)
+        except KeyRequired as exc:
+            findings.append(Finding(FindingKind.CHECK_FAILED, target,
+                                    f"{exc}: set [audit] chain_key_env or chain_key_file"))
+            continue
+        findings += [Finding(FindingKind.AUDIT_CHAIN, target,
+                             f"event {b.event_id}: {b.kind.value}: {b.detail}")
+                     for b in report.breaks]
     return findings
 
 

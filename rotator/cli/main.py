@@ -113,12 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = add("status", help="each target's key, age and last result")
     status.set_defaults(handler=_cmd_status)
 
-    audit = add("audit", help="print the audit trail from SQL")
-    audit.add_argument("target", nargs="?")
-    audit.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
-    audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    audit.add_argument("--limit", type=int, default=None)
-    audit.set_defaults(handler=_cmd_audit)
+    _add_audit(add(
+        "audit", help="the audit trail: show it, verify its chain, export it",
+        description="`rotator audit [TARGET]` means `rotator audit show [TARGET]`; to show "
+                    "a target called show, verify or export, write `rotator audit show NAME`."
+    ), common)
 
     db = add("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -142,9 +141,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The actions of ``rotator audit``; any other word after it is a target to show.
+_AUDIT_ACTIONS = frozenset({"show", "verify", "export", "-h", "--help"})
+# The options before the command that take a value (skipped to find the command).
+_VALUED_OPTIONS = frozenset({"--config", "-c", "--log-format", "--log-level"})
+
+
+def _audit_shows_by_default(argv: Sequence[str]) -> list[str]:
+    """``rotator audit [TARGET] ...`` as ``rotator audit show [TARGET] ...``."""
+    args = list(argv)
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in _VALUED_OPTIONS else 1
+    if i < len(args) and args[i] == "audit" and (
+            i + 1 == len(args) or args[i + 1] not in _AUDIT_ACTIONS):
+        args.insert(i + 1, "show")
+    return args
+
+
+def _add_audit(audit: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_add = functools.partial(audit_sub.add_parser, parents=[common])
+    show = audit_add("show", help="print the audit trail from SQL (the default)")
+    show.add_argument("target", nargs="?")
+    show.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
+    show.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    show.add_argument("--limit", type=int, default=None)
+    show.set_defaults(handler=_cmd_audit)
+    chain = audit_add("verify", help="walk the hash chains; exit 1 on a broken link")
+    chain.add_argument("target", nargs="?", help="default: every target in the database")
+    chain.set_defaults(handler=_cmd_audit_verify)
+    export = audit_add("export", help="stream every audit row with its chain hash")
+    export.add_argument("target", nargs="?")
+    export.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.set_defaults(handler=_cmd_audit_export)
+
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_audit_shows_by_default(sys.argv[1:] if argv is None else argv))
     configure_logging(args.log_format or "auto", args.log_level or "warning")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
@@ -223,7 +260,7 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
-    from rotator.app.verify import check_targets  # noqa: PLC0415
+    from rotator.app.verify import chain_findings, check_targets  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
@@ -232,6 +269,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     rt = build_runtime(config)
     try:
         findings = check_targets([rt.spec(n) for n in names], rt.providers, rt.store, rt.repo)
+        findings += chain_findings(rt.repo.verify_chains, names)
     finally:
         rt.close()
     print(report.render_findings(findings, len(names)))
@@ -266,6 +304,28 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from rotator.app.database import verify_audit_chain  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
+
+    report_ = verify_audit_chain(_config(args), args.target)
+    print(report.render_chain_report(report_))
+    return EXIT_FAILED if report_.breaks else EXIT_OK
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from rotator.app.database import export_events  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
+
+    config = _config(args)
+    if args.target:
+        config.require_targets([args.target])
+    for line in report.export_lines(export_events(config, args.target, args.since),
+                                    args.format):
+        sys.stdout.write(line)
+    return EXIT_OK
+
+
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from rotator.app.database import upgrade_schema  # noqa: PLC0415
 
@@ -283,12 +343,13 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from rotator.app.database import chain_key  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or args.config
     config = load_config(path)
     problems: dict[str, str] = {}
-    for check in (management_keys, vault_auth):
+    for check in (management_keys, vault_auth, chain_key):
         try:
             check(config)
         except ConfigError as exc:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from rotator.app.operations import TargetResult, TargetStatus
 from rotator.app.verify import Finding, FindingKind
+from rotator.core.audit_chain import ChainReport
 from rotator.core.durations import format_duration
 from rotator.core.model import StoredEvent
 
-__all__ = ["render_events", "render_findings", "render_results", "render_status", "table"]
+__all__ = ["export_lines", "render_chain_report", "render_events", "render_findings",
+           "render_results", "render_status", "table"]
 
 _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
                   "fingerprint", "vault_version", "request_id", "detail"]
+
+
+_CSV_COLUMNS = ["id", *_EVENT_COLUMNS, "op_id", "lease_generation", "chain_seq", "chain_hash"]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -43,8 +48,7 @@ def render_events(events: Sequence[StoredEvent], fmt: str) -> str:
         return json.dumps(dicts, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["id", *_EVENT_COLUMNS, "op_id",
-                                                 "lease_generation"], lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(dicts)
         return buf.getvalue().rstrip("\n")
@@ -53,6 +57,33 @@ def render_events(events: Sequence[StoredEvent], fmt: str) -> str:
     rows = [[e.at, e.target, e.rotation_id, e.step, e.kind.value, e.action, e.result,
              e.key_id, e.vault_version, _trim(e.detail)] for e in events]
     return table(short, rows)
+
+
+def export_lines(events: Iterable[StoredEvent], fmt: str) -> Iterator[str]:
+    """``events`` as JSON lines or CSV (with a header), one line at a time."""
+    if fmt == "jsonl":
+        for event in events:
+            yield json.dumps(event.as_dict(), separators=(",", ":")) + "\n"
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for event in events:
+        writer.writerow(event.as_dict())
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue()   # the header alone, when there are no events
+
+
+def render_chain_report(report: ChainReport) -> str:
+    """Each target's first broken link, or "no breaks"."""
+    checked = f"{report.targets} target(s), {report.events} event(s)"
+    if not report.breaks:
+        return f"{checked}: no breaks"
+    rows = [[b.target, b.event_id, b.kind.value, b.detail] for b in report.breaks]
+    return table(["target", "event", "break", "detail"], rows) + (
+        f"\n{len(report.breaks)} broken chain(s) in {checked}")
 
 
 def _trim(text: str | None, width: int = 60) -> str | None:

@@ -31,6 +31,7 @@ from rotator.core.errors import ConfigError, UsageError
 from rotator.scheduling.schedule import Schedule
 
 __all__ = [
+    "AuditConfig",
     "Config",
     "CountProviderConfig",
     "DaemonConfig",
@@ -148,6 +149,19 @@ class DatabaseConfig(Frozen):
         return value
 
 
+class AuditConfig(Frozen):
+    """``[audit]``: the key of the audit chain's HMAC (``docs/audit-chain.md``)."""
+
+    chain_key_env: str | None = None
+    chain_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuditConfig:
+        if bool(self.chain_key_env) == bool(self.chain_key_file):
+            raise ValueError("[audit] needs exactly one of chain_key_env or chain_key_file")
+        return self
+
+
 class ProbeConfig(Frozen):
     timeout: Duration = 60.0      # how long a new key may take to propagate
     interval: Duration = 1.0      # first wait between probes (doubles, capped at 10 s)
@@ -179,6 +193,7 @@ class Config(Frozen):
     database: DatabaseConfig = DatabaseConfig()
     daemon: DaemonConfig = DaemonConfig()
     logging: LoggingConfig = LoggingConfig()
+    audit: AuditConfig | None = None
     vault: VaultConfig
     providers: dict[str, CountProviderConfig] = Field(min_length=1)
     defaults: DefaultsConfig = DefaultsConfig()

@@ -216,6 +216,9 @@ class StoredEvent:
     detail: str | None
     # The lease generation of the holder that wrote the row (revision 0003); NULL before.
     lease_generation: int | None = None
+    # Its place in the target's audit chain and its hash (revision 0004, ``audit_chain``).
+    chain_seq: int | None = None
+    chain_hash: str | None = None
 
     def to_event(self) -> AuditEvent:
         """The ``AuditEvent`` this row records (with its ``at``)."""
@@ -234,7 +237,8 @@ class StoredEvent:
             "action": self.action, "result": self.result, "key_id": self.key_id,
             "fingerprint": self.fingerprint, "vault_version": self.vault_version,
             "request_id": self.request_id, "op_id": self.op_id, "detail": self.detail,
-            "lease_generation": self.lease_generation,
+            "lease_generation": self.lease_generation, "chain_seq": self.chain_seq,
+            "chain_hash": self.chain_hash,
         }
 
 

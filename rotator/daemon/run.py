@@ -76,7 +76,7 @@ class _Daemon:
             repo=self.rt.repo, runner=self.runner, pool=self.pool, clock=self.rt.clock,
             metrics=self.metrics, specs=self.rt.spec, actor=opts.actor,
             schedules={name: config.schedule_for(name) for name in config.targets},
-            wake_at=self.waker.wake_at)
+            wake_at=self.waker.wake_at, anchor=self.log_chain_head)
         extra = (DAEMON_LEASE,) if self.single_replica else ()
         self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
                                         lambda: (*self.pool.busy(), *extra),
@@ -84,6 +84,18 @@ class _Daemon:
         self.claimed = False
         self.readiness = Readiness(self.rt.engine, self.rt.store.is_ready,
                                    more={"replica": self._claim_check})
+
+    def log_chain_head(self, target: str) -> None:
+        """Log the head of ``target``'s audit chain: an anchor kept outside the database,
+        against which a deleted tail (which the chain alone cannot show) is found."""
+        try:
+            head = self.rt.repo.chain_head(target)
+        except SQLAlchemyError as exc:
+            log.warning("audit_chain_head_unread", target=target, error=type(exc).__name__)
+            return
+        if head is not None:
+            log.info("audit_chain_head", target=target, event_id=head.id,
+                     chain_seq=head.chain_seq, chain_hash=head.chain_hash)
 
     @property
     def single_replica(self) -> bool:

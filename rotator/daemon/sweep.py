@@ -59,6 +59,8 @@ class Sweeper:
     schedules: dict[str, Schedule]
     actor: str
     wake_at: Callable[[datetime], None] = lambda _when: None
+    # Told the target after each piece of work that ran: the daemon logs its chain head.
+    anchor: Callable[[str], None] = lambda _target: None
     # Only the latest outcome per target is kept (what --once decides on): one entry per
     # configured target however long the daemon runs.
     _outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -130,6 +132,7 @@ class Sweeper:
         try:
             if work.kind is WorkKind.CLEANUP:
                 self.runner.cleanup(spec)
+                self.anchor(work.target)
                 return self._note(Outcome(work.target, None))
             report = self.runner.rotate_if(
                 spec, None if manual else lambda: self._still_due(work.target),
@@ -147,6 +150,8 @@ class Sweeper:
         if manual:
             self._forget_manual(work.target)
         rotation = None if report is None else report.rotation
+        if rotation is not None:
+            self.anchor(work.target)
         if rotation is not None and rotation.step is Step.GRACE and rotation.grace_ends_at:
             self.wake_at(rotation.grace_ends_at)
         return self._note(Outcome(work.target, rotation))

@@ -121,7 +121,8 @@ def test_audit_formats(make_world: MakeWorld) -> None:
     table = w.cli("audit")
     assert table.returncode == 0 and "ROTATION_ID" in table.stdout
     csv = w.cli("audit", "app", "--format", "csv", "--since", "1h").stdout.splitlines()
-    assert csv[0].startswith("id,at,target") and csv[0].endswith(",op_id,lease_generation")
+    assert csv[0].startswith("id,at,target")
+    assert csv[0].endswith(",op_id,lease_generation,chain_seq,chain_hash")
     assert len(csv) > 6
     assert w.cli("audit", "--since", "2999-01-01", "--format", "json").stdout.strip() == "[]"
     assert w.cli("audit", "nope").returncode == 2

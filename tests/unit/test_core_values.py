@@ -141,6 +141,7 @@ def test_a_stored_row_as_json_ready_dict() -> None:
         "step": "store", "kind": "intent", "action": "vault_write", "result": "ok",
         "key_id": "k1", "fingerprint": "sha256:abc", "vault_version": 3,
         "request_id": "req_1", "op_id": "op_1", "detail": "cas on 2", "lease_generation": 4,
+        "chain_seq": None, "chain_hash": None,
     }
 
 

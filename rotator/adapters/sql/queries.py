@@ -8,9 +8,12 @@ repository.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
+from sqlalchemy.sql import Select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
 from rotator.core.model import (
@@ -26,7 +29,10 @@ from rotator.core.ports import PendingCleanup
 from rotator.core.vocabulary import EventKind
 
 __all__ = [
+    "STREAM_BATCH",
     "all_running",
+    "chain_head_query",
+    "chain_rows",
     "event_from_row",
     "events",
     "last_completed",
@@ -34,8 +40,12 @@ __all__ = [
     "rotation_from_row",
     "rotations_where",
     "schedule_facts",
+    "stream_events",
     "unresolved_cleanups",
 ]
+
+# Rows fetched at a time by the streaming reads (a server-side cursor on PostgreSQL).
+STREAM_BATCH = 500
 
 
 def rotation_from_row(row: RowMapping) -> Rotation:
@@ -80,7 +90,35 @@ def event_from_row(row: RowMapping) -> StoredEvent:
         result=row["result"], key_id=row["key_id"], fingerprint=row["fingerprint"],
         vault_version=row["vault_version"], request_id=row["request_id"],
         op_id=row["op_id"], detail=row["detail"], lease_generation=row["lease_generation"],
+        chain_seq=row["chain_seq"], chain_hash=row["chain_hash"],
     )
+
+
+def _streamed(conn: Connection, query: Select[Any]) -> Generator[RowMapping]:
+    # yield_per: a server-side cursor on PostgreSQL, STREAM_BATCH rows per fetch; SQLite's
+    # cursor steps through the rows as they are read.
+    # Closed with the generator: a server-side cursor must not outlive its connection.
+    with conn.execution_options(yield_per=STREAM_BATCH).execute(query) as result:
+        yield from result.mappings()
+
+
+def stream_events(conn: Connection, target: str | None = None,
+                  since: datetime | None = None) -> Generator[RowMapping]:
+    """Audit rows in the order they were written, streamed: what an export reads."""
+    return _streamed(conn, _events_of(target, since).order_by(rotation_events.c.id))
+
+
+def chain_rows(conn: Connection, target: str | None = None) -> Generator[RowMapping]:
+    """Audit rows by target, then id, streamed: what ``walk_chains`` reads."""
+    query = _events_of(target)
+    return _streamed(conn, query.order_by(rotation_events.c.target, rotation_events.c.id))
+
+
+def chain_head_query(target: str) -> Select[Any]:
+    """The last event of ``target``'s chain: the one the next event links to."""
+    return (select(rotation_events)
+            .where(rotation_events.c.target == target, rotation_events.c.chain_seq.is_not(None))
+            .order_by(rotation_events.c.chain_seq.desc()).limit(1))
 
 
 def events(conn: Connection, target: str | None = None, since: datetime | None = None,
@@ -89,11 +127,7 @@ def events(conn: Connection, target: str | None = None, since: datetime | None =
 
     With ``limit``, the *latest* ``limit`` matching rows (still oldest first).
     """
-    query = select(rotation_events)
-    if target is not None:
-        query = query.where(rotation_events.c.target == target)
-    if since is not None:
-        query = query.where(rotation_events.c.at >= since)
+    query = _events_of(target, since)
     if limit is None:
         rows = conn.execute(query.order_by(rotation_events.c.id)).mappings().all()
         return [event_from_row(row) for row in rows]
@@ -101,6 +135,15 @@ def events(conn: Connection, target: str | None = None, since: datetime | None =
         raise ValueError(f"limit must be >= 0, not {limit}")
     latest = conn.execute(query.order_by(rotation_events.c.id.desc()).limit(limit))
     return [event_from_row(row) for row in reversed(latest.mappings().all())]
+
+
+def _events_of(target: str | None, since: datetime | None = None) -> Select[Any]:
+    query = select(rotation_events)
+    if target is not None:
+        query = query.where(rotation_events.c.target == target)
+    if since is not None:
+        query = query.where(rotation_events.c.at >= since)
+    return query
 
 
 def rotations_where(conn: Connection, target: str | None = None,

@@ -8,11 +8,17 @@ single statement conditioned on ``EXISTS`` the writer's lease generation (``FOR 
 on PostgreSQL, so a take-over waits for a write in progress and a write after the
 take-over matches nothing); cleanups are added with ``ON CONFLICT DO NOTHING``; and
 triggers keep ``rotation_events`` append-only and a finished rotation final.
+
+Every audit row is chained to the event before it of its target (``_chained``): lock the
+target's lease row, read the head, hash the row after it, insert; a unique index on
+``(target, chain_seq)`` refuses a second row after the same head (a race the lock does not
+cover, on SQLite), and the write is tried again after the new head.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,9 +49,11 @@ from rotator.adapters.sql.tables import (
     rotation_events,
     rotations,
 )
+from rotator.core.audit_chain import ChainReport, chain_hash, walk_chains
 from rotator.core.errors import LeaseHeld, LeaseLost, RotationFinished
 from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
 from rotator.core.ports import Lease, PendingCleanup
+from rotator.core.secret import Secret
 from rotator.core.vocabulary import EventKind
 
 __all__ = ["SqlRepository"]
@@ -130,6 +138,15 @@ def _fenced_insert(table: Table, values: dict[str, Any], lease: Lease) -> Any:
         table.c[columns[0]])
 
 
+# How many times an audit write is tried when another write took the chain head it read.
+_CHAIN_ATTEMPTS = 10
+
+
+def _chain_collision(exc: IntegrityError) -> bool:
+    """Whether ``exc`` is the unique index of ``(target, chain_seq)`` refusing a row."""
+    return "chain_seq" in str(exc.orig) or "uq_rotation_events_chain" in str(exc.orig)
+
+
 def _running_of(target: str) -> Select[Any]:
     return select(rotations).where(rotations.c.target == target, rotations.c.status == _RUNNING)
 
@@ -150,12 +167,16 @@ class SqlRepository:
 
     ``clock`` supplies ``updated_at`` and the default ``at`` of audit rows (timezone-aware
     UTC); lease and cleanup methods take ``now`` explicitly, as the port says.
+    ``chain_key``, if given, keys the audit chain (``hmac-sha256``): rows written with it
+    verify only with it.
     """
 
     def __init__(self, engine: Engine,
-                 clock: Callable[[], datetime] = SYSTEM_CLOCK.now) -> None:
+                 clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
+                 chain_key: Secret | None = None) -> None:
         self.engine = engine
         self._clock = clock
+        self._chain_key = None if chain_key is None else chain_key.reveal().encode("utf-8")
         name = backend(engine)
         if name not in SUPPORTED:
             raise ValueError(f"SqlRepository supports sqlite and postgresql, not {name}")
@@ -191,6 +212,10 @@ class SqlRepository:
         stored rotation has already ended, ``LookupError`` if there is none; in every case
         nothing was written.
         """
+        self._chain_retried(lambda: self._save_rotation(rotation, lease, ending))
+
+    def _save_rotation(self, rotation: Rotation, lease: Lease,
+                       ending: AuditEvent | None) -> None:
         values = {**_rotation_values(rotation, self._clock()),
                   "lease_generation": lease.generation}
         del values["rotation_id"]
@@ -201,11 +226,12 @@ class SqlRepository:
                 .values(values))
         try:
             with self.engine.begin() as conn:
+                if ending is not None:
+                    self._lock_chain(conn, lease)
                 if conn.execute(stmt).rowcount == 1:
                     if ending is not None:
                         _same_target(ending.target, lease)
-                        conn.execute(_fenced_insert(rotation_events,
-                                                    self._event_values(ending, lease), lease))
+                        self._append_event(conn, ending, lease)
                     return
                 # Why nothing matched: a lost lease first, whatever the stored state.
                 self._require(conn, lease)
@@ -268,10 +294,51 @@ class SqlRepository:
         ``LeaseLost`` (and no row) if ``lease`` is no longer the target's.
         """
         _same_target(event.target, lease)
-        values = self._event_values(event, lease)
+        self._chain_retried(lambda: self._record(event, lease))
+
+    def _record(self, event: AuditEvent, lease: Lease) -> None:
         with self.engine.begin() as conn:
-            if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
+            self._lock_chain(conn, lease)
+            if not self._append_event(conn, event, lease):
                 raise _lost(lease)
+
+    def _chain_retried(self, write: Callable[[], None]) -> None:
+        """``write()``, again while another write takes the chain head it read first."""
+        for attempt in range(1, _CHAIN_ATTEMPTS + 1):
+            try:
+                write()
+                return
+            except IntegrityError as exc:
+                if attempt == _CHAIN_ATTEMPTS or not _chain_collision(exc):
+                    raise
+
+    @staticmethod
+    def _lock_chain(conn: Connection, lease: Lease) -> None:
+        """Hold the lease row of ``lease``'s target until commit, before anything else.
+
+        So the audit writes of one target read its chain head one at a time (PostgreSQL;
+        SQLite ignores FOR UPDATE, and there the unique index and a retry settle the rare
+        race). Taken first in its transaction: a share lock taken first and raised later
+        could deadlock with another write doing the same.
+        """
+        conn.execute(select(leases.c.generation).where(leases.c.target == lease.target)
+                     .with_for_update())
+
+    def _append_event(self, conn: Connection, event: AuditEvent, lease: Lease) -> bool:
+        """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost.
+
+        The transaction must have begun with ``_lock_chain``.
+        """
+        values = self._chained(conn, self._event_values(event, lease))
+        return conn.execute(_fenced_insert(rotation_events, values, lease)).first() is not None
+
+    def _chained(self, conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with the place and hash that link them after the target's head."""
+        head = conn.execute(queries.chain_head_query(values["target"])).first()
+        seq = 1 if head is None else head.chain_seq + 1
+        previous = "" if head is None else head.chain_hash
+        return {**values, "chain_seq": seq,
+                "chain_hash": chain_hash(values, seq, previous, self._chain_key)}
 
     def _event_values(self, event: AuditEvent, lease: Lease) -> dict[str, Any]:
         return {
@@ -456,6 +523,28 @@ class SqlRepository:
         """Audit rows, oldest first (see ``queries.events``)."""
         with self.engine.connect() as conn:
             return queries.events(conn, target, since, limit)
+
+    def stream_events(self, target: str | None = None,
+                      since: datetime | None = None) -> Iterator[StoredEvent]:
+        """Audit rows, oldest first, fetched in batches: memory does not grow with them."""
+        with self.engine.connect() as conn, closing(
+                queries.stream_events(conn, target, since)) as rows:
+            for row in rows:
+                yield queries.event_from_row(row)
+
+    def verify_chains(self, target: str | None = None) -> ChainReport:
+        """Walk the audit chain of ``target`` (default: every target), streaming.
+
+        ``KeyRequired`` if the chain is keyed and this repository has no key.
+        """
+        with self.engine.connect() as conn, closing(queries.chain_rows(conn, target)) as rows:
+            return walk_chains(rows, self._chain_key)
+
+    def chain_head(self, target: str) -> StoredEvent | None:
+        """The last event of ``target``'s chain (an anchor to keep outside the database)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(queries.chain_head_query(target)).mappings().first()
+        return None if row is None else queries.event_from_row(row)
 
     def latest_rotations(self) -> dict[str, Rotation]:
         """The most recently started rotation of each target."""

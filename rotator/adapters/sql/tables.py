@@ -4,7 +4,8 @@
                        and the lease generation of its last write; a trigger rejects any
                        UPDATE of a finished rotation
     rotation_events    the append-only audit trail (database triggers reject UPDATE/DELETE),
-                       each row stamped with its writer's lease generation
+                       each row stamped with its writer's lease generation and chained
+                       to the target's event before it by a hash (``chain_hash``)
     leases             who is rotating a target, until when, and the lease's generation
     pending_cleanups   keys to delete on the next pass (a revoke that could not finish)
 
@@ -54,6 +55,8 @@ FINISHED_MESSAGE = "a finished rotation never changes"
 
 # Identifiers: rotation ids, targets, key ids; generous but bounded.
 _ID = 200
+# A chain hash: its scheme ("hmac-sha256:") and 64 hex digits.
+_HASH = 128
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -152,9 +155,17 @@ rotation_events = Table(
     Column("at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
     # The generation of the lease its writer held (revision 0003); NULL on older rows.
     Column("lease_generation", Integer),
+    # The hash chain of the target's events (revision 0004, ``rotator.core.audit_chain``):
+    # the row's place in it and its hash; NULL only on a row rotator did not write.
+    Column("chain_seq", Integer),
+    Column("chain_hash", String(_HASH)),
     CheckConstraint("kind IN ('intent', 'outcome', 'note')", name="ck_rotation_events_kind"),
 )
 Index("ix_rotation_events_rotation_op", rotation_events.c.rotation_id, rotation_events.c.op_id)
+# One event per place in a target's chain: two writers that read the same head cannot
+# both append after it (the second is refused, and appends after the first).
+Index("uq_rotation_events_chain", rotation_events.c.target, rotation_events.c.chain_seq,
+      unique=True)
 Index("ix_rotation_events_target_at", rotation_events.c.target, rotation_events.c.at)
 
 leases = Table(
