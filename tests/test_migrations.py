@@ -39,8 +39,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -77,7 +77,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0003"
+    assert head_revision() == "0005"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -234,15 +234,15 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0004_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0006_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0004"
+    assert head_revision() == "0006"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0003, this rotator needs 0004: run `rotator db upgrade`$",
+        match=r"^database schema is at 0005, this rotator needs 0006: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0004"
+    assert upgrade(migrated_url) == "0006"
     _check(migrated_url)
 
 
