@@ -13,9 +13,9 @@ Four views answer an auditor's questions in plain SQL (docs/audit.md has the que
 
 ``rotations.manual_reason`` holds what ``rotator rotate --reason`` was given (NULL for a
 scheduled rotation or none given). On PostgreSQL every role but the owner is left with
-SELECT and INSERT on ``rotation_events`` and SELECT on the views, whatever the default
-privileges granted (deploy/postgres/roles.sql): the runtime role then cannot rewrite,
-truncate or unprotect the audit trail, and only the owner can alter it.
+SELECT and INSERT on ``rotation_events`` and SELECT on the views and ``alembic_version``,
+whatever the default privileges granted (deploy/postgres/roles.sql): the runtime role then
+cannot rewrite, truncate or unprotect the audit trail, and only the owner can alter it.
 Hand-written, like 0001, so it keeps describing the same change whatever the code becomes.
 """
 
@@ -128,6 +128,7 @@ def upgrade() -> None:
         op.execute(view)
     if dialect == "postgresql":
         _only("rotation_events", "SELECT", "INSERT")
+        _only("alembic_version", "SELECT")      # only `rotator db upgrade` moves it
         for view in VIEWS:
             _only(view, "SELECT")
 

@@ -293,12 +293,13 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from rotator.app.database import database_password  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or args.config
     config = load_config(path)
     problems: dict[str, str] = {}
-    for check in (management_keys, vault_auth):
+    for check in (database_password, management_keys, vault_auth):
         try:
             check(config)
         except ConfigError as exc:
