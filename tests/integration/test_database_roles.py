@@ -40,9 +40,11 @@ class Roles:
     auditor: str
     schema: str
 
-    def url(self, role: str) -> str:
-        """The URL ``role`` logs in with: no search_path, roles.sql gives it one."""
-        return make_url(pg_admin_url()).set(username=role, password=None).render_as_string(
+    def url(self, role: str | None) -> str:
+        """The URL ``role`` logs in with (``None``: libpq's PGUSER, as deploy/ does it); no
+        search_path, roles.sql gives each role one."""
+        # URL is a named tuple: _replace clears a field, where set() leaves None alone.
+        return make_url(pg_admin_url())._replace(username=role, password=None).render_as_string(
             hide_password=False)
 
 
@@ -95,9 +97,11 @@ def _refused(url: str, statement: str) -> str:
 
 def test_the_runtime_role_rotates_but_cannot_rewrite_the_audit_trail(
         roles: Roles, emulator: Emulator, openbao: OpenBao, vault_mount: str,
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert upgrade(roles.url(roles.owner)) == "0005"
-    runtime = roles.url(roles.runtime)
+    # As deploy/kubernetes and deploy/compose do it: one URL, the user from PGUSER.
+    monkeypatch.setenv("PGUSER", roles.runtime)
+    runtime = roles.url(None)
     world = build_world(emulator, openbao.url, openbao.root_token, vault_mount, runtime,
                         tmp_path, ("manual", "scheduled"))
 
