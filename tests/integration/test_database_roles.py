@@ -142,6 +142,7 @@ def test_the_runtime_role_rotates_but_cannot_rewrite_the_audit_trail(
         "UPDATE alembic_version SET version_num = '0001'",
         "CREATE TABLE rotation_events_copy (id int)",
         "DROP VIEW audit_manual_rotations",
+        "UPDATE audit_manual_rotations SET reason = 'forged'",   # an updatable view
         "DELETE FROM rotations",
     ):
         assert _refused(runtime, statement) == INSUFFICIENT_PRIVILEGE, statement
