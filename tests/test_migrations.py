@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,6 +199,75 @@ def test_0003_keeps_leases_and_rows_written_at_0002_and_fences_from_there(
                 engine.begin() as conn:
             conn.execute(text("UPDATE rotations SET status = 'running'"))
     finally:
+        engine.dispose()
+
+
+def test_0005_keeps_rows_written_at_0003_with_no_manual_reason(database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0003")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
+                " grace_seconds, started_at, step, status, recreate_count)"
+                " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
+                " 'rolled_back', 0)"), {"at": at})
+        _migrate(engine, command.upgrade, "head")
+        read = SqlRepository(engine).get_rotation("rot_1")
+        assert read is not None and read.manual_reason is None
+        with engine.connect() as conn:
+            manual = conn.execute(text("SELECT rotation_id, actor, reason FROM"
+                                       " audit_manual_rotations")).all()
+            failed = conn.execute(text("SELECT rotation_id FROM audit_failed_rotations"))
+            assert [tuple(m) for m in manual] == [("rot_1", "me", None)]
+            assert failed.scalars().all() == ["rot_1"]
+    finally:
+        engine.dispose()
+
+
+_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audit_trail(
+        database_url: str) -> None:
+    # Whatever was granted before (a default privilege, a GRANT ALL by hand), to a role or
+    # to PUBLIC: from 0005 on, only the owner may change the audit trail.
+    engine = make_engine(database_url)
+    role = f"t_writer_{uuid.uuid4().hex[:12]}"
+    try:
+        _migrate(engine, command.upgrade, "0003")
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE ROLE "{role}"'))
+            conn.execute(text(f"GRANT ALL ON rotation_events, rotations, alembic_version"
+                              f' TO "{role}", PUBLIC'))
+        _migrate(engine, command.upgrade, "head")
+        with engine.connect() as conn:
+            def held(table: str, grantee: str) -> set[str]:
+                return {p for p in _PRIVILEGES if conn.execute(text(
+                    "SELECT has_table_privilege(:who, :table, :privilege)"),
+                    {"who": grantee, "table": table, "privilege": p}).scalar()}
+
+            def public(table: str) -> set[str]:
+                return set(conn.execute(text(
+                    "SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a"
+                    " WHERE c.oid = CAST(:table AS regclass) AND a.grantee = 0"),
+                    {"table": table}).scalars())
+
+            assert held("rotation_events", role) == {"SELECT", "INSERT"}
+            assert public("rotation_events") == {"SELECT", "INSERT"}
+            assert held("alembic_version", role) == public("alembic_version") == {"SELECT"}
+            assert held("rotations", role) == set(_PRIVILEGES)      # not the audit trail
+            owner = conn.execute(text("SELECT current_user")).scalar_one()
+            assert held("rotation_events", owner) == set(_PRIVILEGES)
+            for view in ("audit_key_lifetimes", "audit_manual_rotations"):
+                assert held(view, role) <= {"SELECT"}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
         engine.dispose()
 
 
