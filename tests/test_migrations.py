@@ -15,7 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from rotator.adapters.sql import schema, tables
@@ -145,6 +145,15 @@ def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
         engine.dispose()
 
 
+def _insert_finished(conn: Connection, status: str, at: datetime) -> None:
+    """A finished manual rotation ``rot_1`` of ``app`` by ``me``, in the columns of 0002."""
+    conn.execute(text(
+        "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
+        " grace_seconds, started_at, step, status, recreate_count)"
+        " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done', :status, 0)"),
+        {"at": at, "status": status})
+
+
 def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
         database_url: str) -> None:
     engine = make_engine(database_url)
@@ -178,11 +187,7 @@ def test_0003_keeps_leases_and_rows_written_at_0002_and_fences_from_there(
             conn.execute(text(
                 "INSERT INTO leases (target, holder, acquired_at, expires_at)"
                 " VALUES ('app', 'old-replica', :at, :at)"), {"at": at})
-            conn.execute(text(
-                "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
-                " grace_seconds, started_at, step, status, recreate_count)"
-                " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
-                " 'completed', 0)"), {"at": at})
+            _insert_finished(conn, "completed", at)
         _migrate(engine, command.upgrade, "head")
         check_schema(engine)
         repo = SqlRepository(engine)
@@ -208,11 +213,7 @@ def test_0005_keeps_rows_written_at_0003_with_no_manual_reason(database_url: str
     try:
         _migrate(engine, command.upgrade, "0003")
         with engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
-                " grace_seconds, started_at, step, status, recreate_count)"
-                " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
-                " 'rolled_back', 0)"), {"at": at})
+            _insert_finished(conn, "rolled_back", at)
         _migrate(engine, command.upgrade, "head")
         read = SqlRepository(engine).get_rotation("rot_1")
         assert read is not None and read.manual_reason is None
