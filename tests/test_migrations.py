@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from rotator.adapters.sql import schema, tables
@@ -40,8 +41,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -78,7 +79,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -145,6 +146,15 @@ def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
         engine.dispose()
 
 
+def _insert_finished(conn: Connection, status: str, at: datetime) -> None:
+    """A finished manual rotation ``rot_1`` of ``app`` by ``me``, in the columns of 0002."""
+    conn.execute(text(
+        "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
+        " grace_seconds, started_at, step, status, recreate_count)"
+        " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done', :status, 0)"),
+        {"at": at, "status": status})
+
+
 def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
         database_url: str) -> None:
     engine = make_engine(database_url)
@@ -178,11 +188,7 @@ def test_0003_keeps_leases_and_rows_written_at_0002_and_fences_from_there(
             conn.execute(text(
                 "INSERT INTO leases (target, holder, acquired_at, expires_at)"
                 " VALUES ('app', 'old-replica', :at, :at)"), {"at": at})
-            conn.execute(text(
-                "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
-                " grace_seconds, started_at, step, status, recreate_count)"
-                " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done',"
-                " 'completed', 0)"), {"at": at})
+            _insert_finished(conn, "completed", at)
         _migrate(engine, command.upgrade, "head")
         check_schema(engine)
         repo = SqlRepository(engine)
@@ -199,6 +205,71 @@ def test_0003_keeps_leases_and_rows_written_at_0002_and_fences_from_there(
                 engine.begin() as conn:
             conn.execute(text("UPDATE rotations SET status = 'running'"))
     finally:
+        engine.dispose()
+
+
+def test_0005_keeps_rows_written_at_0003_with_no_manual_reason(database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0003")
+        with engine.begin() as conn:
+            _insert_finished(conn, "rolled_back", at)
+        _migrate(engine, command.upgrade, "head")
+        read = SqlRepository(engine).get_rotation("rot_1")
+        assert read is not None and read.manual_reason is None
+        with engine.connect() as conn:
+            manual = conn.execute(text("SELECT rotation_id, actor, reason FROM"
+                                       " audit_manual_rotations")).all()
+            failed = conn.execute(text("SELECT rotation_id FROM audit_failed_rotations"))
+            assert [tuple(m) for m in manual] == [("rot_1", "me", None)]
+            assert failed.scalars().all() == ["rot_1"]
+    finally:
+        engine.dispose()
+
+
+_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audit_trail(
+        database_url: str) -> None:
+    # Whatever was granted before (a default privilege, a GRANT ALL by hand), to a role or
+    # to PUBLIC: from 0005 on, only the owner may change the audit trail.
+    engine = make_engine(database_url)
+    role = f"t_writer_{uuid.uuid4().hex[:12]}"
+    try:
+        _migrate(engine, command.upgrade, "0003")
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE ROLE "{role}"'))
+            conn.execute(text(f"GRANT ALL ON rotation_events, rotations, alembic_version"
+                              f' TO "{role}", PUBLIC'))
+        _migrate(engine, command.upgrade, "head")
+        with engine.connect() as conn:
+            def held(table: str, grantee: str) -> set[str]:
+                return {p for p in _PRIVILEGES if conn.execute(text(
+                    "SELECT has_table_privilege(:who, :table, :privilege)"),
+                    {"who": grantee, "table": table, "privilege": p}).scalar()}
+
+            def public(table: str) -> set[str]:
+                return set(conn.execute(text(
+                    "SELECT a.privilege_type FROM pg_class c, aclexplode(c.relacl) a"
+                    " WHERE c.oid = CAST(:table AS regclass) AND a.grantee = 0"),
+                    {"table": table}).scalars())
+
+            assert held("rotation_events", role) == {"SELECT", "INSERT"}
+            assert public("rotation_events") == {"SELECT", "INSERT"}
+            assert held("alembic_version", role) == public("alembic_version") == {"SELECT"}
+            assert held("rotations", role) == set(_PRIVILEGES)      # not the audit trail
+            owner = conn.execute(text("SELECT current_user")).scalar_one()
+            assert held("rotation_events", owner) == set(_PRIVILEGES)
+            for view in ("audit_key_lifetimes", "audit_manual_rotations"):
+                assert held(view, role) <= {"SELECT"}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
         engine.dispose()
 
 
@@ -235,15 +306,15 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0005_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0006_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0005"
+    assert head_revision() == "0006"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0004, this rotator needs 0005: run `rotator db upgrade`$",
+        match=r"^database schema is at 0005, this rotator needs 0006: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0005"
+    assert upgrade(migrated_url) == "0006"
     _check(migrated_url)
 
 
@@ -331,12 +402,14 @@ def test_0004_chains_the_rows_written_at_0003_and_new_rows_follow(database_url: 
                 "INSERT INTO rotation_events (rotation_id, target, step, kind, action)"
                 " VALUES ('rot_9', 'web', 'done', 'note', 'finished')"))
         _migrate(engine, command.upgrade, "0004")
-        check_schema(engine)
         with engine.connect() as conn:
             chained = conn.execute(text(
                 "SELECT target, chain_seq FROM rotation_events ORDER BY id")).all()
         assert [tuple(row) for row in chained] == [
             ("app", 1), ("web", 1), ("app", 2), ("app", 3), ("web", 2), ("web", 3)]
+        # The later revisions leave the chain as it is; this code writes at the head.
+        _migrate(engine, command.upgrade, "head")
+        check_schema(engine)
         repo = SqlRepository(engine)
         report = repo.verify_chains()
         assert (report.targets, report.events, report.breaks) == (2, 6, [])

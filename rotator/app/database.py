@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
+from sqlalchemy import Engine
+
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import (
     check_schema,
@@ -28,18 +30,33 @@ from rotator.core.ports import RotationReader
 from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
 
-__all__ = ["chain_key", "export_events", "open_reader", "schema_revisions", "upgrade_schema",
-           "verify_audit_chain"]
+__all__ = ["chain_key", "database_engine", "database_password", "export_events",
+           "open_reader", "schema_revisions", "upgrade_schema", "verify_audit_chain"]
+
+
+def database_password(config: Config) -> Secret | None:
+    """The password ``[database] password_file`` holds (registered with the redactor), or
+    ``None``: the URL, libpq's own sources (PGPASSFILE, ~/.pgpass) or trust then decide."""
+    if config.database.password_file is None:
+        return None
+    password = resolve_secret("database.password", None, config.database.password_file)
+    remember_secret(password)
+    return password
+
+
+def database_engine(config: Config) -> Engine:
+    """An engine on the configured database, with its password."""
+    return make_engine(config.database.url, database_password(config))
 
 
 def upgrade_schema(config: Config) -> str:
     """Apply the migrations; the revision the database is at afterwards."""
-    return upgrade(config.database.url)
+    return upgrade(config.database.url, database_password(config))
 
 
 def schema_revisions(config: Config) -> tuple[str | None, str]:
     """The database's schema revision (``None``: no schema yet) and the one this code needs."""
-    return current_revision(config.database.url), head_revision()
+    return current_revision(config.database.url, database_password(config)), head_revision()
 
 
 def chain_key(config: Config) -> Secret | None:
@@ -62,7 +79,7 @@ def open_reader(config: Config) -> Iterator[RotationReader]:
 @contextmanager
 def _open_repository(config: Config) -> Iterator[SqlRepository]:
     key = chain_key(config)
-    engine = make_engine(config.database.url)
+    engine = database_engine(config)
     try:
         check_schema(engine)
         yield SqlRepository(engine, chain_key=key)

@@ -56,8 +56,11 @@ class TargetResult:
 
 def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
                    trigger: str = "manual", wait: bool = True,
-                   lease_wait: float = 0.0) -> list[TargetResult]:
-    """Rotate each target; grace windows of a batch run side by side, not one after another."""
+                   lease_wait: float = 0.0, reason: str | None = None) -> list[TargetResult]:
+    """Rotate each target; grace windows of a batch run side by side, not one after another.
+
+    ``reason`` (why an operator asked) is kept with each rotation this starts.
+    """
     specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
     runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
                     holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl,
@@ -71,7 +74,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     def run(name: str, lease: float) -> None:
         try:
             report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
-                                   wait=False, lease_wait=lease)
+                                   wait=False, lease_wait=lease, reason=reason)
         except (RotatorError, LeaseLost) as exc:
             log.error("target_failed", target=name, error=str(exc))
             results[name] = TargetResult(name, "error", None, str(exc))

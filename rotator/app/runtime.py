@@ -15,10 +15,10 @@ from sqlalchemy.engine import Engine
 from rotator.adapters.clock import SystemClock
 from rotator.adapters.count.client import CallRecord, CountProvider
 from rotator.adapters.sql.repository import SqlRepository
-from rotator.adapters.sql.schema import check_schema, make_engine
+from rotator.adapters.sql.schema import check_schema
 from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
 from rotator.adapters.vault.store import VaultStore
-from rotator.app.database import chain_key
+from rotator.app.database import chain_key, database_engine
 from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.ports import Clock, SecretRef
@@ -109,7 +109,7 @@ def build_runtime(config: Config, *, require_schema: bool = True,
             on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }
-    engine = make_engine(config.database.url)
+    engine = database_engine(config)
     try:
         if require_schema:
             check_schema(engine)

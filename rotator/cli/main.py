@@ -28,6 +28,7 @@ from rotator.core.errors import (
     SchemaError,
     UsageError,
 )
+from rotator.core.manual_reason import MANUAL_REASON_LIMIT, check_manual_reason
 from rotator.logs import configure_logging
 from rotator.redaction import redact_text
 
@@ -41,6 +42,13 @@ log = structlog.get_logger("rotator.cli")
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _reason(text: str) -> str:
+    try:
+        return check_manual_reason(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -104,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wait this long for another process's lease on a target")
     rotate.add_argument("--dry-run", action="store_true",
                         help="print what would happen; change nothing")
+    rotate.add_argument("--reason", type=_reason, default=None, metavar="TEXT",
+                        help="why: kept with the rotation for the audit (one line, at most "
+                             f"{MANUAL_REASON_LIMIT} characters)")
     rotate.set_defaults(handler=_cmd_rotate)
 
     verify = add("verify", help="check the invariants: Vault, the provider and SQL agree")
@@ -251,7 +262,7 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
             return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
         results = service.rotate_targets(rt, names, grace=args.grace,
                                          actor=service.whoami_actor(),
-                                         lease_wait=args.wait_lease)
+                                         lease_wait=args.wait_lease, reason=args.reason)
     finally:
         rt.close()
     print(report.render_results(results))
@@ -343,13 +354,13 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from rotator.app.database import chain_key  # noqa: PLC0415
+    from rotator.app.database import chain_key, database_password  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or args.config
     config = load_config(path)
     problems: dict[str, str] = {}
-    for check in (management_keys, vault_auth, chain_key):
+    for check in (database_password, management_keys, vault_auth, chain_key):
         try:
             check(config)
         except ConfigError as exc:

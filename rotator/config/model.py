@@ -13,7 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rotator.config.base import (
     Duration,
@@ -140,12 +147,22 @@ class VaultConfig(Frozen):
 
 class DatabaseConfig(Frozen):
     url: str = "sqlite:///rotator.db"
+    # PostgreSQL's password, read by rotator (libpq refuses a PGPASSFILE that a Kubernetes
+    # Secret mounts: the files are group-readable).
+    password_file: Path | None = None
 
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("expected sqlite:///PATH or postgresql+psycopg://user@host/db")
+        return value
+
+    @field_validator("password_file")
+    @classmethod
+    def _for_postgresql(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and str(info.data.get("url", "")).startswith("sqlite:"):
+            raise ValueError("is for PostgreSQL; SQLite has no password")
         return value
 
 

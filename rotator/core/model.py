@@ -149,6 +149,7 @@ class Rotation:
     # only (``failure`` None), and is worded by that text whole.
     failure: Failure | None = None
     rollback_blocked: str | None = None     # why the rollback cannot finish yet
+    manual_reason: str | None = None        # why an operator rotated (``--reason``)
 
     @property
     def is_terminal(self) -> bool:

@@ -25,6 +25,7 @@ import structlog
 
 from rotator.core import machine as m
 from rotator.core.errors import LeaseHeld, LeaseLost
+from rotator.core.manual_reason import check_manual_reason
 from rotator.core.model import Rotation, Status
 from rotator.core.ports import (
     Clock,
@@ -106,20 +107,21 @@ class Runner:
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
                grace: float | None = None, wait: bool = True,
-               lease_wait: float = 0.0) -> RotationReport:
+               lease_wait: float = 0.0, reason: str | None = None) -> RotationReport:
         """Finish the target's in-flight rotation if it has one, else run a new one.
 
         ``lease_wait``: how long to wait for another holder's lease (a crashed process's
-        lease lapses after ``lease_ttl``) before giving up with ``LeaseHeld``.
+        lease lapses after ``lease_ttl``) before giving up with ``LeaseHeld``. ``reason``:
+        why an operator asked (``check_manual_reason``), kept with a rotation it starts.
         """
         report = self.rotate_if(spec, None, trigger=trigger, actor=actor, grace=grace,
-                                wait=wait, lease_wait=lease_wait)
+                                wait=wait, lease_wait=lease_wait, reason=reason)
         assert report is not None  # without a condition it always runs
         return report
 
     def rotate_if(self, spec: TargetSpec, start_if: Callable[[], bool] | None, *,
                   trigger: str, actor: str, grace: float | None = None, wait: bool = True,
-                  lease_wait: float = 0.0) -> RotationReport | None:
+                  lease_wait: float = 0.0, reason: str | None = None) -> RotationReport | None:
         """``rotate``, but a new rotation starts only if ``start_if()`` still says so.
 
         ``start_if`` is asked while the lease is held, so a decision made from an earlier
@@ -138,7 +140,7 @@ class Runner:
             if rot is None:
                 if start_if is not None and not start_if():
                     return None
-                rot = self._start(spec, trail, trigger, actor, grace)
+                rot = self._start(spec, trail, trigger, actor, grace, reason)
             else:
                 # Nothing of this rotation runs now (we hold the lease), so an intent with
                 # no outcome was cut short: by a crash, or by an error in this very process
@@ -234,15 +236,18 @@ class Runner:
         return trail, StepRunner(*args), Unwinder(*args)
 
     def _start(self, spec: TargetSpec, trail: AuditTrail, trigger: str, actor: str,
-               grace: float | None) -> Rotation:
+               grace: float | None, reason: str | None) -> Rotation:
         now = self._clock.now()
         rot = Rotation(
             rotation_id=new_rotation_id(now), target=spec.name,
             service_account=spec.service_account, trigger=trigger, actor=actor,
-            grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now)
+            grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now,
+            manual_reason=None if reason is None else check_manual_reason(reason))
         self._repo.insert_rotation(rot, trail.lease)
+        # The reason in the append-only trail too: the rotations row is the owner's to edit.
+        because = "" if rot.manual_reason is None else f"; reason: {rot.manual_reason}"
         trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
-                                              f"grace {rot.grace_seconds:g}s")
+                                              f"grace {rot.grace_seconds:g}s{because}")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)

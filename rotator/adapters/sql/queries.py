@@ -71,6 +71,7 @@ def rotation_from_row(row: RowMapping) -> Rotation:
         recreate_count=row["recreate_count"],
         failure=_failure_from_row(row),
         rollback_blocked=row["rollback_blocked"],
+        manual_reason=row["manual_reason"],
     )
 
 

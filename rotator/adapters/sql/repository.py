@@ -85,6 +85,7 @@ def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
         "finished_at": rotation.finished_at,
         "reason": rotation.reason,
         "recreate_count": rotation.recreate_count,
+        "manual_reason": rotation.manual_reason,
         **_failure_values(rotation),
         "updated_at": now,
     }

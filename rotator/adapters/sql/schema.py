@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from rotator.adapters.sql.backend import POSTGRESQL, SQLITE, backend, is_sqlite
 from rotator.core.errors import SchemaError
+from rotator.core.secret import Secret
 
 __all__ = [
     "MIGRATIONS_PACKAGE",
@@ -85,12 +86,14 @@ def _set_pg_session(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, password: Secret | None = None) -> Engine:
     """An engine for ``url``, tuned per backend.
 
     SQLite: WAL journal, a 5 s busy timeout and foreign keys, set on every new connection.
     PostgreSQL: ``pool_pre_ping``, so a replica survives a database restart, and sessions
     that the server ends when they idle in a transaction (``PG_IDLE_IN_TRANSACTION``).
+    ``password`` (``[database] password_file``) is handed to the driver, never put in the
+    URL, so no rendering of the URL can show it.
     """
     parsed = make_url(url)
     name = backend(parsed)
@@ -104,8 +107,10 @@ def make_engine(url: str) -> Engine:
         # A plain postgresql:// URL would pick psycopg2; rotator ships psycopg 3.
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, pool_pre_ping=True,
-                               connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
+        connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        if password is not None:
+            connect_args["password"] = password.reveal()
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
         event.listen(engine, "connect", _set_pg_session)
         return engine
     raise SchemaError(f"unsupported database {name!r}: use sqlite or postgresql", url=_safe(url))
@@ -126,14 +131,14 @@ def head_revision() -> str:
     return head
 
 
-def upgrade(url: str) -> str:
+def upgrade(url: str, password: Secret | None = None) -> str:
     """Apply every missing migration to the database at ``url``; returns the head revision.
 
     Concurrent upgrades (replicas' init containers) run one at a time: a PostgreSQL
     advisory lock, or on SQLite an exclusive lock on a file beside the database.
     """
     with _sqlite_upgrade_lock(url):
-        return _upgrade(url)
+        return _upgrade(url, password)
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -171,9 +176,9 @@ def _sqlite_upgrade_lock(url: str) -> Iterator[None]:
         yield
 
 
-def _upgrade(url: str) -> str:
+def _upgrade(url: str, password: Secret | None) -> str:
     cfg = alembic_config()
-    engine = make_engine(url)
+    engine = make_engine(url, password)
     try:
         with engine.begin() as connection:
             if backend(connection) == POSTGRESQL:
@@ -196,9 +201,9 @@ def _revision_of(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def current_revision(url: str) -> str | None:
+def current_revision(url: str, password: Secret | None = None) -> str | None:
     """The revision the database at ``url`` is at; ``None`` if it has no rotator schema."""
-    engine = make_engine(url)
+    engine = make_engine(url, password)
     try:
         return _revision_of(engine)
     finally:

@@ -8,6 +8,8 @@
                        to the target's event before it by a hash (``chain_hash``)
     leases             who is rotating a target, until when, and the lease's generation
     pending_cleanups   keys to delete on the next pass (a revoke that could not finish)
+    audit_* (views)    the auditor's questions (revision 0005, docs/audit.md); not mirrored
+                       here: nothing of rotator's reads them
 
 No column holds key material: key ids and short fingerprints only. Every timestamp is
 ``UtcDateTime``: timezone-aware UTC in and out, also on SQLite, which stores it naive.
@@ -119,6 +121,8 @@ rotations = Table(
     Column("updated_at", UtcDateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
     # The lease generation of the last write (revision 0003); NULL on older rows.
     Column("lease_generation", Integer),
+    # What `rotator rotate --reason` was given (revision 0005); NULL if nothing was.
+    Column("manual_reason", Text),
     CheckConstraint(
         "status IN ('running', 'completed', 'rolled_back', 'failed')",
         name="ck_rotations_status",
