@@ -66,6 +66,10 @@ V = TypeVar("V")
 
 _keys: OrderedDict[str, str | None] = OrderedDict()
 _pinned: OrderedDict[str, None] = OrderedDict()
+# Key ids the provider confirmed deleted: reading such a key back (the probe after a revoke
+# reads it from Vault's previous version) does not register it again; only a key that
+# authenticates again (``alive``) does.
+_deleted: OrderedDict[str, None] = OrderedDict()
 _lock = threading.Lock()
 # Every value held, longest first (so a value that holds another is masked whole); rebuilt
 # only after the registry changed, not for each string scanned.
@@ -73,18 +77,23 @@ _scan_order: tuple[str, ...] | None = None
 
 
 def remember_secret(secret: Secret | str, *, key_id: str | None = None,
-                    pinned: bool = False) -> None:
+                    pinned: bool = False, alive: bool = False) -> None:
     """Mask this value in every later log line, whatever it looks like.
 
-    ``key_id`` lets ``forget_key`` drop a provider key once it is deleted; ``pinned`` marks a
-    credential, kept apart from the keys' turnover. Remembering a value again makes it the
-    newest (the last to be evicted).
+    ``key_id`` lets ``forget_key`` drop a provider key once it is deleted, and a key of a
+    deleted id is not registered again unless ``alive`` (it just authenticated); ``pinned``
+    marks a credential, kept apart from the keys' turnover. Remembering a value again makes
+    it the newest (the last to be evicted).
     """
     value = secret.reveal() if isinstance(secret, Secret) else secret
     if len(value) < 6:
         return
     global _scan_order  # noqa: PLW0603 (the registry is the process's, by design)
     with _lock:
+        if key_id is not None and key_id in _deleted:
+            if not alive:
+                return
+            del _deleted[key_id]
         if pinned:
             _keep(_pinned, value, None, MAX_PINNED)
         elif value not in _pinned:
@@ -103,6 +112,7 @@ def forget_key(key_id: str) -> None:
     """The provider deleted key ``key_id``: stop scanning log lines for it."""
     global _scan_order  # noqa: PLW0603
     with _lock:
+        _keep(_deleted, key_id, None, MAX_KEYS)
         for value in [v for v, tag in _keys.items() if tag == key_id]:
             del _keys[value]
             _scan_order = None

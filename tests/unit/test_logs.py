@@ -119,3 +119,16 @@ def test_a_deleted_key_leaves_the_registry() -> None:
     forget_key("key_old")
     assert not is_remembered("about-to-be-revoked-1")
     assert is_remembered("still-serving-key-1")
+
+
+def test_a_deleted_key_read_back_stays_out_until_it_authenticates_again() -> None:
+    # The probe after a revoke reads the dead key back from Vault's previous version.
+    remember_secret("revoked-then-read-back-1", key_id="key_gone")
+    forget_key("key_gone")
+    remember_secret("revoked-then-read-back-1", key_id="key_gone")
+    assert not is_remembered("revoked-then-read-back-1")
+    # A provider that did not revoke it: the key authenticated, so it is live again.
+    remember_secret("revoked-then-read-back-1", key_id="key_gone", alive=True)
+    assert is_remembered("revoked-then-read-back-1")
+    forget_key("key_gone")
+    assert not is_remembered("revoked-then-read-back-1")

@@ -199,8 +199,9 @@ class CountProvider:
         def parse(result: Fields, rid: str | None) -> Identity:
             key_id = result.text("key_id")
             # Now the key's id is known (a key read from Vault may not say): delete_key can
-            # drop it from the registry once it is revoked.
-            remember_secret(key, key_id=key_id)
+            # drop it from the registry once it is revoked. It authenticated: it is live,
+            # even if its id was deleted before (a provider that did not revoke it).
+            remember_secret(key, key_id=key_id, alive=True)
             return Identity(result.text("service_account_id"), key_id, rid)
         return self._request(call, key, parse)
 
