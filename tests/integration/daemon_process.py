@@ -102,7 +102,11 @@ class Daemon:
         """SIGTERM; the exit code and how long the exit took."""
         start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {timeout:g}s after SIGTERM:\n"
+                                 f"{self.logs()[-4000:]}") from None
         self._log.close()
         return code, time.monotonic() - start
 
