@@ -22,6 +22,7 @@ the secret itself, and an operator needs them to tell which source failed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -66,10 +67,10 @@ V = TypeVar("V")
 
 _keys: OrderedDict[str, str | None] = OrderedDict()
 _pinned: OrderedDict[str, None] = OrderedDict()
-# Key ids the provider confirmed deleted: reading such a key back (the probe after a revoke
-# reads it from Vault's previous version) does not register it again; only a key that
-# authenticates again (``alive``) does.
-_deleted: OrderedDict[str, None] = OrderedDict()
+# Digests (never the values) of keys the provider confirmed deleted: reading such a key back
+# (the probe after a revoke reads it from Vault's previous version, which may not name its
+# id) does not register it again; only a key that authenticates again (``alive``) does.
+_deleted: OrderedDict[bytes, None] = OrderedDict()
 _lock = threading.Lock()
 # Every value held, longest first (so a value that holds another is masked whole); rebuilt
 # only after the registry changed, not for each string scanned.
@@ -90,10 +91,11 @@ def remember_secret(secret: Secret | str, *, key_id: str | None = None,
         return
     global _scan_order  # noqa: PLW0603 (the registry is the process's, by design)
     with _lock:
-        if key_id is not None and key_id in _deleted:
+        digest = _digest(value)
+        if digest in _deleted:
             if not alive:
                 return
-            del _deleted[key_id]
+            del _deleted[digest]
         if pinned:
             _keep(_pinned, value, None, MAX_PINNED)
         elif value not in _pinned:
@@ -112,10 +114,14 @@ def forget_key(key_id: str) -> None:
     """The provider deleted key ``key_id``: stop scanning log lines for it."""
     global _scan_order  # noqa: PLW0603
     with _lock:
-        _keep(_deleted, key_id, None, MAX_KEYS)
         for value in [v for v, tag in _keys.items() if tag == key_id]:
             del _keys[value]
+            _keep(_deleted, _digest(value), None, MAX_KEYS)
             _scan_order = None
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
 
 
 def is_remembered(secret: Secret | str) -> bool:

@@ -126,6 +126,7 @@ def test_a_deleted_key_read_back_stays_out_until_it_authenticates_again() -> Non
     remember_secret("revoked-then-read-back-1", key_id="key_gone")
     forget_key("key_gone")
     remember_secret("revoked-then-read-back-1", key_id="key_gone")
+    remember_secret("revoked-then-read-back-1")   # a Vault version that names no key id
     assert not is_remembered("revoked-then-read-back-1")
     # A provider that did not revoke it: the key authenticated, so it is live again.
     remember_secret("revoked-then-read-back-1", key_id="key_gone", alive=True)
