@@ -63,6 +63,7 @@ _SECRET_SHAPES = re.compile(
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
 
 # value -> key id (None when the value is no provider key, or its id is unknown).
+K = TypeVar("K")
 V = TypeVar("V")
 
 _keys: OrderedDict[str, str | None] = OrderedDict()
@@ -103,7 +104,7 @@ def remember_secret(secret: Secret | str, *, key_id: str | None = None,
         _scan_order = None
 
 
-def _keep(registry: OrderedDict[str, V], value: str, tag: V, limit: int) -> None:
+def _keep(registry: OrderedDict[K, V], value: K, tag: V, limit: int) -> None:
     registry[value] = tag
     registry.move_to_end(value)
     while len(registry) > limit:
