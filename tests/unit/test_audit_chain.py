@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,15 @@ import pytest
 
 from rotator.cli.main import _audit_shows_by_default, main
 from rotator.config.model import load_config
-from rotator.core.audit_chain import BreakKind, KeyRequired, chain_hash, encode_v1, walk_chains
+from rotator.core.audit_chain import (
+    Break,
+    BreakKind,
+    ChainReport,
+    KeyRequired,
+    chain_hash,
+    encode_v1,
+    walk_chains,
+)
 from rotator.core.errors import ConfigError
 from tests.unit.test_config import VALID, write
 
@@ -39,13 +47,18 @@ def test_a_timestamp_is_encoded_in_one_utc_form_whatever_its_zone() -> None:
         encode_v1({**ROW, "at": datetime(2026, 11, 1)}, 1, "")
 
 
-def _chain(count: int, key: bytes | None = None, target: str = "app") -> list[dict[str, Any]]:
+def _linked(target: str, keys: list[bytes | None], first_id: int = 1) -> list[dict[str, Any]]:
+    """One target's chain, in order: row n hashed with ``keys[n]`` (``None``: sha256)."""
     rows, previous = [], ""
-    for seq in range(1, count + 1):
-        row = {**ROW, "target": target, "id": seq, "detail": f"event {seq}"}
+    for seq, key in enumerate(keys, start=1):
+        row = {**ROW, "target": target, "id": first_id + seq - 1, "detail": f"event {seq}"}
         previous = chain_hash(row, seq, previous, key)
         rows.append({**row, "chain_seq": seq, "chain_hash": previous})
     return rows
+
+
+def _chain(count: int, key: bytes | None = None, target: str = "app") -> list[dict[str, Any]]:
+    return _linked(target, [key] * count)
 
 
 def test_the_walker_names_the_first_broken_link_of_each_target() -> None:
@@ -86,6 +99,123 @@ def test_with_a_key_the_walker_refuses_unkeyed_hashes_and_needs_the_key() -> Non
     rehashed = {**row4, "chain_seq": 4, "chain_hash": chain_hash(row4, 4, after["chain_hash"])}
     [found] = walk_chains([*prefix, after, rehashed], b"key").breaks
     assert (found.event_id, found.kind) == (4, BreakKind.UNKEYED)
+
+
+class _NoOffset(tzinfo):
+    """A zone that knows no offset: aware in form, naive in fact."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+def test_only_a_timestamp_with_an_offset_and_the_plain_types_have_a_canonical_form() -> None:
+    for naive in (datetime(2026, 11, 1), datetime(2026, 11, 1, tzinfo=_NoOffset())):
+        with pytest.raises(ValueError) as info:
+            encode_v1({**ROW, "at": naive}, 1, "")
+        assert str(info.value) == "a naive timestamp has no canonical UTC form"
+    with pytest.raises(TypeError) as wrong:
+        encode_v1({**ROW, "vault_version": 3.0}, 1, "")
+    assert str(wrong.value) == "no canonical form for a float"
+
+
+# The walker's report, pinned whole: the counts, and each break's target, event id, kind
+# and wording (what `rotator audit verify` prints).
+EDITED = ("the row does not match its hash (it, or the hash of the event before it, was "
+          "rewritten)")
+INSERTED = "no chain hash: a row rotator did not write"
+UNKEYED_AFTER = "an unkeyed hash after keyed ones: recomputed without the key"
+NEVER_KEYED = ("no event of this chain is keyed: written before the key was configured, or "
+               "recomputed without it")
+KEY = b"key"
+APP = _linked("app", [None] * 5)
+
+
+def _with(row: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**row, **changes}
+
+
+WALKS: dict[str, tuple[list[dict[str, Any]], bytes | None, ChainReport]] = {
+    "nothing": ([], None, ChainReport(0, 0, [])),
+    "clean": (APP, None, ChainReport(1, 5, [])),
+    "edited, and a later edit not reported": (
+        [APP[0], _with(APP[1], detail="x"), APP[2], _with(APP[3], detail="y"), APP[4]], None,
+        ChainReport(1, 5, [Break("app", 2, BreakKind.EDITED, EDITED)])),
+    "one deleted": (
+        [*APP[:2], *APP[3:]], None,
+        ChainReport(1, 4, [Break("app", 4, BreakKind.MISSING,
+                                 "chain seq 3 missing before this event (deleted)")])),
+    "two deleted": (
+        [*APP[:2], APP[4]], None,
+        ChainReport(1, 3, [Break("app", 5, BreakKind.MISSING,
+                                 "chain seq 3-4 missing before this event (deleted)")])),
+    "the last ones deleted": (APP[:3], None, ChainReport(1, 3, [])),
+    "swapped": (
+        [APP[0], APP[2], APP[1], *APP[3:]], None,
+        ChainReport(1, 5, [Break("app", 3, BreakKind.REORDERED,
+                                 "chain seq 3 where 2 was due; seq 2 comes later, at event 2")])),
+    "moved to the end": (
+        [APP[0], *APP[2:], _with(APP[1], id=9)], None,
+        ChainReport(1, 5, [Break("app", 3, BreakKind.REORDERED,
+                                 "chain seq 3 where 2 was due; seq 2 comes later, at event 9")])),
+    "an old seq again": (
+        [*APP[:3], _with(APP[0], id=4)], None,
+        ChainReport(1, 4, [Break("app", 4, BreakKind.REORDERED, "chain seq 1 after seq 3")])),
+    "forged": (
+        [*APP, {**ROW, "id": 6, "chain_seq": None, "chain_hash": None}], None,
+        ChainReport(1, 6, [Break("app", 6, BreakKind.INSERTED, INSERTED)])),
+    "no hash": (
+        [*APP[:2], _with(APP[2], chain_hash=None)], None,
+        ChainReport(1, 3, [Break("app", 3, BreakKind.INSERTED, INSERTED)])),
+    "no seq": (
+        [_with(APP[0], chain_seq=None), *APP[1:]], None,
+        ChainReport(1, 5, [Break("app", 1, BreakKind.INSERTED, INSERTED)])),
+    "an unknown scheme": (
+        [_with(APP[0], chain_hash="md5:" + "0" * 32)], None,
+        ChainReport(1, 1, [Break("app", 1, BreakKind.EDITED, "unknown hash scheme 'md5'")])),
+    "keyed": (_linked("app", [KEY] * 3), KEY, ChainReport(1, 3, [])),
+    "keyed, the wrong key": (
+        _linked("app", [KEY] * 3), b"guess",
+        ChainReport(1, 3, [Break("app", 1, BreakKind.EDITED, EDITED)])),
+    "unkeyed, then keyed": (_linked("app", [None, None, KEY, KEY]), KEY, ChainReport(1, 4, [])),
+    "unkeyed after keyed": (
+        _linked("app", [None, KEY, None, KEY]), KEY,
+        ChainReport(1, 4, [Break("app", 3, BreakKind.UNKEYED, UNKEYED_AFTER)])),
+    "never keyed, with a key": (
+        APP[:3], KEY, ChainReport(1, 3, [Break("app", 3, BreakKind.UNKEYED, NEVER_KEYED)])),
+    "never keyed and edited, with a key": (
+        [APP[0], _with(APP[1], detail="x"), APP[2]], KEY,
+        ChainReport(1, 3, [Break("app", 2, BreakKind.EDITED, EDITED)])),
+    "never keyed and one deleted, with a key": (
+        [APP[0], APP[2]], KEY,
+        ChainReport(1, 2, [Break("app", 3, BreakKind.MISSING,
+                                 "chain seq 2 missing before this event (deleted)")])),
+    "three targets": (
+        [*APP[:2], APP[4], *_linked("web", [None] * 3, 10),
+         *(_with(r, detail="x") if r["id"] == 21 else r for r in _linked("db", [None] * 2, 20))],
+        None,
+        ChainReport(3, 8, [Break("app", 5, BreakKind.MISSING,
+                                 "chain seq 3-4 missing before this event (deleted)"),
+                           Break("db", 21, BreakKind.EDITED, EDITED)])),
+    "a target never keyed, then a keyed one": (
+        [*_linked("app", [None] * 2), *_linked("web", [KEY] * 2, 10)], KEY,
+        ChainReport(2, 4, [Break("app", 2, BreakKind.UNKEYED, NEVER_KEYED)])),
+    "a keyed target, then one never keyed": (
+        [*_linked("app", [KEY] * 2), *_linked("web", [None] * 2, 10)], KEY,
+        ChainReport(2, 4, [Break("web", 11, BreakKind.UNKEYED, NEVER_KEYED)])),
+}
+
+
+@pytest.mark.parametrize("case", list(WALKS))
+def test_the_walk_reports_exactly_this(case: str) -> None:
+    rows, key, expected = WALKS[case]
+    assert walk_chains(rows, key) == expected
+
+
+@pytest.mark.parametrize("keys", [[KEY], [None, KEY]])
+def test_a_keyed_row_and_no_key_is_refused_naming_the_target(keys: list[bytes | None]) -> None:
+    with pytest.raises(KeyRequired) as info:
+        walk_chains(_linked("app", keys))
+    assert str(info.value) == "the chain of 'app' is keyed (hmac-sha256)"
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
