@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,18 @@ def test_with_a_key_the_walker_refuses_unkeyed_hashes_and_needs_the_key() -> Non
     assert (found.event_id, found.kind) == (4, BreakKind.UNKEYED)
 
 
+def test_the_encoding_does_not_depend_on_the_hosts_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = encode_v1(ROW, 1, "")
+    try:
+        for zone in ("Asia/Kolkata", "America/New_York"):
+            monkeypatch.setenv("TZ", zone)
+            time.tzset()
+            assert encode_v1(ROW, 1, "") == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 class _NoOffset(tzinfo):
     """A zone that knows no offset: aware in form, naive in fact."""
 
@@ -172,6 +185,9 @@ WALKS: dict[str, tuple[list[dict[str, Any]], bytes | None, ChainReport]] = {
     "an unknown scheme": (
         [_with(APP[0], chain_hash="md5:" + "0" * 32)], None,
         ChainReport(1, 1, [Break("app", 1, BreakKind.EDITED, "unknown hash scheme 'md5'")])),
+    "a scheme, then more colons": (
+        [_with(APP[0], chain_hash=APP[0]["chain_hash"] + ":00")], None,
+        ChainReport(1, 1, [Break("app", 1, BreakKind.EDITED, EDITED)])),
     "keyed": (_linked("app", [KEY] * 3), KEY, ChainReport(1, 3, [])),
     "keyed, the wrong key": (
         _linked("app", [KEY] * 3), b"guess",
