@@ -32,3 +32,17 @@ def test_a_good_reason_is_kept_stripped() -> None:
     assert check_manual_reason("  SEC-42: key in a CI log — rotated  ") == (
         "SEC-42: key in a CI log — rotated")
     assert check_manual_reason("x" * MANUAL_REASON_LIMIT) == "x" * MANUAL_REASON_LIMIT
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    (" \t ", "a reason must say something: it is empty"),
+    ("x" * (MANUAL_REASON_LIMIT + 1),
+     f"a reason is at most {MANUAL_REASON_LIMIT} characters, "
+     f"this one has {MANUAL_REASON_LIMIT + 1}"),
+    ("a\x1bb\nc\x1bd\u202e",                      # each once, in code point order
+     "a reason is one line of printable text; it holds U+000A, U+001B, U+202E"),
+], ids=["empty", "too long", "several bad characters"])
+def test_a_bad_reason_says_exactly_what_is_wrong(reason: str, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        check_manual_reason(reason)
+    assert str(raised.value) == message

@@ -8,16 +8,23 @@ Vault that no longer has the old key's version, and a deletion the cleanup queue
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from datetime import datetime
+from typing import Any
 
 import pytest
 import structlog
 
 from rotator.core.errors import ProviderUnavailable, SecretNotFound
-from rotator.core.model import AuditEvent, Status
+from rotator.core.model import AuditEvent, Rotation, Status
+from rotator.core.ports import Identity
+from rotator.core.secret import Secret
+from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
 from tests.fakes import Crash
 from tests.unit.test_runner import World
+
+Event = dict[str, Any]
 
 
 def _probes(w: World) -> list[AuditEvent]:
@@ -146,3 +153,115 @@ def test_a_deferred_revoke_is_probed_when_the_cleanup_queue_deletes_the_key() ->
     assert (probe.rotation_id, probe.result) == (rot.rotation_id, AuditResult.STILL_VALID)
     assert probe.step == "done"
     _no_secret_in_rows(w)
+
+
+# -- what each finding says, whole, and its log event ---------------------------------
+
+def _logged(w: World, spec: TargetSpec | None = None) -> tuple[Rotation, list[Event]]:
+    with structlog.testing.capture_logs() as logs:
+        rot = w.runner().rotate(spec or w.spec).rotation
+    return rot, [e for e in logs if e["event"].startswith("revoked_key_")]
+
+
+def test_a_refused_probe_is_noted_whole_and_logs_nothing() -> None:
+    w = World()
+    rot, logs = _logged(w)
+    (probe,) = _probes(w)
+    assert probe.detail == "refused at probe 1: the provider revoked it"
+    assert probe.key_id == rot.old_key_id and logs == []
+
+
+def test_a_key_still_valid_is_noted_whole_and_logged_as_an_error() -> None:
+    w = World(revoke_lag=math.inf)
+    old = w.provider.key_of(w.first)
+    rot, logs = _logged(w)
+    (probe,) = _probes(w)
+    detail = (f"still authenticates as sa_1/{old} after 4 probe(s): "
+              "the provider did not revoke it")
+    assert (probe.detail, probe.fingerprint) == (detail, w.first.fingerprint)
+    assert logs == [{"event": "revoked_key_still_authenticates", "log_level": "error",
+                     "rotation_id": rot.rotation_id, "key_id": old, "detail": detail}]
+
+
+def test_a_probe_that_cannot_reach_the_provider_is_noted_whole_and_logged() -> None:
+    w = World()
+    old = w.provider.key_of(w.first)
+    real = w.provider.whoami
+
+    def failing_after_revoke(key: Secret) -> Identity:
+        if any(e.action == AuditAction.REVOKE_KEY for e in w.repo.recorded):
+            raise ProviderUnavailable("503")
+        return real(key)
+
+    w.provider.whoami = failing_after_revoke  # type: ignore[method-assign]
+    rot, logs = _logged(w)
+    (probe,) = _probes(w)
+    detail = "could not probe it: ProviderUnavailable: 503"
+    assert (probe.result, probe.detail, probe.fingerprint) == (
+        AuditResult.UNKNOWN, detail, w.first.fingerprint)
+    assert logs == [{"event": "revoked_key_unprobed", "log_level": "warning",
+                     "rotation_id": rot.rotation_id, "key_id": old, "detail": detail}]
+
+
+def test_an_unreadable_old_version_is_noted_whole_without_a_fingerprint() -> None:
+    w = World()
+    old = w.provider.key_of(w.first)
+
+    def pruned(ref: object, version: int) -> object:
+        raise SecretNotFound("no such version", version=version)
+
+    w.store.read_version = pruned  # type: ignore[method-assign,assignment]
+    rot, logs = _logged(w)
+    (probe,) = _probes(w)
+    detail = ("not probed: cannot read the old key from Vault version 1: "
+              "SecretNotFound: no such version (version=1)")
+    assert (probe.result, probe.detail, probe.fingerprint, probe.key_id) == (
+        AuditResult.UNKNOWN, detail, None, old)
+    assert logs == [{"event": "revoked_key_unprobed", "log_level": "warning",
+                     "rotation_id": rot.rotation_id, "key_id": old, "detail": detail}]
+
+
+def test_a_rotation_that_recorded_no_old_version_is_noted_as_not_probed() -> None:
+    w = World()
+    rot = w.runner().rotate(w.spec, wait=False).rotation       # in grace
+    w.repo.by_id[rot.rotation_id] = replace(rot, old_version=None)
+    w.clock.sleep(30)
+    w.runner().rotate(w.spec)
+    (probe,) = _probes(w)
+    assert (probe.result, probe.detail, probe.fingerprint) == (
+        AuditResult.UNKNOWN,
+        "not probed: cannot read the old key from Vault version None: "
+        "SecretNotFound: the rotation recorded no Vault version for it", None)
+
+
+# -- the schedule: the target's probe interval, doubling, capped at 2 s, for 5 s at most --
+
+def _probe_times(w: World, spec: TargetSpec) -> list[float]:
+    """Seconds after the revoke's outcome at which the deleted old key was probed."""
+    real = w.provider.whoami
+    at: list[datetime] = []
+
+    def timed(key: Secret) -> Identity:
+        if key == w.first and any(e.action == AuditAction.REVOKE_KEY for e in w.repo.recorded):
+            at.append(w.clock.now())
+        return real(key)
+
+    w.provider.whoami = timed  # type: ignore[method-assign]
+    w.runner().rotate(spec)
+    revoked = next(e.at for e in w.repo.recorded if e.action == AuditAction.REVOKE_KEY
+                   and e.kind is EventKind.OUTCOME)
+    assert revoked is not None
+    return [(t - revoked).total_seconds() for t in at]
+
+
+@pytest.mark.parametrize(("interval", "timeout", "times"), [
+    (1, 20, [0, 1, 3, 5]),                       # 1 s, 2 s, then what is left of the 5 s
+    (2, 20, [0, 2, 4, 5]),                       # capped at 2 s, not 4
+    (0.25, 20, [0, 0.25, 0.75, 1.75, 3.75, 5]),  # doubling from the interval
+    (1, 2, [0, 1, 2]),                           # a probe timeout under 5 s bounds it
+], ids=["1s", "2s", "quarter", "short timeout"])
+def test_a_key_not_revoked_is_probed_on_this_schedule(
+        interval: float, timeout: float, times: list[float]) -> None:
+    w = World(revoke_lag=math.inf)
+    spec = replace(w.spec, probe_interval=interval, probe_timeout=timeout)
+    assert _probe_times(w, spec) == times

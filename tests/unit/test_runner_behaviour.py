@@ -52,6 +52,15 @@ def test_rotate_grace_overrides_the_targets_grace() -> None:
     assert started.detail == "manual rotation by cli; grace 0s"
 
 
+def test_rotate_keeps_the_operators_reason_stripped_in_the_row_and_the_trail() -> None:
+    w = World()
+    rot = w.runner().rotate(w.spec, grace=0, reason="  SEC-42: key in a CI log ").rotation
+    assert rot.manual_reason == "SEC-42: key in a CI log"
+    assert w.repo.by_id[rot.rotation_id].manual_reason == "SEC-42: key in a CI log"
+    started = next(e for e in w.repo.recorded if e.action == "started")
+    assert started.detail == "manual rotation by cli; grace 0s; reason: SEC-42: key in a CI log"
+
+
 def test_rotate_if_grace_overrides_the_targets_grace() -> None:
     w = World()
     report = w.runner().rotate_if(w.spec, lambda: True, trigger="schedule", actor="d1",
