@@ -62,10 +62,10 @@ _SECRET_SHAPES = re.compile(
 # scheme://user:password@host: the password goes, the rest still tells where it pointed.
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@")
 
-# value -> key id (None when the value is no provider key, or its id is unknown).
 K = TypeVar("K")
 V = TypeVar("V")
 
+# value -> key id (None when the value is no provider key, or its id is unknown).
 _keys: OrderedDict[str, str | None] = OrderedDict()
 _pinned: OrderedDict[str, None] = OrderedDict()
 # Digests (never the values) of keys the provider confirmed deleted: reading such a key back
@@ -82,8 +82,8 @@ def remember_secret(secret: Secret | str, *, key_id: str | None = None,
                     pinned: bool = False, alive: bool = False) -> None:
     """Mask this value in every later log line, whatever it looks like.
 
-    ``key_id`` lets ``forget_key`` drop a provider key once it is deleted, and a key of a
-    deleted id is not registered again unless ``alive`` (it just authenticated); ``pinned``
+    ``key_id`` lets ``forget_key`` drop a provider key once it is deleted, and a deleted key
+    is not registered again unless ``alive`` (it just authenticated); ``pinned``
     marks a credential, kept apart from the keys' turnover. Remembering a value again makes
     it the newest (the last to be evicted).
     """
