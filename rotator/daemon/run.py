@@ -44,6 +44,7 @@ log = structlog.get_logger("rotator.daemon")
 # The lease row that makes a SQLite database single-replica. Target names cannot start
 # with "@" (the config refuses them), so it never collides with a target's lease.
 DAEMON_LEASE = "@daemon"
+_MAIN_WAKE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +221,11 @@ class _Daemon:
                  holder=self.holder, targets=len(self.config.targets),
                  replicas="one (sqlite)" if self.single_replica else "many (postgresql)")
         try:
-            self.stop.wait()
+            # Never an untimed wait: the kernel may hand SIGTERM to any thread, and then
+            # Python runs its handler only once the main thread wakes (a blocked wait of
+            # the main thread is not interrupted), so it wakes at least once a second.
+            while not self.stop.wait(_MAIN_WAKE_SECONDS):
+                pass
         finally:
             self.waker.shutdown()
             self.drain()

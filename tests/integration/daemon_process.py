@@ -65,7 +65,10 @@ class Daemon:
         argv = [sys.executable, "-m", "rotator", "--config", str(config), *flags,
                 "run", *args]
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env={**world.env, **(env or {})},
+        # PYTHONFAULTHANDLER: a daemon that hangs is sent SIGABRT (``terminate``) and dumps
+        # every thread's stack into its log.
+        self.proc = subprocess.Popen(argv, env={**world.env, "PYTHONFAULTHANDLER": "1",
+                                                **(env or {})},
                                      stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def url(self, path: str) -> str:
@@ -105,7 +108,20 @@ class Daemon:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)   # its threads' stacks, into the log
+            self.proc.wait(10)
             raise AssertionError(f"still running {timeout:g}s after SIGTERM:\n"
+                                 f"{self.logs()[-12000:]}") from None
+        self._log.close()
+        return code, time.monotonic() - start
+
+    def terminate_after_signal(self, timeout: float) -> tuple[int, float]:
+        """The exit code of a process already sent its signal, and how long it took."""
+        start = time.monotonic()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {timeout:g}s after its signal:\n"
                                  f"{self.logs()[-4000:]}") from None
         self._log.close()
         return code, time.monotonic() - start

@@ -4,7 +4,11 @@ schedules, health, metrics, shutdown, restart, readiness through outages, start-
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
+import platform
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -318,3 +322,29 @@ def test_a_listen_address_in_use_is_a_config_error(make_world: MakeWorld) -> Non
     finally:
         busy.close()
     assert "daemon.listen" in daemon.logs()
+
+
+def _thread_ids(pid: int) -> list[int]:
+    return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+def test_sigterm_delivered_to_a_worker_thread_still_stops_the_daemon(
+        make_world: MakeWorld) -> None:
+    # The kernel may hand a process's SIGTERM to any of its threads; Python then runs the
+    # handler only when the main thread wakes. tgkill sends it to one that is not main.
+    world = make_world("app")
+    daemon = Daemon(world, *daemon_config(world, "daemon", schedule="enabled = false"))
+    try:
+        daemon.wait_ready()
+        pid = daemon.proc.pid
+        others = [tid for tid in _thread_ids(pid) if tid != pid]
+        assert others, "the daemon runs more than its main thread"
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(_SYS_TGKILL, pid, others[0], signal.SIGTERM) == 0
+        code, took = daemon.terminate_after_signal(timeout=10)
+        assert code == 0 and took < 5, (code, took, daemon.logs()[-2000:])
+    finally:
+        daemon.close()
+
+
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}[platform.machine()]
