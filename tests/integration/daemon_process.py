@@ -103,26 +103,20 @@ class Daemon:
 
     def terminate(self, timeout: float = 20) -> tuple[int, float]:
         """SIGTERM; the exit code and how long the exit took."""
-        start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGABRT)   # its threads' stacks, into the log
-            self.proc.wait(10)
-            raise AssertionError(f"still running {timeout:g}s after SIGTERM:\n"
-                                 f"{self.logs()[-12000:]}") from None
-        self._log.close()
-        return code, time.monotonic() - start
+        return self.terminate_after_signal(timeout)
 
     def terminate_after_signal(self, timeout: float) -> tuple[int, float]:
-        """The exit code of a process already sent its signal, and how long it took."""
+        """The exit code of a process already sent its signal, and how long it took; one
+        still running after ``timeout`` is sent SIGABRT, its threads' stacks into the log."""
         start = time.monotonic()
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
             raise AssertionError(f"still running {timeout:g}s after its signal:\n"
-                                 f"{self.logs()[-4000:]}") from None
+                                 f"{self.logs()[-12000:]}") from None
         self._log.close()
         return code, time.monotonic() - start
 
