@@ -40,6 +40,29 @@ def test_racing_writes_of_one_target_make_one_chain(repository: SqlRepository) -
     assert [e.chain_seq for e in repository.events("app")] == list(range(1, WRITERS * EACH + 1))
 
 
+def test_on_sqlite_a_write_waits_for_the_process_s_write_in_progress(
+        repository: SqlRepository) -> None:
+    """SQLite's one writer is taken in turn by this process's threads (so none starves on
+    the busy handler and no two read one chain head); PostgreSQL's writers do not queue."""
+    lease = repository.acquire_lease("app", "tests", 600, datetime.now(UTC))
+    assert lease is not None
+    done = threading.Event()
+
+    def write() -> None:
+        repository.record(AuditEvent(rotation_id="rot_1", target="app", step="create",
+                                     kind=EventKind.NOTE, action="started"), lease)
+        done.set()
+
+    sqlite = repository.engine.dialect.name == "sqlite"
+    with repository.writes_held():
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert done.wait(0.5) is not sqlite
+    writer.join(10)
+    assert done.is_set()
+    assert [e.chain_seq for e in repository.events("app")] == [1]
+
+
 def test_the_ending_row_of_a_saved_rotation_is_chained(repository: SqlRepository) -> None:
     at = datetime.now(UTC)
     rotation = Rotation(rotation_id="rot_1", target="app", service_account="sa_1",

@@ -24,6 +24,7 @@ from rotator.config.secret_sources import resolve_secret
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
+from rotator.engine import crashpoints
 from rotator.redaction import remember_secret
 
 __all__ = ["Runtime", "build_runtime", "target_spec", "vault_auth"]
@@ -120,5 +121,6 @@ def build_runtime(config: Config, *, require_schema: bool = True,
             provider.close()
         raise
     repo = SqlRepository(engine, clock=clock.now, chain_key=audit_key)
+    crashpoints.guard_pauses(repo.writes_held())
     return Runtime(config=config, engine=engine, repo=repo, store=store, providers=providers,
                    keys=keys, clock=clock)

@@ -25,12 +25,15 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from enum import StrEnum
+from typing import Any
 
 from rotator.core.model import Step
 from rotator.core.vocabulary import AuditAction
 
-__all__ = ["STARTED", "Moment", "crash_point", "effect_point", "fail_point", "step_point"]
+__all__ = ["STARTED", "Moment", "crash_point", "effect_point", "fail_point", "guard_pauses",
+           "step_point"]
 
 
 class Moment(StrEnum):
@@ -43,6 +46,21 @@ STARTED = AuditAction.STARTED.value
 # Held from the first pause on: a pause point freezes the process once, not on every pass
 # (nor once per thread that gets there).
 _paused = threading.Lock()
+
+# Held around a pause (``guard_pauses``): what no other thread may be in the middle of when
+# the process freezes.
+_pause_guards: list[AbstractContextManager[Any]] = []
+
+
+def guard_pauses(guard: AbstractContextManager[Any]) -> None:
+    """Freeze at a pause point only while holding ``guard`` (with the hooks on).
+
+    A pause is a test's stand-in for a stalled replica at a step boundary; frozen in the
+    middle of another thread's SQLite transaction it would hold the database's write lock,
+    which no stalled replica that wrote only at boundaries holds.
+    """
+    if os.environ.get("ROTATOR_TEST_HOOKS") == "1":
+        _pause_guards.append(guard)
 
 
 def effect_point(action: AuditAction, moment: Moment) -> str:
@@ -62,7 +80,10 @@ def crash_point(name: str) -> None:
         # Sent to this very thread, the stop takes it before it runs one more line; sent to
         # the process (os.kill), the kernel hands it to the main thread, and this one runs
         # on meanwhile (into its next SQL transaction, seen holding SQLite's write lock).
-        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+        with ExitStack() as held:
+            for guard in _pause_guards:
+                held.enter_context(guard)
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def fail_point(name: str, error: Callable[[str], BaseException]) -> None:

@@ -129,6 +129,25 @@ def test_pause_point_sigstops_the_calling_thread_the_first_time_only(
     assert signals == [("pthread_kill", threading.get_ident(), signal.SIGSTOP)]
 
 
+def test_a_pause_freezes_holding_every_guard_and_lets_go_when_thawed(
+        signals: list[tuple[str, int, int]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guard is held across the stop (no other thread inside it while frozen) and released
+    after; guards are taken only with the hooks on."""
+    writes = threading.Lock()
+    held_while_stopped: list[bool] = []
+    monkeypatch.setattr(crashpoints, "_pause_guards", [])
+    monkeypatch.setattr(signal, "pthread_kill",
+                        lambda ident, sig: held_while_stopped.append(writes.locked()))
+    crashpoints.guard_pauses(writes)            # hooks off: not kept
+    assert crashpoints._pause_guards == []
+    monkeypatch.setenv("ROTATOR_TEST_HOOKS", "1")
+    monkeypatch.setenv("ROTATOR_TEST_PAUSE_AT", POINT)
+    crashpoints.guard_pauses(writes)
+    crash_point(POINT)
+    assert held_while_stopped == [True]
+    assert not writes.locked()
+
+
 def test_fail_point_raises_the_given_error_naming_the_point_and_the_switch(
         monkeypatch: pytest.MonkeyPatch) -> None:
     for name in HOOK_VARS:

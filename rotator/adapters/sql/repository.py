@@ -17,8 +17,9 @@ cover, on SQLite), and the write is tried again after the new head.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -182,6 +183,24 @@ class SqlRepository:
         if name not in SUPPORTED:
             raise ValueError(f"SqlRepository supports sqlite and postgresql, not {name}")
         self._insert = sqlite.insert if name == SQLITE else postgresql.insert
+        # SQLite takes one writer at a time, and its busy handler is no queue: threads of
+        # one process that all wait on it can starve one past the busy timeout ("database
+        # is locked"), and the audit chain's head could be read by two before either
+        # writes. So this process's write transactions take turns here first; another
+        # process is still the busy timeout's and the chain index's to settle.
+        self._writes: AbstractContextManager[Any] = (
+            threading.RLock() if name == SQLITE else nullcontext())
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction, after this process's other SQLite writes (see above)."""
+        with self._writes, self.engine.begin() as conn:
+            yield conn
+
+    def writes_held(self) -> AbstractContextManager[Any]:
+        """Held, no write of this repository is in progress (nor starts): a test's pause
+        point freezes the process under it, so a frozen replica never holds SQLite's lock."""
+        return self._writes
 
     # --- rotations ----------------------------------------------------------------------
 
@@ -195,7 +214,7 @@ class SqlRepository:
         values = {**_rotation_values(rotation, self._clock()),
                   "lease_generation": lease.generation}
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 written = conn.execute(_fenced_insert(rotations, values, lease)).first()
         except IntegrityError as exc:
             self._raise_if_running(rotation, exc)
@@ -226,7 +245,7 @@ class SqlRepository:
                        rotations.c.status == _RUNNING, _holding(lease))
                 .values(values))
         try:
-            with self.engine.begin() as conn:
+            with self._writing() as conn:
                 if ending is not None:
                     self._lock_chain(conn, lease)
                 if conn.execute(stmt).rowcount == 1:
@@ -298,7 +317,7 @@ class SqlRepository:
         self._chain_retried(lambda: self._record(event, lease))
 
     def _record(self, event: AuditEvent, lease: Lease) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             self._lock_chain(conn, lease)
             if not self._append_event(conn, event, lease):
                 raise _lost(lease)
@@ -388,7 +407,7 @@ class SqlRepository:
         """
         expires = now + timedelta(seconds=ttl_seconds)
         query = select(leases).where(leases.c.target == target).with_for_update()
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             prior = conn.execute(query).first()
             if prior is None:
                 stmt = self._insert(leases).values(
@@ -426,7 +445,7 @@ class SqlRepository:
                    leases.c.expires_at > RELEASED)
             .values(expires_at=now + timedelta(seconds=ttl_seconds))
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             return conn.execute(stmt).rowcount == 1
 
     def confirm_lease(self, lease: Lease, ttl_seconds: float, now: datetime) -> bool:
@@ -437,7 +456,7 @@ class SqlRepository:
                    leases.c.generation == lease.generation)
             .values(expires_at=now + timedelta(seconds=ttl_seconds))
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             return conn.execute(stmt).rowcount == 1
 
     def lease_of(self, target: str) -> tuple[str, datetime] | None:
@@ -453,7 +472,7 @@ class SqlRepository:
 
         The row stays, with its generation, so that the next acquisition follows it.
         """
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 update(leases).where(leases.c.target == target, leases.c.holder == holder)
                 .values(expires_at=RELEASED)
@@ -477,7 +496,7 @@ class SqlRepository:
             index_elements=[pending_cleanups.c.target, pending_cleanups.c.key_id],
             index_where=pending_cleanups.c.resolved_at.is_(None),
         ).returning(pending_cleanups.c.id)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if conn.execute(stmt).first() is None:
                 self._require(conn, lease)     # nothing written: already noted, or lost
 
@@ -501,7 +520,7 @@ class SqlRepository:
             ), _holding(lease))
             .values(resolved_at=now)
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if conn.execute(stmt).rowcount == 0:
                 self._require(conn, lease)     # nothing changed: none open, or lost
 
