@@ -6,6 +6,7 @@ No network and no real sleeping: every provider gets a recording no-op ``sleep``
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from rotator.core.errors import (
 from rotator.core.model import KeyRecord
 from rotator.core.ports import Deletion, Identity, KeyProvider
 from rotator.core.secret import Secret
+from rotator.emulator import Emulator
 from tests.support import exception_chain
 
 BASE = "https://count.test"
@@ -654,3 +656,25 @@ def test_error_raised_inside_an_except_block_has_no_foreign_context(
             r.provider.whoami(ADMIN)
     assert caught.value.__suppress_context__
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize("reset_format", ["delta", "epoch", "http-date"])
+def test_a_429_from_a_real_server_is_waited_out_in_each_reset_format(
+        make_emulator: Callable[..., Emulator], reset_format: str) -> None:
+    """Another client of the same key spent the window (a second replica, say): this one's
+    first request is a 429, waited out as Retry-After says, however it says it. Epoch
+    seconds read as a delta asked for 56 years, and the call gave up at its first 429."""
+    emu = make_emulator(rate_limit=2, rate_window=2.0, reset_format=reset_format)
+    account = emu.seed_account("svc")
+    key = Secret(account.secret)
+    policy = RetryPolicy(max_attempts=3, max_elapsed=10.0, max_retry_after=5.0)
+    calls: list[CallRecord] = []
+    with CountProvider(emu.url, retry=policy) as other, CountProvider(
+            emu.url, retry=policy, on_call=calls.append) as provider:
+        for _ in range(2):
+            other.whoami(key)
+        started = time.monotonic()
+        assert provider.whoami(key).service_account_id == account.account_id
+        waited = time.monotonic() - started
+    assert [(c.status, c.attempt) for c in calls] == [(429, 1), (200, 2)]
+    assert 0.0 < waited < 4.0

@@ -48,6 +48,12 @@ def test_retry_after_http_date_in_the_past_is_zero() -> None:
     assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", NOW) == 0.0
 
 
+def test_retry_after_in_epoch_seconds_is_the_time_until_then() -> None:
+    assert parse_retry_after(str(int(NOW.timestamp()) + 30), NOW) == 30.0
+    assert parse_retry_after(str(int(NOW.timestamp()) - 30), NOW) == 0.0
+    assert parse_retry_after(str(EPOCH_THRESHOLD), NOW) == EPOCH_THRESHOLD   # a delta still
+
+
 def test_retry_after_naive_now_is_utc() -> None:
     naive = NOW.replace(tzinfo=None)
     assert parse_retry_after("Wed, 01 May 2024 12:00:10 GMT", naive) == 10.0

@@ -2,8 +2,9 @@
 
 Count (docs/count-api.md) sends ``RateLimit-Limit``, ``RateLimit-Remaining`` and
 ``RateLimit-Reset`` on every response, and ``Retry-After`` on a 429. ``Retry-After`` is
-delta-seconds or an HTTP date; ``RateLimit-Reset`` is delta-seconds or epoch seconds
-(any value above ``EPOCH_THRESHOLD``). Everything here turns those into "seconds from
+delta-seconds or an HTTP date, and some servers send epoch seconds there too;
+``RateLimit-Reset`` is delta-seconds or epoch seconds. A number above ``EPOCH_THRESHOLD``
+is epoch seconds in either. Everything here turns those into "seconds from
 now", never negative, and turns garbage into ``None`` instead of an exception: a
 malformed header must never fail a call that otherwise worked.
 """
@@ -23,8 +24,8 @@ __all__ = [
     "parse_retry_after",
 ]
 
-# A RateLimit-Reset above this (2001-09-09 in epoch seconds; 31 years as a delta) is an
-# absolute epoch time, not a delta.
+# A Retry-After or RateLimit-Reset above this (2001-09-09 in epoch seconds; 31 years as a
+# delta) is an absolute epoch time, not a delta.
 EPOCH_THRESHOLD = 10**9
 
 # Plain non-negative decimals only: float() would also take "nan", "inf", "1e9", "1_0".
@@ -57,12 +58,16 @@ def _http_date(text: str) -> datetime | None:
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds to wait according to a ``Retry-After`` value, or ``None`` if unusable.
 
-    Accepts delta-seconds (``"120"``, leniently ``"1.5"``) or an HTTP date
-    (``"Wed, 21 Oct 2015 07:28:00 GMT"``); a date in the past means 0.
+    Accepts delta-seconds (``"120"``, leniently ``"1.5"``), an HTTP date
+    (``"Wed, 21 Oct 2015 07:28:00 GMT"``) or epoch seconds (above ``EPOCH_THRESHOLD``:
+    read as a delta, it asked for 56 years and the call gave up at its first 429); a time
+    in the past means 0.
     """
-    delta = _decimal(value)
-    if delta is not None or value is None:
-        return delta
+    number = _decimal(value)
+    if number is not None:
+        return _from_now(number, now)
+    if value is None:
+        return None
     when = _http_date(value.strip())
     if when is None:
         return None
@@ -76,8 +81,11 @@ def parse_ratelimit_reset(value: str | None, now: datetime) -> float | None:
     Only the first item of a list (``"30, 30;w=60"``) is read.
     """
     number = _decimal(_first_item(value))
-    if number is None:
-        return None
+    return None if number is None else _from_now(number, now)
+
+
+def _from_now(number: float, now: datetime) -> float:
+    """Seconds from ``now``: ``number`` itself, or until it, if it is an epoch time."""
     if number > EPOCH_THRESHOLD:
         return max(0.0, number - _aware(now).timestamp())
     return number
