@@ -92,14 +92,14 @@ def test_reset_garbage_is_none(value: str | None) -> None:
 def test_state_from_headers_is_case_insensitive() -> None:
     state = RateLimitState.from_headers(
         {"ratelimit-LIMIT": "100", "RATELIMIT-remaining": "0", "RateLimit-Reset": "12"}, NOW)
-    assert state == RateLimitState(remaining=0, reset_in=12.0)
+    assert state == RateLimitState(remaining=0, reset_in=12.0, limit=100)
     assert state.exhausted
 
 
 def test_state_from_httpx_headers() -> None:
     headers = httpx.Headers({"RateLimit-Limit": "10, 10;w=1", "RateLimit-Remaining": "3"})
     state = RateLimitState.from_headers(headers, NOW)
-    assert state == RateLimitState(remaining=3, reset_in=None)
+    assert state == RateLimitState(remaining=3, reset_in=None, limit=10)
     assert not state.exhausted
 
 
@@ -173,5 +173,6 @@ def test_state_round_trip(limit: int | None, remaining: int | None, reset: int |
         ("RateLimit-Reset", reset)] if value is not None}
     state = RateLimitState.from_headers(headers, NOW)
     assert state == RateLimitState(remaining=remaining,
-                                   reset_in=None if reset is None else float(reset))
+                                   reset_in=None if reset is None else float(reset),
+                                   limit=limit)
     assert state.exhausted == (remaining == 0)

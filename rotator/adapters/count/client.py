@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from urllib.parse import quote
 import httpx
 
 from rotator.adapters.clock import SYSTEM_CLOCK
+from rotator.adapters.count.pacing import Pacer
 from rotator.adapters.count.ratelimit import RateLimitState
 from rotator.adapters.count.wire import (
     MAX_BODY_BYTES,
@@ -50,6 +50,7 @@ from rotator.core.errors import (
     ProtocolError,
     ProviderError,
     ProviderUnavailable,
+    RateLimited,
     RotatorError,
     TransientError,
     Unauthorized,
@@ -115,8 +116,10 @@ class CountProvider:
 
     Every call is retried by ``retry`` (transient errors only) and sleeps through
     ``sleep``; ``now`` (timezone-aware UTC) is what Retry-After dates and RateLimit-Reset
-    epochs are measured against. ``on_call`` gets one ``CallRecord`` per HTTP attempt,
-    synchronously, and must not raise. A ``verify`` string is a CA bundle path.
+    epochs are measured against, ``monotonic`` what the rate-limit windows of its bearers
+    are kept in (``Pacer``: one budget per bearer for all threads). ``on_call`` gets one
+    ``CallRecord`` per HTTP attempt, synchronously, and must not raise. A ``verify`` string
+    is a CA bundle path.
     """
 
     def __init__(
@@ -130,14 +133,14 @@ class CountProvider:
         verify: bool | str = True,
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = SYSTEM_CLOCK.now,
+        monotonic: Callable[[], float] = time.monotonic,
         on_call: Callable[[CallRecord], None] | None = None,
         user_agent: str = "rotator/0.1",
         proxy: str | None = None,
     ) -> None:
         self._paths, self._retry, self._sleep, self._on_call = paths, retry, sleep, on_call
         self._now = now
-        self._resume_at: dict[str, float] = {}   # bearer fingerprint -> monotonic deadline
-        self._lock = threading.Lock()
+        self._pacer = Pacer(monotonic)   # by bearer fingerprint, never the key itself
         self._client = count_client(
             base_url=base_url, timeout=timeout, verify=verify, transport=transport, proxy=proxy,
             headers={"User-Agent": user_agent, "Accept": "application/json"})
@@ -228,7 +231,7 @@ class CountProvider:
             call, answer, parse, answered_at)
         if isinstance(answer, Answer):
             status, rid = answer.status, answer.request_id
-            self._note_window(auth.fingerprint, answer, answered_at)
+            self._note_window(auth.fingerprint, answer, result, answered_at)
         outcome: Outcome = ("transient" if isinstance(result, TransientError) else
                             "permanent" if isinstance(result, RotatorError) else "ok")
         if self._on_call is not None:
@@ -267,27 +270,28 @@ class CountProvider:
                                    **call.context(error=kind))
 
     def _wait_for_window(self, bearer: str) -> None:
-        """Honour a RateLimit-Remaining of 0 seen earlier for this bearer."""
-        with self._lock:
-            deadline = self._resume_at.get(bearer)
-        if deadline is None:
-            return
-        wait = min(deadline - time.monotonic(), self._retry.max_retry_after)
-        if wait > 0:
-            self._sleep(wait)
-        with self._lock:
-            if self._resume_at.get(bearer) == deadline:
-                del self._resume_at[bearer]
+        """Wait for this bearer's turn in its rate-limit window (``Pacer``), at most
+        ``max_retry_after``: past that the request goes, and a 429 says if it was early."""
+        turn = self._pacer.reserve(bearer)
+        budget, wait = self._retry.max_retry_after, turn.wait
+        while wait > 0 and budget > 0:
+            self._sleep(min(wait, budget))
+            budget -= wait
+            wait = self._pacer.wait_more(bearer, turn)
 
-    def _note_window(self, bearer: str, answer: Answer, answered_at: datetime) -> None:
+    def _note_window(self, bearer: str, answer: Answer, result: object,
+                     answered_at: datetime) -> None:
+        if isinstance(result, RateLimited):
+            # Nothing is left until the server's Retry-After (or RateLimit-Reset): every
+            # thread of this bearer holds back, not only the one the retry loop puts to sleep.
+            # At most as long as the retry loop waits (``max_retry_after``), so the thread
+            # it wakes is not held a second time.
+            wait = (None if result.retry_after is None
+                    else min(result.retry_after, self._retry.max_retry_after))
+            self._pacer.observe(bearer, 0, wait)
+            return
         state = RateLimitState.from_headers(answer.headers, answered_at)
-        with self._lock:
-            # A 429 is waited out by the retry loop (its Retry-After or RateLimit-Reset).
-            if answer.status != 429 and state.exhausted and state.reset_in:
-                wait = min(state.reset_in, self._retry.max_retry_after)
-                self._resume_at[bearer] = time.monotonic() + wait
-            else:
-                self._resume_at.pop(bearer, None)
+        self._pacer.observe(bearer, state.remaining, state.reset_in, state.limit)
 
 
 def _certificate_refused(exc: BaseException) -> bool:

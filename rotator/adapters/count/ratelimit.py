@@ -115,6 +115,7 @@ class RateLimitState:
 
     remaining: int | None = None
     reset_in: float | None = None  # seconds from the response until the window resets
+    limit: int | None = None       # requests per window
 
     @property
     def exhausted(self) -> bool:
@@ -123,13 +124,10 @@ class RateLimitState:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], now: datetime) -> RateLimitState:
-        """Read ``RateLimit-Remaining`` and ``-Reset`` (names case-insensitive).
-
-        ``RateLimit-Limit`` is not read: whether a request is left, and when the window
-        resets, is all the client acts on.
-        """
+        """Read ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (names case-insensitive)."""
         lowered = {name.lower(): value for name, value in headers.items()}
         return cls(
             remaining=_integer(lowered.get("ratelimit-remaining")),
             reset_in=parse_ratelimit_reset(lowered.get("ratelimit-reset"), now),
+            limit=_integer(lowered.get("ratelimit-limit")),
         )
