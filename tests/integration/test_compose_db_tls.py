@@ -238,3 +238,20 @@ def test_the_connections_tls_or_pg_hba_must_refuse_are_refused(
     # With the right CA, name and role the same password connects: each refusal above is
     # for the one thing its case changed.
     assert _connects_as(stack.url(user="rotator"), RUNTIME_PASSWORD)[:2] == ("rotator", True)
+
+
+def test_make_db_tls_keeps_its_ca_on_a_rerun_and_leaves_no_ca_key(tmp_path: Path) -> None:
+    ca_dir, server_dir = tmp_path / "ca", tmp_path / "server"
+    _make_db_tls(ca_dir, server_dir, "root")
+    first = (ca_dir / "ca.crt").read_bytes(), (server_dir / "server.crt").read_bytes()
+    _make_db_tls(ca_dir, server_dir, "root")        # `up` again: the same CA and certificate
+    assert ((ca_dir / "ca.crt").read_bytes(), (server_dir / "server.crt").read_bytes()) == first
+    assert sorted(p.name for p in ca_dir.iterdir()) == ["ca.crt"]
+    assert sorted(p.name for p in server_dir.iterdir()) == ["server.crt", "server.key"]
+    assert (server_dir / "server.key").stat().st_mode & 0o777 == 0o600
+    assert server_dir.stat().st_mode & 0o777 == 0o700
+    assert b"PRIVATE KEY" not in (ca_dir / "ca.crt").read_bytes()
+
+    (server_dir / "server.crt").write_bytes((ca_dir / "ca.crt").read_bytes())   # not for "postgres"
+    _make_db_tls(ca_dir, server_dir, "root")
+    assert (ca_dir / "ca.crt").read_bytes() != first[0]     # made anew, CA and all
