@@ -48,8 +48,12 @@ class Cluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-                  "-E", "UTF8", "--no-sync")
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+                      "-E", "UTF8", "--no-sync")
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bin / program), *args]
