@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -156,6 +157,11 @@ class DatabaseConfig(Frozen):
     def _supported(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("expected sqlite:///PATH or postgresql+psycopg://user@host/db")
+        if value.startswith("postgresql") and _carries_password(value):
+            # The config file is read by many (check-config, reviews, git): the password
+            # belongs in a file only rotator reads. Never quote the URL: it holds it.
+            raise ValueError("must not carry a password (user:password@ or ?password=); "
+                             "put it in a file and name that file in [database] password_file")
         return value
 
     @field_validator("password_file")
@@ -164,6 +170,14 @@ class DatabaseConfig(Frozen):
         if value is not None and str(info.data.get("url", "")).startswith("sqlite:"):
             raise ValueError("is for PostgreSQL; SQLite has no password")
         return value
+
+
+def _carries_password(url: str) -> bool:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    in_query = any(name.lower() == "password" for name, _ in query)
+    return ":" in userinfo or in_query
 
 
 class AuditConfig(Frozen):

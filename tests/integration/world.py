@@ -20,6 +20,7 @@ from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import make_engine
 from rotator.cli.main import main
 from rotator.core.model import TERMINAL_STATUSES, Rotation, Status
+from rotator.core.secret import Secret
 from rotator.core.vocabulary import AuditAction, EventKind
 from rotator.emulator import Emulator, SeededAccount
 
@@ -79,6 +80,9 @@ class World:
     config_path: Path
     admin: SeededAccount
     accounts: dict[str, SeededAccount] = field(default_factory=dict)
+    # The password this test process logs in with where the URL's server asks for one
+    # (the CLI it starts reads the config's password_file instead).
+    db_password: Secret | None = None
 
     @property
     def secrets_env(self) -> dict[str, str]:
@@ -137,7 +141,7 @@ class World:
         return self.cli_here("verify")
 
     def repository(self) -> SqlRepository:
-        return SqlRepository(make_engine(self.db_url))
+        return SqlRepository(make_engine(self.db_url, self.db_password))
 
     def rotations(self, target: str | None = None) -> list[Rotation]:
         """The rotations SQL holds (of ``target``), oldest first."""

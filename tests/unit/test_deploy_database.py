@@ -15,17 +15,8 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 
 
-def _configmap_toml() -> str:
-    text = (KUBERNETES / "configmap.yaml").read_text()
-    block = text.split("config.toml: |\n", 1)[1]
-    return "\n".join(line[4:] for line in block.splitlines())
-
-
-def test_the_kubernetes_config_verifies_the_server_and_reads_a_password_file(
-        tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(_configmap_toml())
-    database = load_config(path).database
+def test_the_kubernetes_config_verifies_the_server_and_reads_a_password_file() -> None:
+    database = load_config(KUBERNETES / "config.toml").database
     url = make_url(database.url)
     assert url.query["sslmode"] == "verify-full"
     assert url.query["sslrootcert"] == "/etc/rotator-db-ca/ca.crt"

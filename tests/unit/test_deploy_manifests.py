@@ -6,6 +6,8 @@ rotator binds 127.0.0.1 unless told otherwise, so every config a container runs 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import yaml
 
 from rotator.config.daemon import DaemonConfig
+from rotator.config.model import load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -24,7 +27,7 @@ def manifest(name: str) -> dict[str, Any]:
 
 
 def kubernetes_listen() -> str:
-    config = tomllib.loads(manifest("configmap.yaml")["data"]["config.toml"])
+    config = tomllib.loads((KUBERNETES / "config.toml").read_text())
     listen: str = config["daemon"]["listen"]
     return listen
 
@@ -58,3 +61,84 @@ def test_the_network_policy_lets_rotator_reach_dns_vault_postgres_and_count() ->
     [public] = [rule for rule in egress if any("ipBlock" in peer for peer in rule["to"])]
     block = public["to"][0]["ipBlock"]
     assert block["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in block["except"]
+
+
+def _all_manifests() -> list[tuple[str, dict[str, Any]]]:
+    return [(path.name, document) for path in sorted(KUBERNETES.glob("*.yaml"))
+            for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def test_the_kustomization_creates_the_namespace_it_puts_everything_in() -> None:
+    kustomization = manifest("kustomization.yaml")
+    assert kustomization["resources"][0] == "namespace.yaml"
+    namespace = manifest("namespace.yaml")
+    assert namespace["kind"] == "Namespace"
+    assert namespace["metadata"]["name"] == kustomization["namespace"] == "rotator"
+
+
+def test_metrics_have_exactly_one_scrape_path_the_service_monitor() -> None:
+    assert "servicemonitor.yaml" in manifest("kustomization.yaml")["resources"]
+    for name, document in _all_manifests():
+        assert "prometheus.io/" not in yaml.safe_dump(document), name
+    monitor = manifest("servicemonitor.yaml")
+    service = manifest("service.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+
+
+def test_the_config_is_generated_from_config_toml_so_a_change_rolls_the_pods() -> None:
+    [generator] = manifest("kustomization.yaml")["configMapGenerator"]
+    assert generator["name"] == "rotator-config"
+    assert generator["files"] == ["config.toml"]
+    assert generator.get("options", {}).get("disableNameSuffixHash") is not True
+    assert not any(document["kind"] == "ConfigMap" for _, document in _all_manifests())
+    assert not (KUBERNETES / "configmap.yaml").exists()
+    for name in ("deployment.yaml", "cronjob.yaml"):
+        text = (KUBERNETES / name).read_text()
+        assert "name: rotator-config\n" in text, name
+        assert "config-revision" not in text, name    # a hand-bumped stand-in, no longer needed
+    load_config(KUBERNETES / "config.toml")        # valid as it ships
+
+
+def _rendered(directory: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render deploy/kubernetes"
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def _config_maps_the_pods_mount(documents: list[dict[str, Any]]) -> set[str]:
+    names: set[str] = set()
+    for document in documents:
+        if document["kind"] not in {"Deployment", "CronJob"}:
+            continue
+        spec = document["spec"]
+        if document["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        names |= {volume["configMap"]["name"] for volume in spec["template"]["spec"]["volumes"]
+                  if volume["name"] == "config"}
+    return names
+
+
+def test_kubectl_kustomize_renders_and_a_config_change_renames_what_the_pods_mount(
+        tmp_path: Path) -> None:
+    documents = _rendered(KUBERNETES)
+    kinds = [document["kind"] for document in documents]
+    assert kinds.count("Namespace") == 1 and kinds.count("ServiceMonitor") == 1
+    assert all(document["metadata"].get("namespace", "rotator") == "rotator"
+               for document in documents)
+    [config_map] = [d for d in documents if d["kind"] == "ConfigMap"]
+    assert config_map["data"]["config.toml"] == (KUBERNETES / "config.toml").read_text()
+    assert config_map["metadata"]["name"].startswith("rotator-config-")
+    assert _config_maps_the_pods_mount(documents) == {config_map["metadata"]["name"]}
+
+    changed = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, changed)
+    config = changed / "config.toml"
+    config.write_text(config.read_text().replace('workers = 4', 'workers = 3'))
+    [renamed] = _config_maps_the_pods_mount(_rendered(changed))
+    assert renamed.startswith("rotator-config-") and renamed != config_map["metadata"]["name"]
