@@ -373,6 +373,10 @@ class MemoryRepository:
         ends = [r.finished_at for r in failed if r.finished_at is not None]
         return ScheduleFacts(done, len(failed), max(ends, default=None))
 
+    def all_schedule_facts(self) -> dict[str, ScheduleFacts]:
+        return {target: self.schedule_facts(target)
+                for target in {r.target for r in self.rotations()}}
+
     def all_pending_cleanups(self) -> list[PendingCleanup]:
         return list(self.cleanups.values())
 

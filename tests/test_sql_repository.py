@@ -23,6 +23,7 @@ from rotator.core.model import (
     Failure,
     FailureCode,
     Rotation,
+    ScheduleFacts,
     Status,
     Step,
     StoredEvent,
@@ -461,3 +462,46 @@ def test_public_api_is_exported() -> None:
         module = importlib.import_module(f"rotator.adapters.sql{name}")
         for attr in module.__all__:
             assert hasattr(module, attr), f"{module.__name__}.{attr}"
+
+
+# --- schedule facts, one target and all at once ------------------------------------------
+
+def _history(repository: SqlRepository, target: str,
+             ends: list[tuple[Status, int]]) -> None:
+    """Rotations of ``target`` started an hour apart, each ended ``status`` ``minutes``
+    after it started (a running one left running)."""
+    for n, (status, minutes) in enumerate(ends):
+        started = T0 + timedelta(hours=n)
+        rid = f"{target}-{n}"
+        writes.insert_rotation(repository, rotation(rid, target, started_at=started))
+        if status is not Status.RUNNING:
+            writes.save_rotation(repository, rotation(
+                rid, target, started_at=started, status=status, step=Step.DONE,
+                finished_at=started + timedelta(minutes=minutes)))
+
+
+def test_all_schedule_facts_are_each_target_s_schedule_facts(
+        repository: SqlRepository) -> None:
+    done, failed, rolled, running = (Status.COMPLETED, Status.FAILED, Status.ROLLED_BACK,
+                                     Status.RUNNING)
+    histories = {
+        "never-done": [(failed, 1), (rolled, 2)],
+        "done-once": [(done, 5)],
+        "done-then-failing": [(failed, 1), (done, 3), (failed, 4), (rolled, 9)],
+        "failed-then-done": [(rolled, 1), (failed, 2), (done, 7)],
+        "done-twice-then-running": [(done, 1), (done, 2), (running, 0)],
+    }
+    for target, ends in histories.items():
+        _history(repository, target, ends)
+    everything = repository.all_schedule_facts()
+    assert set(everything) == set(histories)
+    for target in histories:
+        assert everything[target] == repository.schedule_facts(target), target
+    assert everything["done-then-failing"].failures_since == 2
+    assert everything["done-then-failing"].last_failure_at == T0 + timedelta(hours=3,
+                                                                             minutes=9)
+    assert everything["never-done"].last_completed is None
+    assert everything["done-twice-then-running"].last_completed is not None
+    assert everything["done-twice-then-running"].last_completed.rotation_id == \
+        "done-twice-then-running-1"
+    assert repository.schedule_facts("no-history") == ScheduleFacts(None, 0, None)

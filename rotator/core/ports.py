@@ -265,6 +265,11 @@ class RotationReader(Protocol):
         """The last completed rotation of ``target`` and the failures since it."""
         ...
 
+    def all_schedule_facts(self) -> dict[str, ScheduleFacts]:
+        """``schedule_facts`` of every target with any rotation, by target name; a target
+        missing has no history (``ScheduleFacts(None, 0, None)``)."""
+        ...
+
     def pending_cleanups(self, target: str) -> list[PendingCleanup]:
         """The target's keys still waiting for deletion, oldest first."""
         ...

@@ -16,7 +16,7 @@ from datetime import datetime
 import structlog
 
 from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
-from rotator.core.model import Rotation, Step
+from rotator.core.model import Rotation, ScheduleFacts, Step
 from rotator.core.ports import Clock, RotationReader
 from rotator.core.target import TargetSpec
 from rotator.daemon import planner
@@ -29,6 +29,8 @@ from rotator.scheduling.schedule import Schedule
 __all__ = ["Outcome", "Sweeper"]
 
 log = structlog.get_logger("rotator.daemon")
+
+_NO_HISTORY = ScheduleFacts(None, 0, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +93,13 @@ class Sweeper:
             cleanups[cleanup.target] = cleanups.get(cleanup.target, 0) + 1
         self.metrics.in_flight.set(len(running))
         manual = self.manual_pending()
+        # One read for every target, not one per target: at each poll, whatever their number.
+        history = self.repo.all_schedule_facts()
         wake: datetime | None = None
         for name, schedule in sorted(self.schedules.items()):
             if only is not None and name not in only and name not in manual:
                 continue
-            facts = self.repo.schedule_facts(name)
+            facts = history.get(name, _NO_HISTORY)
             self.metrics.ages.set(name, facts.last_completed)
             decision = planner.decide(name, schedule, facts, running.get(name),
                                       cleanups.get(name, 0), now)

@@ -12,7 +12,7 @@ from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, select
+from sqlalchemy import Connection, RowMapping, func, or_, select
 from sqlalchemy.sql import Select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
@@ -31,6 +31,7 @@ from rotator.core.vocabulary import EventKind
 __all__ = [
     "STREAM_BATCH",
     "all_running",
+    "all_schedule_facts",
     "chain_head_query",
     "chain_rows",
     "event_from_row",
@@ -210,6 +211,38 @@ def unresolved_cleanups(conn: Connection, target: str | None = None) -> list[Pen
 _FAILED = (str(Status.FAILED), str(Status.ROLLED_BACK))
 
 
+def all_schedule_facts(conn: Connection) -> dict[str, ScheduleFacts]:
+    """``schedule_facts`` of every target with a history, in two statements whatever
+    their number: the sweep of a daemon with thousands of targets reads them at each poll.
+    """
+    rank = func.row_number().over(
+        partition_by=rotations.c.target,
+        order_by=(rotations.c.finished_at.desc().nulls_last(), rotations.c.started_at.desc()),
+    ).label("rank")
+    ranked = select(rotations, rank).where(
+        rotations.c.status == str(Status.COMPLETED)).subquery()
+    done = {row["target"]: rotation_from_row(row) for row in conn.execute(
+        select(*[ranked.c[column.name] for column in rotations.columns])
+        .where(ranked.c.rank == 1)).mappings()}
+    last = select(ranked.c.target, ranked.c.started_at).where(ranked.c.rank == 1).subquery()
+    failures = conn.execute(
+        select(rotations.c.target, func.count(), func.max(rotations.c.finished_at))
+        .select_from(rotations.outerjoin(last, last.c.target == rotations.c.target))
+        .where(rotations.c.status.in_(_FAILED),
+               or_(last.c.started_at.is_(None), rotations.c.started_at > last.c.started_at))
+        .group_by(rotations.c.target)).all()
+    facts = {target: ScheduleFacts(rotation, 0, None) for target, rotation in done.items()}
+    for target, count, latest in failures:
+        facts[target] = ScheduleFacts(done.get(target), int(count), _as_utc(latest))
+    return facts
+
+
+def _as_utc(moment: datetime | str | None) -> datetime | None:
+    if isinstance(moment, str):  # SQLite's max() drops the column type
+        return datetime.fromisoformat(moment).replace(tzinfo=UTC)
+    return moment
+
+
 def schedule_facts(conn: Connection, target: str) -> ScheduleFacts:
     done = last_completed(conn, target)
     query = select(func.count(), func.max(rotations.c.finished_at)).where(
@@ -217,6 +250,4 @@ def schedule_facts(conn: Connection, target: str) -> ScheduleFacts:
     if done is not None:
         query = query.where(rotations.c.started_at > done.started_at)
     count, latest = conn.execute(query).one()
-    if isinstance(latest, str):  # SQLite's max() drops the column type
-        latest = datetime.fromisoformat(latest).replace(tzinfo=UTC)
-    return ScheduleFacts(done, int(count), latest)
+    return ScheduleFacts(done, int(count), _as_utc(latest))

@@ -592,6 +592,11 @@ class SqlRepository:
         with self.engine.connect() as conn:
             return queries.schedule_facts(conn, target)
 
+    def all_schedule_facts(self) -> dict[str, ScheduleFacts]:
+        """``schedule_facts`` of every target with a history, from one read."""
+        with self.engine.connect() as conn:
+            return queries.all_schedule_facts(conn)
+
     def all_pending_cleanups(self) -> list[PendingCleanup]:
         """Unresolved cleanups of every target, oldest first."""
         with self.engine.connect() as conn:

@@ -1,0 +1,35 @@
+"""Each program under bench/ runs at a tiny size and prints its figures, so none rots.
+
+The figures themselves are not judged here (a loaded CI machine says nothing about them):
+each run must end with every rotation through and every figure printed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def run(program: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / program), *args], check=False,
+                          capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_ratelimit_bench_runs_a_tiny_batch_through() -> None:
+    out = run("ratelimit.py", "--targets", "4", "--workers", "4", "--limit", "8",
+              "--window", "1")
+    assert re.search(r"^management key requests\s+\d+", out, re.M), out
+    assert re.search(r"^ratio took/ideal\s+(\d+\.\d+|-)", out, re.M), out
+    assert re.search(r"^429s\s+\d+ \(", out, re.M), out
+    assert "rotations                 completed 4, rolled back 0, failed 0" in out, out
