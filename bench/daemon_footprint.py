@@ -13,16 +13,14 @@ and, for the PostgreSQL column, the server on 127.0.0.1:5432 (database ``test``)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import httpx
+import harness
 import hvac
 from sqlalchemy import create_engine, text
 
@@ -30,73 +28,24 @@ from rotator.adapters.sql.schema import upgrade
 from rotator.devtools.devvault import DevVault, free_port
 from rotator.emulator import Emulator
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-CONFIG = """
-[database]
-url = "{db}"
-[daemon]
-listen = "127.0.0.1:{port}"
-poll_interval = "60s"
-[logging]
-level = "warning"
-[vault]
-url = "{vault}"
-[vault.auth]
-method = "token"
-token_env = "BENCH_VAULT_TOKEN"
-[providers.count]
-type = "count"
-base_url = "{count}"
-management_key_env = "BENCH_COUNT_KEY"
-[defaults]
-grace = "0s"
-[defaults.probe]
-interval = "10ms"
-{targets}"""
-TARGET = """
-[targets.{name}]
-provider = "count"
-service_account = "{sa}"
-vault_path = "bench/{name}"
-"""
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+PG, TARGET = harness.PG, harness.TARGET
+rss_mib, cpu_seconds = harness.rss_mib, harness.cpu_seconds
 
 
 def completed(port: int) -> float:
-    page = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
-               if line.startswith("rotator_rotations_completed_total{"))
+    return harness.metrics(port).get("rotator_rotations_completed_total", 0.0)
 
 
 def one_run(db: str, size: int, targets: str, env: dict[str, str], vault_url: str, count_url: str,
             tmp: Path, idle: float) -> tuple[float, float, float]:
     port = free_port()
     config = tmp / f"bench-{uuid.uuid4().hex[:6]}.toml"
-    config.write_text(CONFIG.format(db=db, port=port, vault=vault_url, count=count_url,
-                                    targets=targets))
+    config.write_text(harness.CONFIG.format(db=db, port=port, daemon='poll_interval = "60s"',
+                                            vault=vault_url, count=count_url, targets=targets))
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "rotator", "-c", str(config), "run"],
-                            env=env, stderr=subprocess.DEVNULL)
+    proc: subprocess.Popen[bytes] = harness.start_daemon(config, env)
     try:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.005)
+        harness.wait_ready(proc, port)
         ready = time.monotonic() - start
         while completed(port) < size:
             time.sleep(0.05)
@@ -120,8 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Emulator() as emulator, DevVault() as vault:
         admin_key = emulator.seed_account("admin", role="admin")
         client = hvac.Client(url=vault.url, token=vault.root_token)
-        env = {**os.environ, "BENCH_VAULT_TOKEN": vault.root_token,
-               "BENCH_COUNT_KEY": admin_key.secret}
+        env = harness.bench_env(vault.root_token, admin_key.secret)
         rows: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
         try:
             for size in (1, 50):

@@ -24,68 +24,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import httpx
+import harness
 import hvac
-from sqlalchemy import create_engine, text
 
-from rotator.adapters.sql.schema import upgrade
 from rotator.devtools.devvault import DevVault, free_port
 from rotator.emulator import Emulator, EmulatorSettings
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-CONFIG = """
-[database]
-url = "{db}"
-[daemon]
-listen = "127.0.0.1:{port}"
-workers = {workers}
-[logging]
-level = "warning"
-[vault]
-url = "{vault}"
-[vault.auth]
-method = "token"
-token_env = "BENCH_VAULT_TOKEN"
-[providers.count]
-type = "count"
-base_url = "{count}"
-management_key_env = "BENCH_COUNT_KEY"
-[defaults]
-grace = "0s"
-[defaults.probe]
-interval = "10ms"
-{targets}"""
-TARGET = """
-[targets.{name}]
-provider = "count"
-service_account = "{sa}"
-vault_path = "bench/{name}"
-"""
 ADMIN_CALLS = ("list_keys", "create_key", "delete_key")
-
-
-def metrics(port: int) -> dict[str, float]:
-    """Each sample of the daemon's /metrics page, summed over its labels but ``call``."""
-    page = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    sums: dict[str, float] = {}
-    for line in page.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        sample, value = line.rsplit(" ", 1)
-        name = sample.split("{", 1)[0]
-        if name == "rotator_provider_calls_total":
-            call = sample.split('call="', 1)[1].split('"', 1)[0]
-            name = f"{name}:{call}"
-        sums[name] = sums.get(name, 0.0) + float(value)
-    return sums
 
 
 def ended(sample: dict[str, float]) -> float:
@@ -102,10 +52,8 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     settings = EmulatorSettings(rate_limit=args.limit, rate_window=args.window)
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    admin_db = create_engine(PG) if args.db == "postgresql" else None
     with tempfile.TemporaryDirectory() as tmp, Emulator(settings) as emulator, \
-            DevVault() as vault:
+            DevVault() as vault, harness.database(args.db, Path(tmp)) as db:
         admin_key = emulator.seed_account("admin", role="admin")
         client = hvac.Client(url=vault.url, token=vault.root_token)
         targets = ""
@@ -113,49 +61,26 @@ def main() -> None:
             account = emulator.seed_account(f"bench-{i}")
             client.secrets.kv.v2.create_or_update_secret(
                 path=f"bench/t{i}", secret={"api_key": account.secret})
-            targets += TARGET.format(name=f"t{i}", sa=account.account_id)
+            targets += harness.TARGET.format(name=f"t{i}", sa=account.account_id)
         client.adapter.close()
-        if admin_db is None:
-            db = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        else:
-            with admin_db.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            db = f"{PG}?options=-csearch_path%3D{schema}"
+        port = free_port()
+        config = Path(tmp) / "bench.toml"
+        config.write_text(harness.CONFIG.format(
+            db=db, port=port, daemon=f"workers = {args.workers}", vault=vault.url,
+            count=emulator.url, targets=targets))
+        proc = harness.start_daemon(config, harness.bench_env(vault.root_token,
+                                                              admin_key.secret))
         try:
-            upgrade(db)
-            port = free_port()
-            config = Path(tmp) / "bench.toml"
-            config.write_text(CONFIG.format(
-                db=db, port=port, workers=args.workers, vault=vault.url, count=emulator.url,
-                targets=targets))
-            env = {**os.environ, "BENCH_VAULT_TOKEN": vault.root_token,
-                   "BENCH_COUNT_KEY": admin_key.secret}
-            proc = subprocess.Popen([sys.executable, "-m", "rotator", "-c", str(config), "run"],
-                                    env=env, stderr=subprocess.DEVNULL)
-            try:
-                while True:
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if proc.poll() is not None:
-                        sys.exit(f"rotator run exited {proc.returncode} before it was ready")
-                    time.sleep(0.01)
-                began = time.monotonic()
-                while ended(sample := metrics(port)) < args.targets:
-                    if proc.poll() is not None:
-                        sys.exit(f"rotator run exited {proc.returncode} mid-batch")
-                    time.sleep(0.2)
-                took = time.monotonic() - began
-            finally:
-                proc.terminate()
-                proc.wait(60)
+            harness.wait_ready(proc, port)
+            began = time.monotonic()
+            while ended(sample := harness.metrics(port)) < args.targets:
+                if proc.poll() is not None:
+                    sys.exit(f"rotator run exited {proc.returncode} mid-batch")
+                time.sleep(0.2)
+            took = time.monotonic() - began
         finally:
-            if admin_db is not None:
-                with admin_db.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin_db.dispose()
+            proc.terminate()
+            proc.wait(60)
         limited = emulator.state.counters().faults.get("rate_limited", 0)
     admin_requests = sum(sample.get(f"rotator_provider_calls_total:{c}", 0.0)
                          for c in ADMIN_CALLS)

@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+import harness
 import hvac
 from sqlalchemy import create_engine, text
 
@@ -24,34 +25,11 @@ from rotator.adapters.sql.schema import upgrade
 from rotator.app.operations import rotate_targets
 from rotator.app.runtime import build_runtime
 from rotator.config.model import load_config
-from rotator.devtools.devvault import DevVault
+from rotator.devtools.devvault import DevVault, free_port
 from rotator.emulator import Emulator, EmulatorSettings
 from rotator.logs import configure_logging
 
-CONFIG = """
-[database]
-url = "{db}"
-[vault]
-url = "{vault}"
-[vault.auth]
-method = "token"
-token_env = "BENCH_VAULT_TOKEN"
-[providers.count]
-type = "count"
-base_url = "{count}"
-management_key_env = "BENCH_COUNT_KEY"
-[defaults]
-grace = "0s"
-[defaults.probe]
-interval = "10ms"
-[targets.app]
-provider = "count"
-service_account = "{sa}"
-vault_path = "bench/{name}"
-"""
-
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+PG = harness.PG
 SCHEMA = f"bench_{uuid.uuid4().hex[:8]}"
 
 
@@ -94,15 +72,17 @@ def run(rounds: int) -> None:
                 mount_point="secret")
             client.adapter.close()
             path = Path(tmp) / f"{backend}.toml"
-            path.write_text(CONFIG.format(db=url, vault=vault.url, count=emu.url,
-                                          sa=account.account_id, name=backend))
+            # A daemon section that nothing reads: the runtime is built, no daemon run.
+            path.write_text(harness.CONFIG.format(
+                db=url, port=free_port(), daemon="", vault=vault.url, count=emu.url,
+                targets=harness.TARGET.format(name=backend, sa=account.account_id)))
             upgrade(url)
             runtimes[backend] = build_runtime(load_config(path))
         timings: dict[str, list[float]] = {b: [] for b in runtimes}
         for _ in range(rounds):            # interleaved, so noise hits both alike
             for backend, rt in runtimes.items():
                 started = time.perf_counter()
-                [result] = rotate_targets(rt, ["app"], grace=None, actor="bench")
+                [result] = rotate_targets(rt, [backend], grace=None, actor="bench")
                 timings[backend].append(time.perf_counter() - started)
                 assert result.ok, result
         for rt in runtimes.values():

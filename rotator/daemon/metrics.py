@@ -14,6 +14,7 @@
     rotator_next_rotation_timestamp_seconds{target}       when the schedule next fires
     rotator_ready                                         1 when /readyz would say ready
     rotator_sweep_errors_total{kind}                      a sweep that could not finish
+    rotator_sweep_duration_seconds                        histogram, one sample per sweep
 
 Label values are target names, step names and status codes: never key material. Ages are
 computed from timestamps when scraped, so they keep growing while the database is down.
@@ -44,6 +45,8 @@ from rotator.core.model import Rotation, Status
 __all__ = ["DaemonMetrics", "drop_created_series", "failure_reason"]
 
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# A sweep is a few reads: milliseconds, and seconds only for a slow database or many targets.
+_SWEEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def drop_created_series() -> None:
@@ -140,6 +143,9 @@ class DaemonMetrics:
         self.sweep_errors = Counter("rotator_sweep_errors",
                                     "Sweeps for due work that failed (retried next wake)",
                                     ["kind"], registry=r)
+        self.sweep_seconds = Histogram("rotator_sweep_duration_seconds",
+                                       "Time one sweep for due work took (failed ones too)",
+                                       buckets=_SWEEP_BUCKETS, registry=r)
         build = Gauge("rotator_build_info", "The running rotator's version", ["version"],
                       registry=r)
         build.labels(version=__version__).set(1)

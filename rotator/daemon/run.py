@@ -174,7 +174,8 @@ class _Daemon:
                 return None
         self._renew_token_if_due()
         try:
-            return self.sweeper.sweep(only)
+            with self.metrics.sweep_seconds.time():
+                return self.sweeper.sweep(only)
         except SQLAlchemyError as exc:
             self.metrics.sweep_errors.labels(kind="database").inc()
             log.warning("sweep_failed", error=type(exc).__name__,

@@ -33,3 +33,18 @@ def test_ratelimit_bench_runs_a_tiny_batch_through() -> None:
     assert re.search(r"^ratio took/ideal\s+(\d+\.\d+|-)", out, re.M), out
     assert re.search(r"^429s\s+\d+ \(", out, re.M), out
     assert "rotations                 completed 4, rolled back 0, failed 0" in out, out
+
+
+def test_rotation_latency_bench_times_a_rotation_on_each_database() -> None:
+    out = run("rotation_latency.py", "--rounds", "1")
+    assert re.search(r"^  sqlite +median +\d+\.\d ms", out, re.M), out
+    assert re.search(r"^  postgresql +median +\d+\.\d ms", out, re.M), out
+    assert re.search(r"postgresql / sqlite median ratio: \d+\.\d\d$", out, re.M), out
+
+
+def test_idle_bench_measures_two_fleets_at_rest() -> None:
+    out = run("idle.py", "--targets", "20", "--small", "5", "--idle", "2", "--poll", "0.5")
+    rows = re.findall(r"^ +(5|20) +\d+\.\d\d +\d+\.\d +\d+\.\d\d +(\d+) +", out, re.M)
+    assert [size for size, _ in rows] == ["5", "20"], out
+    assert all(int(sweeps) > 0 for _, sweeps in rows), out
+    assert re.search(r"^CPU per sweep, 20 / 5 targets: (\d+\.\d\d|-)", out, re.M), out

@@ -1,0 +1,128 @@
+"""What the programs under bench/ share: the config they run rotator with, a database of
+their own on SQLite or PostgreSQL, a daemon started and read from outside (/readyz,
+/metrics, /proc). Imported by the programs beside it (``python bench/<program>.py`` puts
+this folder first on the path).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from rotator.adapters.sql.schema import upgrade
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# Vault's token and Count's management key come from these variables (``bench_env``).
+CONFIG = """
+[database]
+url = "{db}"
+[daemon]
+listen = "127.0.0.1:{port}"
+{daemon}
+[logging]
+level = "warning"
+[vault]
+url = "{vault}"
+[vault.auth]
+method = "token"
+token_env = "BENCH_VAULT_TOKEN"
+[providers.count]
+type = "count"
+base_url = "{count}"
+management_key_env = "BENCH_COUNT_KEY"
+[defaults]
+grace = "0s"
+[defaults.probe]
+interval = "10ms"
+{targets}"""
+TARGET = """
+[targets.{name}]
+provider = "count"
+service_account = "{sa}"
+vault_path = "bench/{name}"
+"""
+
+
+def bench_env(vault_token: str, count_key: str) -> dict[str, str]:
+    return {**os.environ, "BENCH_VAULT_TOKEN": vault_token, "BENCH_COUNT_KEY": count_key}
+
+
+@contextmanager
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """A migrated database of its own: a file in ``folder``, or a PostgreSQL schema that is
+    dropped afterwards."""
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / f'bench-{uuid.uuid4().hex[:6]}.db'}"
+        upgrade(url)
+        yield url
+        return
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = f"{PG}?options=-csearch_path%3D{schema}"
+        upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def start_daemon(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "rotator", "-c", str(config), "run"],
+                            env=env, stderr=subprocess.DEVNULL)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            sys.exit(f"rotator run exited {proc.returncode} before it was ready")
+        time.sleep(0.005)
+    sys.exit(f"rotator run not ready after {timeout:g}s")
+
+
+def metrics(port: int) -> dict[str, float]:
+    """Each sample of the daemon's /metrics page summed over its labels, except that
+    ``rotator_provider_calls_total`` is kept per call (``name:call``)."""
+    page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    sums: dict[str, float] = {}
+    for line in page.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        sample, value = line.rsplit(" ", 1)
+        name = sample.split("{", 1)[0]
+        if name == "rotator_provider_calls_total":
+            name += ":" + sample.split('call="', 1)[1].split('"', 1)[0]
+        sums[name] = sums.get(name, 0.0) + float(value)
+    return sums
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
