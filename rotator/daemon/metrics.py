@@ -4,6 +4,7 @@
     rotator_rotations_completed_total{target}
     rotator_rotations_failed_total{target,reason}         reason: the step that refused
     rotator_rotations_rolled_back_total{target,reason}    reason: the step that failed
+    rotator_rotation_failures_total{target}               failed or rolled back, any reason
     rotator_step_duration_seconds{step}                   histogram, one sample per action
     rotator_provider_calls_total{provider,call,status}    status: HTTP code, or "none"
     rotator_provider_rate_limited_total{provider}         429 answers
@@ -16,6 +17,9 @@
     rotator_sweep_errors_total{kind}                      a sweep that could not finish
     rotator_sweep_duration_seconds                        histogram, one sample per sweep
 
+Every configured target has its ``completed`` and ``failures`` series at 0 from start
+(``declare_targets``), so ``increase()`` sees the first failure (a series born at 1 shows
+no increase); the reason-labelled counters are for dashboards, the rules alert on these.
 Label values are target names, step names and status codes: never key material. Ages are
 computed from timestamps when scraped, so they keep growing while the database is down.
 """
@@ -23,7 +27,7 @@ computed from timestamps when scraped, so they keep growing while the database i
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from prometheus_client import (
@@ -42,7 +46,10 @@ from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.count.client import CallRecord
 from rotator.core.model import Rotation, Status
 
-__all__ = ["DaemonMetrics", "drop_created_series", "failure_reason"]
+__all__ = ["SWEEP_ERROR_KINDS", "DaemonMetrics", "drop_created_series", "failure_reason"]
+
+# What ``rotator_sweep_errors_total{kind}`` tells apart (``rotator.daemon.run``).
+SWEEP_ERROR_KINDS = ("database", "internal")
 
 _STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # A sweep is a few reads: milliseconds, and seconds only for a slow database or many targets.
@@ -121,6 +128,9 @@ class DaemonMetrics:
                               ["target", "reason"], registry=r)
         self.rolled_back = Counter("rotator_rotations_rolled_back", "Rotations rolled back",
                                    ["target", "reason"], registry=r)
+        self.failures = Counter("rotator_rotation_failures",
+                                "Rotations that ended failed or rolled back, whatever the reason",
+                                ["target"], registry=r)
         self.step_seconds = Histogram("rotator_step_duration_seconds",
                                       "Time spent in one rotation action", ["step"],
                                       buckets=_STEP_BUCKETS, registry=r)
@@ -143,6 +153,8 @@ class DaemonMetrics:
         self.sweep_errors = Counter("rotator_sweep_errors",
                                     "Sweeps for due work that failed (retried next wake)",
                                     ["kind"], registry=r)
+        for kind in SWEEP_ERROR_KINDS:   # at 0 from start, for increase() (see above)
+            self.sweep_errors.labels(kind=kind)
         self.sweep_seconds = Histogram("rotator_sweep_duration_seconds",
                                        "Time one sweep for due work took (failed ones too)",
                                        buckets=_SWEEP_BUCKETS, registry=r)
@@ -155,6 +167,12 @@ class DaemonMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def declare_targets(self, targets: Iterable[str]) -> None:
+        """Each target's ``completed`` and ``failures`` series, at 0 until it first counts."""
+        for target in targets:
+            self.completed.labels(target=target)
+            self.failures.labels(target=target)
+
     # --- the runner's RunObserver -------------------------------------------------------
 
     def rotation_started(self, rotation: Rotation) -> None:
@@ -166,7 +184,9 @@ class DaemonMetrics:
     def rotation_finished(self, rotation: Rotation, last_step: str) -> None:
         if rotation.status is Status.COMPLETED:
             self.completed.labels(target=rotation.target).inc()
-        elif rotation.status is Status.ROLLED_BACK:
+            return
+        self.failures.labels(target=rotation.target).inc()
+        if rotation.status is Status.ROLLED_BACK:
             self.rolled_back.labels(target=rotation.target,
                                     reason=failure_reason(rotation, last_step)).inc()
         else:

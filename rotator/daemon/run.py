@@ -60,6 +60,7 @@ class _Daemon:
         self.exit_code = 0
         clock = SystemClock()
         self.metrics = DaemonMetrics(now=clock.now)
+        self.metrics.declare_targets(config.targets)
         self.rt: Runtime = build_runtime(config, require_schema=False,
                                          on_call=self.metrics.provider_call, clock=clock)
         self.holder = holder_id()
