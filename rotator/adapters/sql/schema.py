@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
 from rotator.adapters.sql.backend import POSTGRESQL, SQLITE, backend, is_sqlite
-from rotator.core.errors import SchemaError
+from rotator.core.errors import ConfigError, SchemaError
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -142,11 +142,23 @@ def upgrade(url: str, password: Secret | None = None) -> str:
 
 
 def _sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL; None for another backend or an in-memory database."""
+    """The file of a SQLite URL; None for another backend or an in-memory database.
+
+    ``ConfigError`` (exit 2, naming the folder) if the folder it would be in does not
+    exist: SQLite creates a database file, never its folder, and said only "unable to open
+    database file" (or a traceback, from the upgrade lock beside it).
+    """
     parsed = make_url(url)
-    if not is_sqlite(parsed) or parsed.database in (None, "", ":memory:"):
+    if not is_sqlite(parsed) or parsed.database in (None, "", ":memory:") \
+            or parsed.query.get("uri"):
         return None
-    return Path(parsed.database)
+    path = Path(parsed.database)
+    if not path.parent.is_dir():
+        raise ConfigError(
+            "the SQLite database's folder does not exist: create it (rotator creates the "
+            "file, not its folder), or point [database] url elsewhere",
+            {"database.url": f"no folder {path.parent.absolute()} for the database file"})
+    return path
 
 
 # The audit trail is for rotator's eyes: its files are created readable by their owner only
