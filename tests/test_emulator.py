@@ -689,3 +689,42 @@ def test_cli_run_in_process_until_stopped() -> None:
     stop.set()
     thread.join(5)
     assert codes == [0]
+
+
+def _seeded_table(*args: str) -> dict[str, list[str]]:
+    """The accounts a started ``rotator emulator`` prints (name -> row), then stopped."""
+    with _cli("--port", "0", *args) as proc:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(6)]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    return {line.split()[0]: line.split() for line in lines[3:6]}
+
+
+def test_cli_seed_makes_the_seeded_accounts_and_keys_the_same_at_every_start() -> None:
+    first, again = _seeded_table("--seed", "7"), _seeded_table("--seed", "7")
+    assert first == again          # a restart matches the config and Vault written before
+    assert set(first) == {"admin", "billing-export", "ci-deployer"}
+    other, unseeded = _seeded_table("--seed", "8"), _seeded_table()
+    for name, row in first.items():
+        account_id, key_id, secret = row[2:5]
+        assert KEY_ID.fullmatch(key_id) and SECRET.fullmatch(secret)
+        assert other[name][2:5] != [account_id, key_id, secret]
+        assert unseeded[name][2:5] != [account_id, key_id, secret]
+
+
+def test_keys_created_after_a_seeded_start_follow_the_same_sequence() -> None:
+    made = []
+    for _ in range(2):
+        with Emulator(EmulatorSettings(), identity_seed=3) as emu:
+            account = emu.seed_account("svc")
+            with client(emu.url) as http:
+                created = ok(http.post(keys_path(account.account_id),
+                                       json={"name": "next"}, headers=bearer(account.secret)),
+                             201)
+            made.append((account.account_id, account.secret, created["key_id"],
+                         created["api_key"]))
+    assert made[0] == made[1]
+    with Emulator(EmulatorSettings()) as a, Emulator(EmulatorSettings()) as b:
+        assert a.seed_account("svc").secret != b.seed_account("svc").secret

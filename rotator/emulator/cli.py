@@ -94,7 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--revoke-delay", type=seconds, default=d.revoke_delay,
         help="seconds a deleted key goes on authenticating; a large value is a provider "
              "that does not revoke (default: %(default)s)")
-    add("--seed", type=int, default=d.seed, help="seed of the fault RNG")
+    add("--seed", type=int, default=d.seed,
+        help="seed of the fault RNG and of account ids, key ids and secrets: the same seed "
+             "seeds the same accounts with the same keys at every start")
     add("--account", type=_account, action="append", metavar="NAME[:ROLE]",
         help="seed a service account with one key (repeatable; role admin or member; "
              "default: admin:admin, billing-export, ci-deployer)")
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None,
     try:
         emulator = Emulator(settings, host=args.host, port=args.port,
                             control_token=os.environ.get(TOKEN_ENV, "").strip() or None,
-                            allow_remote=args.allow_remote)
+                            allow_remote=args.allow_remote, identity_seed=args.seed)
     except NotLoopback as exc:
         print(f"rotator emulator: error: --host: {exc} (--allow-remote)", file=sys.stderr)
         return 2

@@ -219,20 +219,22 @@ class Emulator:
     """The Count emulator: ``with Emulator(EmulatorSettings(key_limit=3)) as emu: ...``.
 
     ``control_token`` (a random one if not given) guards the ``/_emulator/`` endpoints.
+    ``identity_seed`` makes account ids, key ids and secrets one fixed sequence.
     A host that is not loopback raises ``NotLoopback`` unless ``allow_remote``: anyone who
     reaches it can use the fake API (the control endpoints still need the token).
     """
 
     def __init__(self, settings: EmulatorSettings | None = None, host: str = "127.0.0.1",
                  port: int = 0, *, clock: Callable[[], float] = time.time,
-                 control_token: str | None = None, allow_remote: bool = False) -> None:
+                 control_token: str | None = None, allow_remote: bool = False,
+                 identity_seed: int | None = None) -> None:
         if not allow_remote and not is_loopback(host):
             raise NotLoopback("not a loopback address: the emulator binds one unless remote "
                               "access is allowed explicitly")
         if control_token is not None and not control_token.strip():
             raise ValueError("the control token must not be empty")
         self.control_token = control_token or secrets.token_urlsafe(24)
-        self.state = EmulatorState(clock)
+        self.state = EmulatorState(clock, identity_seed)
         self._stopping = threading.Event()
         self._api = CountApi(self.state, EmulatorSettings() if settings is None else settings,
                              clock=clock,

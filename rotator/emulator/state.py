@@ -10,6 +10,7 @@ can grep logs for them. Refusals are ``ApiError``s carrying the contract's codes
 
 from __future__ import annotations
 
+import random
 import secrets
 import string
 import threading
@@ -93,11 +94,29 @@ class Counters:
                 "deletes": dict(self.deletes), "faults": dict(self.faults)}
 
 
+class _Unpredictable:
+    """``random.Random``'s two methods used here, from the OS's CSPRNG."""
+
+    @staticmethod
+    def choice(alphabet: str) -> str:
+        return secrets.choice(alphabet)
+
+    @staticmethod
+    def randbytes(n: int) -> bytes:
+        return secrets.token_bytes(n)
+
+
 class EmulatorState:
     """Accounts and keys, guarded by one lock. ``clock`` gives epoch seconds."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 identity_seed: int | None = None) -> None:
         self._clock = clock
+        # Account ids, key ids and secrets: unpredictable, or the same sequence for the same
+        # seed (a restarted emulator issues what its last start issued, in the same order,
+        # so the accounts seeded at start match a config and Vault written before).
+        self._identity = (_Unpredictable() if identity_seed is None
+                          else random.Random(f"rotator-emulator:{identity_seed}"))  # noqa: S311
         self._lock = threading.RLock()
         self._accounts: dict[str, ServiceAccount] = {}
         self._keys: dict[str, ApiKey] = {}      # key id -> key, deleted ones included
@@ -116,9 +135,9 @@ class EmulatorState:
             raise ValueError(f"account name must be 1 to {MAX_NAME_LENGTH} characters")
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        account = ServiceAccount("sa_" + secrets.token_hex(8), name,
-                                 "admin" if role == "admin" else "member")
-        with self._lock:
+        with self._lock:   # the identity sequence is drawn from under the lock only
+            account = ServiceAccount("sa_" + self._hex(8), name,
+                                     "admin" if role == "admin" else "member")
             self._accounts[account.id] = account
             key = self._issue(account.id, "initial", propagation_delay=0.0)
         return account, key
@@ -217,13 +236,16 @@ class EmulatorState:
 
     def _issue(self, account_id: str, name: str, *, propagation_delay: float) -> ApiKey:
         now = self._clock()
-        secret = "cnt_" + "".join(secrets.choice(_BASE62) for _ in range(_SECRET_LENGTH))
-        key = ApiKey("key_" + secrets.token_hex(8), account_id, name, secret,
+        secret = "cnt_" + "".join(self._identity.choice(_BASE62) for _ in range(_SECRET_LENGTH))
+        key = ApiKey("key_" + self._hex(8), account_id, name, secret,
                      created_at=now, propagated_at=now + propagation_delay)
         self._keys[key.key_id] = key
         self._by_secret[secret] = key.key_id
         self._issued.append(secret)
         return key
+
+    def _hex(self, nbytes: int) -> str:
+        return self._identity.randbytes(nbytes).hex()
 
     # --- counters ---------------------------------------------------------------------
 
