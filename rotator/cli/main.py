@@ -53,6 +53,21 @@ def _reason(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+MAX_CONCURRENCY = 64
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CONCURRENCY:
+        # argparse names the option: "argument --concurrency: ..."
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to "
+                                         f"{MAX_CONCURRENCY}, got {text!r}")
+    return value
+
+
 def _since(text: str) -> datetime:
     # Parsed with the arguments, before any runtime (and its clock) exists.
     try:
@@ -110,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override the grace window ('0s' for a leaked key)")
     rotate.add_argument("--wait-lease", type=_duration, default=0.0, metavar="DURATION",
                         help="wait this long for another process's lease on a target")
+    rotate.add_argument("--concurrency", type=_concurrency, default=1, metavar="N",
+                        help=f"rotate up to N targets at a time (1 to {MAX_CONCURRENCY}; "
+                             "default 1); grace windows overlap whatever N is")
     rotate.add_argument("--dry-run", action="store_true",
                         help="print what would happen; change nothing")
     rotate.add_argument("--reason", type=_reason, default=None, metavar="TEXT",
@@ -260,12 +278,13 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
                 print(f"{plan.target}:")
                 print("\n".join(f"  {line}" for line in plan.lines))
             return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
-        results = service.rotate_targets(rt, names, grace=args.grace,
-                                         actor=service.whoami_actor(),
-                                         lease_wait=args.wait_lease, reason=args.reason)
+        results = service.rotate_targets(
+            rt, names, grace=args.grace, actor=service.whoami_actor(),
+            lease_wait=args.wait_lease, reason=args.reason, concurrency=args.concurrency,
+            on_result=lambda result: print(report.render_progress(result), flush=True))
     finally:
         rt.close()
-    print(report.render_results(results))
+    print(report.render_summary(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 

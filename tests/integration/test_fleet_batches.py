@@ -1,0 +1,151 @@
+"""Batches larger than the workers: ``run --once`` and ``rotate --all --concurrency N``
+rotate every target, not the first batch, and say so in their exit code and output.
+
+Real CLI processes against the emulator, OpenBao and SQLite/PostgreSQL; grace 0 and a
+handful of targets keep each case to a few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+
+import pytest
+
+from rotator.core.model import Status
+from tests.integration.conftest import MakeWorld
+from tests.integration.daemon_process import Daemon, daemon_config, wait_for
+from tests.integration.world import World
+
+pytestmark = pytest.mark.integration
+
+
+def _completed(world: World, target: str) -> int:
+    return sum(r.status is Status.COMPLETED for r in world.rotations(target))
+
+
+def _drop_vault_secret(world: World, name: str) -> None:
+    """The target's Vault path gone: its rotation refuses at plan, before any key exists."""
+    client = world.vault()
+    try:
+        client.secrets.kv.v2.delete_metadata_and_all_versions(path=f"count/{name}",
+                                                              mount_point=world.mount)
+    finally:
+        client.adapter.close()
+
+
+def _run_once(world: World, *, workers: int, name: str = "once") -> int:
+    """``rotator run --once`` to its end: its exit code. Its log is printed, which pytest
+    shows when the test fails."""
+    daemon = Daemon(world, *daemon_config(world, name, workers=workers), "--once", name=name)
+    try:
+        return daemon.wait(60)
+    finally:
+        daemon.close()
+        print(daemon.logs()[-3000:])
+
+
+def test_once_rotates_every_due_target_with_fewer_workers_than_targets(
+        make_world: MakeWorld) -> None:
+    names = tuple(f"t{i}" for i in range(7))
+    world = make_world(*names, grace="0s")
+    assert _run_once(world, workers=2) == 0
+    for name in names:
+        assert [(r.trigger, r.status) for r in world.rotations(name)] == [
+            ("first_rotation", Status.COMPLETED)], name
+        world.assert_invariants(name)
+
+
+def test_once_exits_1_when_one_target_fails_and_still_rotates_the_others(
+        make_world: MakeWorld) -> None:
+    names = ("a", "b", "c", "d")
+    world = make_world(*names, grace="0s")
+    _drop_vault_secret(world, "b")
+    assert _run_once(world, workers=2) == 1
+    assert _completed(world, "b") == 0
+    for name in ("a", "c", "d"):
+        assert _completed(world, name) == 1, name
+        world.assert_invariants(name)
+
+
+def test_sigterm_during_a_once_batch_exits_1_and_the_next_run_finishes_it(
+        make_world: MakeWorld) -> None:
+    names = ("a", "b", "c", "d")
+    world = make_world(*names, grace="0s")
+    # Slow calls: one worker takes seconds per target, so the signal lands mid-batch.
+    world.emulator.settings = dataclasses.replace(world.emulator.settings, latency=0.15)
+    config, port = daemon_config(world, "once", workers=1)
+    first = Daemon(world, config, port, "--once", name="first")
+    try:
+        wait_for(lambda: bool(world.rotations("a")), 30, "the first rotation to start")
+        code, took = first.terminate()
+    finally:
+        first.close()
+    assert code == 1 and took < 5, (code, took, first.logs()[-3000:])
+    assert '"event": "once_interrupted"' in first.logs()
+    started = {name: world.rotations(name) for name in names}
+    assert not started["d"], "the batch was over before the signal: nothing was tested"
+    in_flight = [rot.rotation_id for rots in started.values() for rot in rots
+                 if rot.status is Status.RUNNING]
+    world.emulator.settings = dataclasses.replace(world.emulator.settings, latency=0.0)
+    assert _run_once(world, workers=1, name="second") == 0
+    for name in names:
+        (rot,) = world.rotations(name)
+        assert rot.status is Status.COMPLETED, name
+        world.assert_invariants(name)
+    finished = {r.rotation_id for name in names for r in world.rotations(name)}
+    assert set(in_flight) <= finished          # resumed, not replaced by a new rotation
+
+
+_PROGRESS = re.compile(r"^(?P<target>\S+): (?P<result>\w+), rotation (?P<rotation>\S+), "
+                       r"(?P<elapsed>\d+\.\ds)$")
+
+
+def test_rotate_all_with_concurrency_prints_a_line_per_target_and_a_summary(
+        make_world: MakeWorld) -> None:
+    names = ("a", "b", "c", "d", "e")
+    world = make_world(*names, grace="0s")
+    _drop_vault_secret(world, "c")
+    result = world.cli("rotate", "--all", "--concurrency", "3")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    progress = lines[:len(names)]
+    got = {}
+    for line in progress:
+        target = line.split(":", 1)[0]
+        got[target] = line
+    assert sorted(got) == list(names), result.stdout
+    for name in ("a", "b", "d", "e"):
+        match = _PROGRESS.match(got[name])
+        assert match, got[name]
+        (rot,) = world.rotations(name)
+        assert match["result"] == "completed" and match["rotation"] == rot.rotation_id
+        world.assert_invariants(name)
+    (failed,) = world.rotations("c")
+    assert failed.status is Status.FAILED
+    assert got["c"].startswith(f"c: failed, rotation {failed.rotation_id}, "), got["c"]
+    assert "no key in Vault" in got["c"]
+    assert lines[len(names):] == ["4 of 5 target(s) rotated (4 completed, 1 failed)",
+                                  "not rotated: c (failed)"]
+
+
+def test_rotate_concurrency_out_of_range_is_a_usage_error_naming_the_flag() -> None:
+    for value in ("0", "65", "three"):
+        result = subprocess.run(
+            [sys.executable, "-m", "rotator", "rotate", "--all", "--concurrency", value],
+            capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 2, (value, result.stderr)
+        assert "--concurrency" in result.stderr and "1 to 64" in result.stderr, result.stderr
+
+
+def test_rotate_with_concurrency_runs_targets_side_by_side(make_world: MakeWorld) -> None:
+    world = make_world("a", "b", grace="0s")
+    # Slow calls: each rotation takes a second or so, long enough to overlap for sure.
+    world.emulator.settings = dataclasses.replace(world.emulator.settings, latency=0.1)
+    result = world.cli("rotate", "a", "b", "--concurrency", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (a,), (b,) = world.rotations("a"), world.rotations("b")
+    assert a.finished_at is not None and b.finished_at is not None
+    assert a.started_at < b.finished_at and b.started_at < a.finished_at, (a, b)
