@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import signal
 import subprocess
 import sys
 
@@ -89,6 +90,7 @@ def test_sigterm_during_a_once_batch_exits_1_and_the_next_run_finishes_it(
     assert not started["d"], "the batch was over before the signal: nothing was tested"
     in_flight = [rot.rotation_id for rots in started.values() for rot in rots
                  if rot.status is Status.RUNNING]
+    assert in_flight, "the signal parked no rotation: nothing was in flight to resume"
     world.emulator.settings = dataclasses.replace(world.emulator.settings, latency=0.0)
     assert _run_once(world, workers=1, name="second") == 0
     for name in names:
@@ -149,3 +151,37 @@ def test_rotate_with_concurrency_runs_targets_side_by_side(make_world: MakeWorld
     (a,), (b,) = world.rotations("a"), world.rotations("b")
     assert a.finished_at is not None and b.finished_at is not None
     assert a.started_at < b.finished_at and b.started_at < a.finished_at, (a, b)
+
+
+def test_ctrl_c_during_rotate_all_parks_what_runs_and_starts_nothing_more(
+        make_world: MakeWorld) -> None:
+    names = ("a", "b", "c", "d")
+    world = make_world(*names, grace="0s")
+    world.emulator.settings = dataclasses.replace(world.emulator.settings, latency=0.15)
+    proc = subprocess.Popen(world.cli_args("rotate", "--all", "--concurrency", "2"),
+                            env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: bool(world.rotations("a")) and bool(world.rotations("b")), 30,
+                 "the first two rotations to start")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err[-3000:]
+    assert "resumes on the next run" in err
+    assert world.rotations("c") == [] and world.rotations("d") == [], out
+    parked = {n: world.rotations(n)[0] for n in ("a", "b")}
+    assert any(r.status is Status.RUNNING for r in parked.values()), parked
+    world.emulator.settings = dataclasses.replace(world.emulator.settings, latency=0.0)
+    again = world.cli("rotate", "--all", "--concurrency", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    for name in names:
+        (rot,) = world.rotations(name)
+        assert rot.status is Status.COMPLETED, name
+        world.assert_invariants(name)
+    for name, rot in parked.items():
+        if rot.status is Status.RUNNING:
+            assert f"{name}: completed (resumed), rotation {rot.rotation_id}," in again.stdout
