@@ -237,6 +237,7 @@ class _Daemon:
     def once(self) -> None:
         if not self.claim_sqlite():
             self.rt.close()
+            self._interrupted()
             return
         self.heartbeat.start()
         only: set[str] | None = None
@@ -253,12 +254,17 @@ class _Daemon:
                 log.error("once_unsettled", detail="a rotation could not move on; see status")
                 finished = True
                 break
-            waiting = [r for r in self.rt.repo.all_running() if only and r.target in only]
-            if only is not None and not waiting and not self.sweeper.manual_pending():
+            if only is None:
+                # No whole sweep yet (the database is unreachable): again at the next poll,
+                # as the daemon would; "nothing due" is not known yet.
+                self._sleep(self.config.daemon.poll_interval)
+                continue
+            waiting = [r for r in self.rt.repo.all_running() if r.target in only]
+            if not waiting and not self.sweeper.manual_pending():
                 finished = True
                 break
-            if only is None or self.sweeper.manual_pending():
-                # A sweep cut short (the database), or a target another process holds.
+            if self.sweeper.manual_pending():
+                # Asked for, but another process holds the target: look again soon.
                 self._sleep(0.2)
                 continue
             deadlines = [r.grace_ends_at for r in waiting if r.grace_ends_at is not None]
@@ -268,11 +274,17 @@ class _Daemon:
             until = min(deadlines, default=now + timedelta(seconds=1))
             self._sleep(max(0.05, (until - now).total_seconds() + 0.02))
         self.drain()
-        if self.exit_code == 0 and not finished:
+        if not finished:
+            self._interrupted()
+        if self.exit_code == 0 and not all(_succeeded(o) for o in self._latest().values()):
+            self.exit_code = 1
+
+    def _interrupted(self) -> None:
+        """A signal stopped ``--once`` before its work was done: exit 1 (unless an earlier
+        cause already set the code), so a Job does not count the run as a success."""
+        if self.exit_code == 0:
             log.error("once_interrupted", detail="stopped before all that was due was done; "
                       "the next run resumes the rotations in flight and starts the rest")
-            self.exit_code = 1
-        if self.exit_code == 0 and not all(_succeeded(o) for o in self._latest().values()):
             self.exit_code = 1
 
     def _wait_idle(self) -> bool:

@@ -12,12 +12,15 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from rotator.core.model import Status
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, wait_for
+from tests.integration.proxy import CuttableProxy
 from tests.integration.world import World
 
 pytestmark = pytest.mark.integration
@@ -185,3 +188,29 @@ def test_ctrl_c_during_rotate_all_parks_what_runs_and_starts_nothing_more(
     for name, rot in parked.items():
         if rot.status is Status.RUNNING:
             assert f"{name}: completed (resumed), rotation {rot.rotation_id}," in again.stdout
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_once_started_while_the_database_is_down_waits_for_it_then_rotates_all(
+        make_world: MakeWorld, migrated_url: str) -> None:
+    names = ("a", "b", "c")
+    world = make_world(*names, grace="0s")
+    pg_port = make_url(migrated_url).port or 5432
+    db_proxy = CuttableProxy(pg_port)
+    config, port = daemon_config(world, "once", workers=2, replace={
+        f"@127.0.0.1:{pg_port}/": f"@127.0.0.1:{db_proxy.port}/"})
+    db_proxy.cut()
+    daemon = Daemon(world, config, port, "--once")
+    try:
+        wait_for(lambda: '"event": "database_unreachable"' in daemon.logs(), 30,
+                 "the daemon to find the database down")
+        time.sleep(0.5)                      # a few polls (200ms) with the database down
+        assert daemon.proc.poll() is None, daemon.logs()[-3000:]   # not "nothing was due"
+        db_proxy.restore()
+        assert daemon.wait(60) == 0, daemon.logs()[-3000:]
+    finally:
+        daemon.close()
+        db_proxy.close()
+    for name in names:
+        assert _completed(world, name) == 1, name
+        world.assert_invariants(name)
