@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent import futures
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -92,8 +92,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
         try:
             running = {pool.submit(turn, name, lease_wait): name for name in specs}
             while running or waiting:
-                done, _ = futures.wait(running, timeout=_wait_seconds(rt, waiting),
-                                       return_when=futures.FIRST_COMPLETED)
+                done = _next_done(rt, running, waiting)
                 for future in done:
                     name = running.pop(future)
                     result, grace_ends = future.result()
@@ -121,11 +120,19 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     return [results[name] for name in specs]
 
 
-def _wait_seconds(rt: Runtime, waiting: dict[str, datetime]) -> float:
-    if not waiting:
-        return _WAKE_SECONDS
-    left = (min(waiting.values()) - rt.clock.now()).total_seconds()
-    return min(_WAKE_SECONDS, max(0.0, left))
+def _next_done(rt: Runtime, running: Collection[futures.Future[_Turn]],
+               waiting: dict[str, datetime]) -> set[futures.Future[_Turn]]:
+    """The turns that ended within a second, or before the first grace window ends."""
+    timeout = _WAKE_SECONDS
+    if waiting:
+        left = (min(waiting.values()) - rt.clock.now()).total_seconds()
+        timeout = min(timeout, max(0.0, left))
+    if not running:
+        # ``futures.wait`` returns at once on no futures: every window is in grace.
+        rt.clock.sleep(timeout)
+        return set()
+    done, _ = futures.wait(running, timeout=timeout, return_when=futures.FIRST_COMPLETED)
+    return done
 
 
 def holder_id() -> str:

@@ -8,16 +8,18 @@ handful of targets keep each case to a few seconds.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from rotator.core.model import Status
+from rotator.core.model import Status, Step
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, wait_for
 from tests.integration.proxy import CuttableProxy
@@ -214,3 +216,31 @@ def test_once_started_while_the_database_is_down_waits_for_it_then_rotates_all(
     for name in names:
         assert _completed(world, name) == 1, name
         world.assert_invariants(name)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far."""
+    # /proc/PID/stat: utime and stime are fields 14 and 15, in clock ticks; the name
+    # (field 2, in parentheses) may hold spaces, so count from its closing parenthesis.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_rotate_waits_out_a_grace_window_without_spinning(make_world: MakeWorld) -> None:
+    world = make_world("a", grace="6s")
+    proc = subprocess.Popen(world.cli_args("rotate", "a"), env=world.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(r.step is Step.GRACE for r in world.rotations("a")), 30,
+                 "the rotation to reach its grace window")
+        before = _cpu_seconds(proc.pid)
+        time.sleep(3)
+        spent = _cpu_seconds(proc.pid) - before
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    # A loop spinning through the window burns a share of a core however loaded the
+    # machine; waiting wakes once a second.
+    assert spent < 0.3, spent
