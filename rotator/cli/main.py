@@ -114,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rotate this target now, then keep running (repeatable)")
     run.add_argument("--rotate-all", action="store_true", help="rotate every target now")
     run.add_argument("--once", action="store_true",
-                     help="do what is due or asked for, wait out its grace, then exit "
-                          "(a Kubernetes Job or CronJob)")
+                     help="do all that is due or asked for, [daemon] workers at a time, "
+                          "wait out its grace, then exit: 0, or 1 if any target did not "
+                          "complete or a signal stopped it first (a Kubernetes Job or "
+                          "CronJob)")
     run.set_defaults(handler=_cmd_run)
 
     rotate = add("rotate", help="rotate targets now, in the foreground")
