@@ -227,14 +227,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def test_rotate_waits_out_a_grace_window_without_spinning(make_world: MakeWorld) -> None:
-    world = make_world("a", grace="6s")
+    world = make_world("a", grace="4s")
     proc = subprocess.Popen(world.cli_args("rotate", "a"), env=world.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(r.step is Step.GRACE for r in world.rotations("a")), 30,
                  "the rotation to reach its grace window")
         before = _cpu_seconds(proc.pid)
-        time.sleep(3)
+        time.sleep(2)
         spent = _cpu_seconds(proc.pid) - before
         assert proc.wait(30) == 0
     finally:
