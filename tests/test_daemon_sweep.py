@@ -19,6 +19,7 @@ from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
 from rotator.daemon.metrics import DaemonMetrics
 from rotator.daemon.sweep import Sweeper
+from rotator.daemon.workers import WorkerPool
 from rotator.engine.runner import Runner
 from rotator.scheduling.schedule import Schedule, parse_window
 from tests.fakes import FakeClock, FakeProvider, FakeStore
@@ -298,3 +299,27 @@ def test_a_long_run_keeps_one_outcome_per_target(fleet: Callable[..., Fleet]) ->
         assert outcome.rotation is not None and outcome.rotation.status is Status.COMPLETED
         assert outcome.rotation.started_at == START + timedelta(days=29)
         assert outcome.rotation == f.repo.rotations(target, Status.COMPLETED)[-1]
+
+
+def test_a_sweep_that_waits_for_workers_starts_every_due_target_with_one_worker(
+        fleet: Callable[..., Fleet]) -> None:
+    names = ("a", "b", "c")
+    f = fleet({name: Schedule(every=DAY) for name in names})
+    pool = WorkerPool(1)
+    f.sweeper.pool = pool
+    f.sweeper.wait_for_workers = True
+    f.sweep()
+    assert pool.join(10)
+    for name in names:   # each ran up to its grace window, one after the other
+        assert [r.step for r in f.repo.rotations(name)] == [Step.GRACE], name
+    assert f.sweeper.sweeps == 1
+
+
+def test_a_waiting_sweep_that_is_stopped_starts_nothing_more(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({name: Schedule(every=DAY) for name in ("a", "b")})
+    f.sweeper.pool = WorkerPool(1)
+    f.sweeper.wait_for_workers = True
+    f.sweeper.stopping = lambda: True
+    f.sweep()
+    assert f.creates() == 0 and f.sweeper.sweeps == 0   # cut short: not a whole sweep

@@ -1,7 +1,7 @@
-"""The operations both front ends call: rotate a batch, dry run, status.
+"""The operations both front ends call: rotate a batch (``batch``), dry run, status.
 
-A batch goes on past a failing target and reports every target once at the end
-(certbot's habit); the caller turns the summary into an exit code.
+A batch goes on past a failing target and reports every target once (certbot's habit);
+the caller turns the results into an exit code.
 """
 
 from __future__ import annotations
@@ -9,24 +9,19 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-import structlog
-
+from rotator.app.batch import TargetResult, holder_id, renew_vault_token, rotate_targets
 from rotator.app.runtime import Runtime
-from rotator.core.errors import LeaseLost, RotatorError
-from rotator.core.model import Rotation, Status, Step, StoredEvent, key_name
+from rotator.core.errors import RotatorError
+from rotator.core.model import Rotation, Status, StoredEvent, key_name
 from rotator.core.ports import RotationReader
 from rotator.core.vocabulary import AuditAction, AuditResult
-from rotator.engine.runner import Runner
 
-__all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run",
-           "holder_id", "rotate_targets", "status", "whoami_actor"]
-
-log = structlog.get_logger("rotator.service")
+__all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run", "holder_id",
+           "renew_vault_token", "rotate_targets", "status", "whoami_actor"]
 
 
 def whoami_actor() -> str:
@@ -35,79 +30,6 @@ def whoami_actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
-
-
-def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True, slots=True)
-class TargetResult:
-    target: str
-    outcome: str                 # completed, rolled_back, failed, in_progress, error
-    rotation_id: str | None
-    detail: str | None
-    resumed: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "completed"
-
-
-def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
-                   trigger: str = "manual", wait: bool = True,
-                   lease_wait: float = 0.0, reason: str | None = None) -> list[TargetResult]:
-    """Rotate each target; grace windows of a batch run side by side, not one after another.
-
-    ``reason`` (why an operator asked) is kept with each rotation this starts.
-    """
-    specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
-    runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
-                    holder=holder_id(), lease_ttl=rt.config.defaults.lease_ttl,
-                    call_deadline=rt.config.call_deadline(),
-                    heartbeat=lambda: renew_vault_token(rt))
-    renew_vault_token(rt)
-    results: dict[str, TargetResult] = {}
-    waiting: dict[str, datetime] = {}
-    resumed: set[str] = set()
-
-    def run(name: str, lease: float) -> None:
-        try:
-            report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
-                                   wait=False, lease_wait=lease, reason=reason)
-        except (RotatorError, LeaseLost) as exc:
-            log.error("target_failed", target=name, error=str(exc))
-            results[name] = TargetResult(name, "error", None, str(exc))
-            return
-        rot = report.rotation
-        if report.resumed:
-            resumed.add(name)
-        if rot.step is Step.GRACE and rot.grace_ends_at is not None and wait:
-            waiting[name] = rot.grace_ends_at
-        results[name] = _result(rot, name in resumed)
-
-    for name in specs:
-        run(name, lease_wait)
-    while waiting:
-        name, due = min(waiting.items(), key=lambda item: item[1])
-        rt.clock.sleep((due - rt.clock.now()).total_seconds())
-        del waiting[name]
-        run(name, max(lease_wait, rt.config.defaults.lease_ttl))
-    return [results[name] for name in specs]
-
-
-def renew_vault_token(rt: Runtime) -> None:
-    """Renew a renewable Vault token that is running low; a failure is logged, not fatal."""
-    try:
-        rt.store.renew_if_needed()
-    except RotatorError as exc:
-        log.warning("vault_token_renewal_failed", error=str(exc))
-
-
-def _result(rot: Rotation, resumed: bool) -> TargetResult:
-    outcome = rot.status.value if rot.is_terminal else "in_progress"
-    detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason or ''}"
-    return TargetResult(rot.target, outcome, rot.rotation_id, detail, resumed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,21 @@ def _reason(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+MAX_CONCURRENCY = 64
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CONCURRENCY:
+        # argparse names the option: "argument --concurrency: ..."
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to "
+                                         f"{MAX_CONCURRENCY}, got {text!r}")
+    return value
+
+
 def _since(text: str) -> datetime:
     # Parsed with the arguments, before any runtime (and its clock) exists.
     try:
@@ -99,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rotate this target now, then keep running (repeatable)")
     run.add_argument("--rotate-all", action="store_true", help="rotate every target now")
     run.add_argument("--once", action="store_true",
-                     help="do what is due or asked for, wait out its grace, then exit "
-                          "(a Kubernetes Job or CronJob)")
+                     help="do all that is due or asked for, [daemon] workers at a time, "
+                          "wait out its grace, then exit: 0, or 1 if any target did not "
+                          "complete or a signal stopped it first (a Kubernetes Job or "
+                          "CronJob)")
     run.set_defaults(handler=_cmd_run)
 
     rotate = add("rotate", help="rotate targets now, in the foreground")
@@ -110,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override the grace window ('0s' for a leaked key)")
     rotate.add_argument("--wait-lease", type=_duration, default=0.0, metavar="DURATION",
                         help="wait this long for another process's lease on a target")
+    rotate.add_argument("--concurrency", type=_concurrency, default=1, metavar="N",
+                        help=f"rotate up to N targets at a time (1 to {MAX_CONCURRENCY}; "
+                             "default 1); grace windows overlap whatever N is")
     rotate.add_argument("--dry-run", action="store_true",
                         help="print what would happen; change nothing")
     rotate.add_argument("--reason", type=_reason, default=None, metavar="TEXT",
@@ -260,12 +280,13 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
                 print(f"{plan.target}:")
                 print("\n".join(f"  {line}" for line in plan.lines))
             return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
-        results = service.rotate_targets(rt, names, grace=args.grace,
-                                         actor=service.whoami_actor(),
-                                         lease_wait=args.wait_lease, reason=args.reason)
+        results = service.rotate_targets(
+            rt, names, grace=args.grace, actor=service.whoami_actor(),
+            lease_wait=args.wait_lease, reason=args.reason, concurrency=args.concurrency,
+            on_result=lambda result: print(report.render_progress(result), flush=True))
     finally:
         rt.close()
-    print(report.render_results(results))
+    print(report.render_summary(results))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,9 +15,10 @@ from rotator.app.verify import Finding, FindingKind
 from rotator.core.audit_chain import ChainReport
 from rotator.core.durations import format_duration
 from rotator.core.model import StoredEvent
+from rotator.redaction import redact_text
 
 __all__ = ["export_lines", "render_chain_report", "render_events", "render_findings",
-           "render_results", "render_status", "table"]
+           "render_progress", "render_status", "render_summary", "table"]
 
 _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
                   "fingerprint", "vault_version", "request_id", "detail"]
@@ -92,12 +94,31 @@ def _trim(text: str | None, width: int = 60) -> str | None:
     return text[: width - 1] + "…"
 
 
-def render_results(results: Sequence[TargetResult]) -> str:
-    rows = [[r.target, r.outcome + (" (resumed)" if r.resumed else ""), r.rotation_id,
-             r.detail] for r in results]
-    ok = sum(r.ok for r in results)
-    return table(["target", "result", "rotation", "detail"], rows) + (
-        f"\n{ok} of {len(results)} target(s) rotated")
+def render_progress(result: TargetResult) -> str:
+    """One finished target on one plain line: target, result, rotation id, elapsed; why,
+    when it did not complete."""
+    outcome = result.outcome + (" (resumed)" if result.resumed else "")
+    line = (f"{result.target}: {outcome}, rotation {result.rotation_id or '-'}, "
+            f"{_elapsed(result.elapsed)}")
+    if not result.ok and result.detail:
+        line += f": {' '.join(redact_text(result.detail).split())}"
+    return line
+
+
+def render_summary(results: Sequence[TargetResult]) -> str:
+    """Counts per result, then the targets not rotated."""
+    counts = Counter(r.outcome for r in results)
+    per_result = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+    out = (f"{sum(r.ok for r in results)} of {len(results)} target(s) rotated"
+           + (f" ({per_result})" if results else ""))
+    failed = [f"{r.target} ({r.outcome})" for r in results if not r.ok]
+    if failed:
+        out += "\nnot rotated: " + ", ".join(failed)
+    return out
+
+
+def _elapsed(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
 
 
 def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:

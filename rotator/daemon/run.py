@@ -4,8 +4,10 @@ Start-up refuses an old schema (exit 3) and, on SQLite, a second replica (exit 3
 unreachable database or Vault does not stop it: it stays up, not ready, and retries on
 every wake-up. SIGTERM/SIGINT stop the wake-ups, let each running step finish (the runner
 parks its rotation at the next step boundary), release the leases and exit 0, all within
-``daemon.shutdown_timeout``. ``--once`` runs what is due or asked for, waits out the grace
-windows of what it started, and exits 0, or 1 if anything failed.
+``daemon.shutdown_timeout``. ``--once`` runs everything due or asked for, as many at a time as
+there are workers (waiting for a free one rather than leaving a target to a next sweep),
+waits out the grace windows of what it started, and exits 0; 1 if anything failed or a
+signal stopped it first (what was in flight resumes on the next run).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class _Daemon:
             repo=self.rt.repo, runner=self.runner, pool=self.pool, clock=self.rt.clock,
             metrics=self.metrics, specs=self.rt.spec, actor=opts.actor,
             schedules={name: config.schedule_for(name) for name in config.targets},
-            wake_at=self.waker.wake_at, anchor=self.log_chain_head)
+            wake_at=self.waker.wake_at, anchor=self.log_chain_head,
+            wait_for_workers=opts.once, stopping=stop.is_set)
         extra = (DAEMON_LEASE,) if self.single_replica else ()
         self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
                                         lambda: (*self.pool.busy(), *extra),
@@ -236,32 +239,68 @@ class _Daemon:
     def once(self) -> None:
         if not self.claim_sqlite():
             self.rt.close()
+            self._interrupted()
             return
         self.heartbeat.start()
         only: set[str] | None = None
+        finished = False
         while not self.stop.is_set():
             wake = self.tick(only)
-            self.pool.join()
-            only = set(self.sweeper.touched)
+            if not self._wait_idle() or self.stop.is_set():
+                break   # a rotation parked by the stop is not "unsettled": see below
+            if self.sweeper.sweeps:
+                # What the first whole sweep found due is this run's work; later sweeps
+                # finish it (grace windows, resumed steps) and start nothing else.
+                only = set(self.sweeper.touched)
             if any(not outcome.settled for outcome in self._latest().values()):
                 log.error("once_unsettled", detail="a rotation could not move on; see status")
+                finished = True
                 break
+            if only is None:
+                # No whole sweep yet (the database is unreachable): again at the next poll,
+                # as the daemon would; "nothing due" is not known yet.
+                self._sleep(self.config.daemon.poll_interval)
+                continue
             waiting = [r for r in self.rt.repo.all_running() if r.target in only]
             if not waiting and not self.sweeper.manual_pending():
+                finished = True
                 break
             if self.sweeper.manual_pending():
-                # More asked for than workers, or a target another process holds: soon again.
-                self.stop.wait(0.2)
+                # Asked for, but another process holds the target: look again soon.
+                self._sleep(0.2)
                 continue
             deadlines = [r.grace_ends_at for r in waiting if r.grace_ends_at is not None]
             if wake is not None:
                 deadlines.append(wake)
             now = self.rt.clock.now()
             until = min(deadlines, default=now + timedelta(seconds=1))
-            self.stop.wait(max(0.05, (until - now).total_seconds() + 0.02))
+            self._sleep(max(0.05, (until - now).total_seconds() + 0.02))
         self.drain()
+        if not finished:
+            self._interrupted()
         if self.exit_code == 0 and not all(_succeeded(o) for o in self._latest().values()):
             self.exit_code = 1
+
+    def _interrupted(self) -> None:
+        """A signal stopped ``--once`` before its work was done: exit 1 (unless an earlier
+        cause already set the code), so a Job does not count the run as a success."""
+        if self.exit_code == 0:
+            log.error("once_interrupted", detail="stopped before all that was due was done; "
+                      "the next run resumes the rotations in flight and starts the rest")
+            self.exit_code = 1
+
+    def _wait_idle(self) -> bool:
+        """Wait until no worker runs; ``False`` if stopped first (``drain`` takes over)."""
+        while not self.pool.join(_MAIN_WAKE_SECONDS):
+            if self.stop.is_set():
+                return False
+        return True
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` or until stopped, waking each second (see ``serve``)."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
+            self.stop.wait(min(left, _MAIN_WAKE_SECONDS))
 
     def _latest(self) -> dict[str, Outcome]:
         return self.sweeper.latest_outcomes()

@@ -31,6 +31,7 @@ __all__ = ["Outcome", "Sweeper"]
 log = structlog.get_logger("rotator.daemon")
 
 _NO_HISTORY = ScheduleFacts(None, 0, None)
+_ROOM_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +64,15 @@ class Sweeper:
     wake_at: Callable[[datetime], None] = lambda _when: None
     # Told the target after each piece of work that ran: the daemon logs its chain head.
     anchor: Callable[[str], None] = lambda _target: None
+    # ``--once``: a target the pool has no worker for now is waited for, not left to a
+    # next sweep that a run which exits never has.
+    wait_for_workers: bool = False
+    stopping: Callable[[], bool] = lambda: False
     # Only the latest outcome per target is kept (what --once decides on): one entry per
     # configured target however long the daemon runs.
     _outcomes: dict[str, Outcome] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)   # targets this process has worked on
+    sweeps: int = 0                 # sweeps that looked at every target they were asked to
     _manual: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,11 +93,7 @@ class Sweeper:
     def sweep(self, only: set[str] | None = None) -> datetime | None:
         """Dispatch what is due now; return when the next sweep is needed (None: no timer)."""
         now = self.clock.now()
-        running = {r.target: r for r in self.repo.all_running()}
-        cleanups: dict[str, int] = {}
-        for cleanup in self.repo.all_pending_cleanups():
-            cleanups[cleanup.target] = cleanups.get(cleanup.target, 0) + 1
-        self.metrics.in_flight.set(len(running))
+        running, cleanups = self._in_flight()
         manual = self.manual_pending()
         # One read for every target, not one per target: at each poll, whatever their number.
         history = self.repo.all_schedule_facts()
@@ -99,7 +101,18 @@ class Sweeper:
         for name, schedule in sorted(self.schedules.items()):
             if only is not None and name not in only and name not in manual:
                 continue
-            facts = history.get(name, _NO_HISTORY)
+            waited = False
+            if self.wait_for_workers:
+                room = self._await_room(name)
+                if room is None:
+                    break
+                if room:
+                    # Others' work went on meanwhile: decide this one from what SQL says now.
+                    now = self.clock.now()
+                    running, cleanups = self._in_flight()
+                    waited = True
+            facts = (self.repo.schedule_facts(name) if waited
+                     else history.get(name, _NO_HISTORY))
             self.metrics.ages.set(name, facts.last_completed)
             decision = planner.decide(name, schedule, facts, running.get(name),
                                       cleanups.get(name, 0), now)
@@ -117,9 +130,34 @@ class Sweeper:
                 self._dispatch(item)
             if decision.wake_at is not None:
                 wake = decision.wake_at if wake is None else min(wake, decision.wake_at)
+        else:
+            self.sweeps += 1
         return wake
 
+    def _in_flight(self) -> tuple[dict[str, Rotation], dict[str, int]]:
+        """The running rotations and the number of queued key deletions, by target."""
+        running = {r.target: r for r in self.repo.all_running()}
+        cleanups: dict[str, int] = {}
+        for cleanup in self.repo.all_pending_cleanups():
+            cleanups[cleanup.target] = cleanups.get(cleanup.target, 0) + 1
+        self.metrics.in_flight.set(len(running))
+        return running, cleanups
+
+    def _await_room(self, target: str) -> bool | None:
+        """Wait until a worker can take ``target``: whether that took a wait; ``None`` if
+        stopping first. The waits are short so that a stop is seen within one."""
+        if self.stopping():
+            return None
+        if self.pool.wait_for_room(target, 0):
+            return False
+        while not self.pool.wait_for_room(target, _ROOM_POLL_SECONDS):
+            if self.stopping():
+                return None
+        return None if self.stopping() else True
+
     def _dispatch(self, work: Work) -> None:
+        if self.wait_for_workers and self._await_room(work.target) is None:
+            return
         if self.pool.submit(work.target, lambda: self.execute(work)):
             self.touched.add(work.target)
         else:

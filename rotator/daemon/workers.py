@@ -42,6 +42,12 @@ class WorkerPool:
         thread.start()
         return True
 
+    def wait_for_room(self, target: str, timeout: float) -> bool:
+        """Wait until ``submit(target, ...)`` would be taken; ``False`` if ``timeout`` passed."""
+        with self._lock:
+            return self._idle.wait_for(
+                lambda: target not in self._busy and len(self._busy) < self._size, timeout)
+
     def _run(self, target: str, job: Callable[[], object]) -> None:
         try:
             job()
