@@ -48,3 +48,13 @@ def test_idle_bench_measures_two_fleets_at_rest() -> None:
     assert [size for size, _ in rows] == ["5", "20"], out
     assert all(int(sweeps) > 0 for _, sweeps in rows), out
     assert re.search(r"^CPU per sweep, 20 / 5 targets: (\d+\.\d\d|-)", out, re.M), out
+
+
+def test_throughput_bench_compares_rotator_with_the_floor() -> None:
+    out = run("throughput.py", "--targets", "3", "--concurrency", "2")
+    row = re.search(r"^ +2 +(\d+\.\d) +(\d+\.\d) +(\d+\.\d\d) +(\d+\.\d) +(\d+\.\d) "
+                    r"+(\d+\.\d) +(\d+\.\d) +(\d+\.\d) +(\d+\.\d)$", out, re.M)
+    assert row, out
+    # The floor makes the design's minimal calls: 5 to the provider, 3 to Vault.
+    assert (row.group(5), row.group(7)) == ("5.0", "3.0"), out
+    assert float(row.group(8)) > 0 and float(row.group(9)) > 0, out
