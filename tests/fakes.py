@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -373,9 +373,11 @@ class MemoryRepository:
         ends = [r.finished_at for r in failed if r.finished_at is not None]
         return ScheduleFacts(done, len(failed), max(ends, default=None))
 
-    def all_schedule_facts(self) -> dict[str, ScheduleFacts]:
+    def all_schedule_facts(self, targets: Collection[str] | None = None,
+                           ) -> dict[str, ScheduleFacts]:
         return {target: self.schedule_facts(target)
-                for target in {r.target for r in self.rotations()}}
+                for target in {r.target for r in self.rotations()}
+                if targets is None or target in targets}
 
     def all_pending_cleanups(self) -> list[PendingCleanup]:
         return list(self.cleanups.values())

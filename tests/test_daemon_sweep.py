@@ -8,17 +8,17 @@ decision comes from what the store holds, as in production.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.core.model import Status, Step
+from rotator.core.model import ScheduleFacts, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
 from rotator.daemon.metrics import DaemonMetrics
-from rotator.daemon.sweep import Sweeper
+from rotator.daemon.sweep import FULL_SWEEP_EVERY, Sweeper
 from rotator.daemon.workers import WorkerPool
 from rotator.engine.runner import Runner
 from rotator.scheduling.schedule import Schedule, parse_window
@@ -323,3 +323,31 @@ def test_a_waiting_sweep_that_is_stopped_starts_nothing_more(
     f.sweeper.stopping = lambda: True
     f.sweep()
     assert f.creates() == 0 and f.sweeper.sweeps == 0   # cut short: not a whole sweep
+
+
+def test_between_full_sweeps_only_the_targets_whose_look_has_come_are_read(
+        fleet: Callable[..., Fleet]) -> None:
+    """A sweep's cost follows what is due, not the fleet: targets decided not due are read
+    again at their due time (or by the next full sweep), not at every poll."""
+    f = fleet({f"t{i}": Schedule(every=3600.0) for i in range(5)}, grace=0.0)
+    f.sweep()                                       # the first sweep is full: all rotate
+    assert all(len(_completed(f, f"t{i}")) == 1 for i in range(5))
+    reads: list[set[str] | None] = []
+    read_all = f.repo.all_schedule_facts
+
+    def spy(targets: Collection[str] | None = None) -> dict[str, ScheduleFacts]:
+        reads.append(None if targets is None else set(targets))
+        return read_all(targets)
+
+    f.repo.all_schedule_facts = spy                 # type: ignore[method-assign]
+    f.at(START + timedelta(minutes=1))              # the five just ended here: decided again
+    f.at(START + timedelta(minutes=2))              # nothing due, nothing read
+    f.at(START + timedelta(minutes=3))
+    assert reads == [{f"t{i}" for i in range(5)}]
+    f.at(START + FULL_SWEEP_EVERY + timedelta(seconds=1))   # a full sweep reads them all
+    assert reads[-1] == {f"t{i}" for i in range(5)}
+    reads.clear()
+    f.at(START + FULL_SWEEP_EVERY + timedelta(minutes=2))
+    assert reads == []
+    f.at(START + timedelta(hours=1, seconds=1))     # due: rotated
+    assert all(len(_completed(f, f"t{i}")) == 2 for i in range(5))

@@ -7,7 +7,7 @@ always a ``Secret``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -265,9 +265,11 @@ class RotationReader(Protocol):
         """The last completed rotation of ``target`` and the failures since it."""
         ...
 
-    def all_schedule_facts(self) -> dict[str, ScheduleFacts]:
-        """``schedule_facts`` of every target with any rotation, by target name; a target
-        missing has no history (``ScheduleFacts(None, 0, None)``)."""
+    def all_schedule_facts(self, targets: Collection[str] | None = None,
+                           ) -> dict[str, ScheduleFacts]:
+        """``schedule_facts`` of every target with any rotation (of ``targets`` only, if
+        given), by target name; a target missing has no history
+        (``ScheduleFacts(None, 0, None)``)."""
         ...
 
     def pending_cleanups(self, target: str) -> list[PendingCleanup]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -26,11 +26,20 @@ from rotator.daemon.workers import WorkerPool
 from rotator.engine.runner import Runner
 from rotator.scheduling.schedule import Schedule
 
-__all__ = ["Outcome", "Sweeper"]
+__all__ = ["FULL_SWEEP_EVERY", "Outcome", "Sweeper"]
 
 log = structlog.get_logger("rotator.daemon")
 
 _NO_HISTORY = ScheduleFacts(None, 0, None)
+# Between full sweeps (every target read and decided) at most this far apart, a sweep
+# looks only at the targets whose next look has come, that run, have keys to clean up,
+# were asked for or just ended here: so its cost follows the targets due, not the fleet.
+# What other processes changed meanwhile is seen at the latest by the next full sweep.
+FULL_SWEEP_EVERY = timedelta(minutes=5)
+# Looking again at this: a schedule that never fires (until the next full sweep).
+_NEVER = datetime.max.replace(tzinfo=UTC)
+# Targets read by name up to this many (an IN list), all of them past it.
+_SUBSET_READ_MAX = 500
 _ROOM_POLL_SECONDS = 0.5
 
 
@@ -75,6 +84,8 @@ class Sweeper:
     sweeps: int = 0                 # sweeps that looked at every target they were asked to
     _manual: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _next_look: dict[str, datetime] = field(default_factory=dict)   # see FULL_SWEEP_EVERY
+    _full_at: datetime | None = None
 
     def request(self, targets: Iterable[str]) -> None:
         """Rotate these now (``--rotate``): kept until a worker has run them."""
@@ -95,11 +106,15 @@ class Sweeper:
         now = self.clock.now()
         running, cleanups = self._in_flight()
         manual = self.manual_pending()
-        # One read for every target, not one per target: at each poll, whatever their number.
-        history = self.repo.all_schedule_facts()
+        look, later = self._to_look(now, set(running) | set(cleanups) | manual)
+        history = self._history(look)
         wake: datetime | None = None
         for name, schedule in sorted(self.schedules.items()):
             if only is not None and name not in only and name not in manual:
+                continue
+            if name not in look:
+                if later[name] != _NEVER:
+                    wake = later[name] if wake is None else min(wake, later[name])
                 continue
             waited = False
             if self.wait_for_workers:
@@ -113,26 +128,64 @@ class Sweeper:
                     waited = True
             facts = (self.repo.schedule_facts(name) if waited
                      else history.get(name, _NO_HISTORY))
-            self.metrics.ages.set(name, facts.last_completed)
-            decision = planner.decide(name, schedule, facts, running.get(name),
-                                      cleanups.get(name, 0), now)
-            if decision.due is not None:
-                self.metrics.next_due.labels(target=name).set(decision.due.at.timestamp())
-            work = list(decision.work)
-            if name in manual and name in running:
-                # The rotation in flight is the one asked for: finish it, start no other.
-                self._forget_manual(name)
-                self.touched.add(name)
-            elif name in manual:
-                work = [w for w in work if w.kind is not WorkKind.START]
-                work.append(Work(name, WorkKind.START, "manual"))
-            for item in work:
-                self._dispatch(item)
+            decision = self._decide(name, schedule, facts, running.get(name),
+                                    cleanups.get(name, 0), name in manual, now)
             if decision.wake_at is not None:
                 wake = decision.wake_at if wake is None else min(wake, decision.wake_at)
         else:
             self.sweeps += 1
         return wake
+
+    def _to_look(self, now: datetime, busy: set[str]) -> tuple[set[str], dict[str, datetime]]:
+        """The targets this sweep decides (all of them in a full sweep; else those whose
+        next look has come and the ``busy`` ones), and when each of the others is next due
+        a look."""
+        full = self._full_at is None or now - self._full_at >= FULL_SWEEP_EVERY
+        if full:
+            self._full_at = now
+        with self._lock:
+            later = dict(self._next_look)
+        look = {name for name in self.schedules
+                if full or name in busy or later.get(name, now) <= now}
+        return look, later
+
+    def _decide(self, name: str, schedule: Schedule, facts: ScheduleFacts,
+                running: Rotation | None, cleanups: int, manual: bool,
+                now: datetime) -> planner.Decision:
+        """Decide one target, dispatch its work, and note when it needs its next look."""
+        self.metrics.ages.set(name, facts.last_completed)
+        decision = planner.decide(name, schedule, facts, running, cleanups, now)
+        if decision.due is not None:
+            self.metrics.next_due.labels(target=name).set(decision.due.at.timestamp())
+        work = list(decision.work)
+        if manual and running is not None:
+            # The rotation in flight is the one asked for: finish it, start no other.
+            self._forget_manual(name)
+            self.touched.add(name)
+        elif manual:
+            work = [w for w in work if w.kind is not WorkKind.START]
+            work.append(Work(name, WorkKind.START, "manual"))
+        for item in work:
+            self._dispatch(item)
+        self._look_again(name, decision.wake_at if decision.wake_at is not None
+                         else now if decision.work or decision.due is not None
+                         else _NEVER)
+        return decision
+
+    def _history(self, look: set[str]) -> dict[str, ScheduleFacts]:
+        """The schedule facts of the targets ``look`` names, in one read (of them by name
+        when they are few, as between full sweeps; of all, past that)."""
+        if not look:
+            return {}
+        return self.repo.all_schedule_facts(look if len(look) <= _SUBSET_READ_MAX else None)
+
+    def _look_again(self, target: str, at: datetime | None) -> None:
+        """When ``target`` next needs a look (``None``: at the next sweep)."""
+        with self._lock:
+            if at is None:
+                self._next_look.pop(target, None)
+            else:
+                self._next_look[target] = at
 
     def _in_flight(self) -> tuple[dict[str, Rotation], dict[str, int]]:
         """The running rotations and the number of queued key deletions, by target."""
@@ -201,6 +254,7 @@ class Sweeper:
     def _note(self, outcome: Outcome) -> Outcome:
         with self._lock:
             self._outcomes[outcome.target] = outcome
+        self._look_again(outcome.target, None)   # its schedule moved: decide it again
         return outcome
 
     def _still_due(self, target: str) -> bool:

@@ -8,11 +8,11 @@ repository.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, or_, select
+from sqlalchemy import Connection, RowMapping, func, or_, select, true
 from sqlalchemy.sql import Select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
@@ -211,16 +211,19 @@ def unresolved_cleanups(conn: Connection, target: str | None = None) -> list[Pen
 _FAILED = (str(Status.FAILED), str(Status.ROLLED_BACK))
 
 
-def all_schedule_facts(conn: Connection) -> dict[str, ScheduleFacts]:
-    """``schedule_facts`` of every target with a history, in two statements whatever
-    their number: the sweep of a daemon with thousands of targets reads them at each poll.
+def all_schedule_facts(conn: Connection,
+                       targets: Collection[str] | None = None) -> dict[str, ScheduleFacts]:
+    """``schedule_facts`` of every target with a history (or of ``targets``), in two
+    statements whatever their number: a daemon's sweep reads them at each poll.
     """
     rank = func.row_number().over(
         partition_by=rotations.c.target,
         order_by=(rotations.c.finished_at.desc().nulls_last(), rotations.c.started_at.desc()),
     ).label("rank")
+    chosen = (rotations.c.target.in_(sorted(targets)) if targets is not None
+              else true())
     ranked = select(rotations, rank).where(
-        rotations.c.status == str(Status.COMPLETED)).subquery()
+        rotations.c.status == str(Status.COMPLETED), chosen).subquery()
     done = {row["target"]: rotation_from_row(row) for row in conn.execute(
         select(*[ranked.c[column.name] for column in rotations.columns])
         .where(ranked.c.rank == 1)).mappings()}
@@ -228,7 +231,7 @@ def all_schedule_facts(conn: Connection) -> dict[str, ScheduleFacts]:
     failures = conn.execute(
         select(rotations.c.target, func.count(), func.max(rotations.c.finished_at))
         .select_from(rotations.outerjoin(last, last.c.target == rotations.c.target))
-        .where(rotations.c.status.in_(_FAILED),
+        .where(rotations.c.status.in_(_FAILED), chosen,
                or_(last.c.started_at.is_(None), rotations.c.started_at > last.c.started_at))
         .group_by(rotations.c.target)).all()
     facts = {target: ScheduleFacts(rotation, 0, None) for target, rotation in done.items()}

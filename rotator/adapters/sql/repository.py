@@ -18,7 +18,7 @@ cover, on SQLite), and the write is tried again after the new head.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -592,10 +592,12 @@ class SqlRepository:
         with self.engine.connect() as conn:
             return queries.schedule_facts(conn, target)
 
-    def all_schedule_facts(self) -> dict[str, ScheduleFacts]:
-        """``schedule_facts`` of every target with a history, from one read."""
+    def all_schedule_facts(self, targets: Collection[str] | None = None,
+                           ) -> dict[str, ScheduleFacts]:
+        """``schedule_facts`` of every target with a history (or of ``targets``), from one
+        read."""
         with self.engine.connect() as conn:
-            return queries.all_schedule_facts(conn)
+            return queries.all_schedule_facts(conn, targets)
 
     def all_pending_cleanups(self) -> list[PendingCleanup]:
         """Unresolved cleanups of every target, oldest first."""
