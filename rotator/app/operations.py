@@ -24,7 +24,7 @@ from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.runner import Runner
 
 __all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run",
-           "holder_id", "rotate_targets", "status", "whoami_actor"]
+           "holder_id", "holder_is_gone", "rotate_targets", "status", "whoami_actor"]
 
 log = structlog.get_logger("rotator.service")
 
@@ -39,6 +39,27 @@ def whoami_actor() -> str:
 
 def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether ``holder`` (another holder's id) was a process of this host that is no more.
+
+    Its pid is not running, or is this very process: an earlier life of a container's
+    pid 1. ``False`` for another host's holder, or one whose id does not parse.
+    """
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:      # alive, as another user
+        return False
+    return False
 
 
 @dataclass(frozen=True, slots=True)
