@@ -24,7 +24,8 @@ from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.runner import Runner
 
 __all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run",
-           "holder_id", "holder_is_gone", "rotate_targets", "status", "whoami_actor"]
+           "holder_id", "holder_is_gone", "holder_process", "rotate_targets", "status",
+           "whoami_actor"]
 
 log = structlog.get_logger("rotator.service")
 
@@ -41,20 +42,27 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def holder_process(holder: str) -> tuple[str, int] | None:
+    """The host and pid of a ``holder_id``; ``None`` if it does not parse."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
 def holder_is_gone(holder: str) -> bool:
     """Whether ``holder`` (another holder's id) was a process of this host that is no more.
 
     Its pid is not running, or is this very process: an earlier life of a container's
     pid 1. ``False`` for another host's holder, or one whose id does not parse.
     """
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    process = holder_process(holder)
+    if process is None or process[0] != socket.gethostname():
         return False
-    if int(pid) == os.getpid():
+    pid = process[1]
+    if pid == os.getpid():
         return True
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:      # alive, as another user

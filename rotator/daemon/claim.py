@@ -18,7 +18,7 @@ from typing import Protocol
 
 import structlog
 
-from rotator.app.operations import holder_is_gone
+from rotator.app.operations import holder_is_gone, holder_process
 from rotator.core.errors import LeaseHeld
 from rotator.core.ports import Clock, Lease
 
@@ -42,7 +42,7 @@ class Leases(Protocol):
 
 
 def take_sqlite_claim(repo: Leases, clock: Clock, holder: str, ttl: float,
-                      stop: threading.Event, database: str) -> bool:
+                      stop: threading.Event) -> bool:
     """Take the claim for ``holder``; ``False`` if ``stop`` was set while waiting for it.
 
     ``LeaseHeld`` if another daemon's claim is live, or was renewed while this waited.
@@ -57,17 +57,17 @@ def take_sqlite_claim(repo: Leases, clock: Clock, holder: str, ttl: float,
         if waited_for is None:
             gone = holder_is_gone(other)
             if not gone and left > ttl / 3:
-                raise LeaseHeld(_refusal(other, "is using this SQLite database (its claim "
-                                         f"was renewed within the last {ttl * 2 / 3:g}s)"),
-                                database=database)
+                raise LeaseHeld(_refusal(other, "is using this SQLite database ([database] "
+                                         "url): its claim was renewed within the last "
+                                         f"{ttl * 2 / 3:g}s"))
             log.warning("waiting_for_stale_sqlite_claim", holder=other,
                         why="its process is gone" if gone else "it is no longer renewed",
                         wait_seconds=round(max(left, 0.0), 1),
                         lapses_at=until.isoformat(timespec="seconds"))
         elif held != waited_for:
             raise LeaseHeld(_refusal(other, "renewed its claim on this SQLite database "
-                                     "while this one waited for it to lapse"),
-                            database=database)
+                                     "([database] url) while this one waited for it to "
+                                     "lapse"))
         waited_for = held
         if not _sleep(stop, max(left, 0.0) + 0.05):
             return False
@@ -75,9 +75,10 @@ def take_sqlite_claim(repo: Leases, clock: Clock, holder: str, ttl: float,
 
 
 def _refusal(holder: str, what: str) -> str:
-    return (f"another rotator daemon (holder {holder}, as host:pid:nonce) {what}; SQLite "
-            "supports one replica: stop that daemon first, or run several replicas on "
-            "PostgreSQL")
+    process = holder_process(holder)
+    who = f"pid {process[1]} on host {process[0]}, holder {holder}" if process else holder
+    return (f"another rotator daemon ({who}) {what}; SQLite supports one replica: stop "
+            "that daemon first, or run several replicas on PostgreSQL")
 
 
 def _sleep(stop: threading.Event, seconds: float) -> bool:

@@ -116,7 +116,7 @@ class _Daemon:
         while waiting for a stale one; ``LeaseHeld`` (exit 3) if a live daemon holds it."""
         if self.single_replica and not take_sqlite_claim(
                 self.rt.repo, self.rt.clock, self.holder, self.config.defaults.lease_ttl,
-                self.stop, self.config.database.url):
+                self.stop):
             return False
         self.claimed = True
         return True

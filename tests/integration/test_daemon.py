@@ -240,7 +240,8 @@ def test_sqlite_refuses_a_second_replica_at_once_in_one_line(make_world: MakeWor
         assert took < 10, (took, lines)
         (refusal,) = [line for line in lines if "claim" in line or "SQLite" in line]
         assert lines[-1] == refusal, lines         # nothing after it: the process exits 3
-        assert f":{first.proc.pid}:" in refusal and "host:pid:nonce" in refusal
+        assert f"(pid {first.proc.pid} on host " in refusal
+        assert world.db_url not in refusal                  # a config value is not echoed
         assert "renewed within the last 20s" in refusal
         assert "stop that daemon first, or run several replicas on PostgreSQL" in refusal
         assert first.proc.poll() is None and first.get("/readyz").status_code == 200

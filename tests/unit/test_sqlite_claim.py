@@ -40,8 +40,7 @@ class ScriptedLeases:
 
 def _take(leases: ScriptedLeases, clock: FakeClock,
           stop: threading.Event | None = None) -> bool:
-    return take_sqlite_claim(leases, clock, "me:1:nonce", TTL, stop or threading.Event(),
-                             "sqlite:///r.db")
+    return take_sqlite_claim(leases, clock, "me:1:nonce", TTL, stop or threading.Event())
 
 
 def test_a_live_claim_is_refused_at_once_naming_its_holder() -> None:
@@ -50,7 +49,8 @@ def test_a_live_claim_is_refused_at_once_naming_its_holder() -> None:
     with capture_logs() as logs, pytest.raises(LeaseHeld) as refused:
         _take(leases, clock)
     assert logs == []
-    assert "other-host:42:abcd" in str(refused.value)
+    assert "(pid 42 on host other-host, holder other-host:42:abcd)" in str(refused.value)
+    assert "[database] url" in str(refused.value) and "sqlite:" not in str(refused.value)
     assert "stop that daemon first, or run several replicas on PostgreSQL" in str(refused.value)
 
 
@@ -81,7 +81,7 @@ def test_a_gone_holders_claim_is_stale_however_fresh() -> None:
     mine = f"{HOST}:{os.getpid()}:old"             # an earlier life of this pid
     with capture_logs() as logs:
         assert take_sqlite_claim(ScriptedLeases((mine, until), None), clock, "me:1:nonce",
-                                 ttl, threading.Event(), "sqlite:///r.db") is True
+                                 ttl, threading.Event()) is True
     assert [line["why"] for line in logs] == ["its process is gone"]
 
 
