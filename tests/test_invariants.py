@@ -18,7 +18,12 @@ from sqlalchemy import insert
 from rotator.adapters.sql import SqlRepository
 from rotator.adapters.sql.tables import rotation_events
 from rotator.app.verify import Finding, FindingKind, check_targets
-from rotator.core.errors import ProviderUnavailable, VaultError, VaultUnavailable
+from rotator.core.errors import (
+    ProviderUnavailable,
+    RotatorError,
+    VaultError,
+    VaultUnavailable,
+)
 from rotator.core.model import AuditEvent, Rotation, Status, Step
 from rotator.core.ports import SecretRef, VaultSecret
 from rotator.core.target import TargetSpec
@@ -115,15 +120,19 @@ def _in_grace_with_two_live_keys(setup: Setup) -> None:
     assert len(setup.provider.list_keys("sa_1", setup.admin).keys) == 2
 
 
-def test_a_vault_that_denies_the_read_is_could_not_check_and_nothing_else(
-        setup: Setup) -> None:
+@pytest.mark.parametrize(("error", "hint"), [
+    (VaultError("Vault denied the request: permission denied", status=403),
+     "the Vault credentials of [vault.auth]"),
+    (VaultUnavailable("Vault is sealed", status=503), "[vault] url) is reachable and unsealed"),
+])
+def test_a_vault_that_cannot_be_read_is_could_not_check_and_nothing_else(
+        setup: Setup, error: RotatorError, hint: str) -> None:
     _in_grace_with_two_live_keys(setup)
-    setup.store.fail["read"] = VaultError("Vault denied the request: permission denied",
-                                          status=403)
+    setup.store.fail["read"] = error
     (finding,) = setup.check()         # neither live key is called leaked
     assert finding.kind is FindingKind.COULD_NOT_CHECK
     assert "Vault's current key at secret/count/app" in finding.detail
-    assert "status=403" in finding.detail and "[vault.auth]" in finding.detail
+    assert f"status={error.context['status']}" in finding.detail and hint in finding.detail
 
 
 @pytest.mark.parametrize("call", ["whoami", "list_keys"])
