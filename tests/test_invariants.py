@@ -7,6 +7,7 @@ with the fake provider and Vault.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,8 +18,14 @@ from sqlalchemy import insert
 from rotator.adapters.sql import SqlRepository
 from rotator.adapters.sql.tables import rotation_events
 from rotator.app.verify import Finding, FindingKind, check_targets
+from rotator.core.errors import (
+    ProviderUnavailable,
+    RotatorError,
+    VaultError,
+    VaultUnavailable,
+)
 from rotator.core.model import AuditEvent, Rotation, Status, Step
-from rotator.core.ports import SecretRef
+from rotator.core.ports import SecretRef, VaultSecret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import EventKind
 from rotator.engine.runner import Runner
@@ -99,9 +106,72 @@ def test_old_key_dead_during_grace_is_found(setup: Setup) -> None:
     assert finding.rotation_id == rot.rotation_id
 
 
-def test_unreadable_vault_is_reported_not_passed(setup: Setup) -> None:
-    setup.store.versions.clear()
-    assert FindingKind.CHECK_FAILED in setup.kinds()
+def test_a_missing_vault_secret_is_its_own_finding_and_calls_no_key_leaked(
+        setup: Setup) -> None:
+    setup.store.versions.clear()       # the served key is still live at the provider
+    (finding,) = setup.check()
+    assert finding.kind is FindingKind.VAULT_SECRET_MISSING
+    assert "count/app" in finding.detail and "vault_path of [targets.app]" in finding.detail
+
+
+def _in_grace_with_two_live_keys(setup: Setup) -> None:
+    rot = setup.runner().rotate(setup.spec, wait=False).rotation
+    assert rot.step is Step.GRACE and setup.check() == []
+    assert len(setup.provider.list_keys("sa_1", setup.admin).keys) == 2
+
+
+@pytest.mark.parametrize(("error", "hint"), [
+    (VaultError("Vault denied the request: permission denied", status=403),
+     "the Vault credentials of [vault.auth]"),
+    (VaultUnavailable("Vault is sealed", status=503), "[vault] url) is reachable and unsealed"),
+])
+def test_a_vault_that_cannot_be_read_is_could_not_check_and_nothing_else(
+        setup: Setup, error: RotatorError, hint: str) -> None:
+    _in_grace_with_two_live_keys(setup)
+    setup.store.fail["read"] = error
+    (finding,) = setup.check()         # neither live key is called leaked
+    assert finding.kind is FindingKind.COULD_NOT_CHECK
+    assert "Vault's current key at secret/count/app" in finding.detail
+    assert f"status={error.context['status']}" in finding.detail and hint in finding.detail
+
+
+@pytest.mark.parametrize("call", ["whoami", "list_keys"])
+def test_a_provider_that_cannot_answer_is_could_not_check_not_a_dead_or_leaked_key(
+        setup: Setup, call: str) -> None:
+    _in_grace_with_two_live_keys(setup)
+    setup.provider.key_limit = 3
+    setup.provider.create_key("sa_1", "rotator:app:rot_stray", setup.admin)
+    setup.provider.fail[call] = ProviderUnavailable("HTTP 503", status=503)
+    findings = setup.check()
+    assert {f.kind for f in findings} == {FindingKind.COULD_NOT_CHECK}
+    assert all("status=503" in f.detail and "[providers.count] base_url" in f.detail
+               for f in findings)
+
+
+def test_an_unreadable_previous_version_in_grace_is_could_not_check_not_dead(
+        setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    _in_grace_with_two_live_keys(setup)
+
+    def sealed(ref: SecretRef, version: int) -> VaultSecret:
+        raise VaultUnavailable("Vault is sealed", status=503)
+
+    monkeypatch.setattr(setup.store, "read_version", sealed)
+    (finding,) = setup.check()
+    assert finding.kind is FindingKind.COULD_NOT_CHECK
+    assert "Vault version 1, which consumers may still hold" in finding.detail
+
+
+def test_one_unreadable_target_keeps_its_shared_account_from_leaks(setup: Setup) -> None:
+    other_ref = SecretRef("secret", "count/other", "api_key")
+    setup.store.put(other_ref, setup.provider.seed("sa_1"))
+    other = dataclasses.replace(setup.spec, name="other", ref=other_ref)
+    setup.provider.key_limit = 3
+    setup.provider.create_key("sa_1", "forgotten", setup.admin)
+    setup.store.versions.pop((other_ref.mount, other_ref.path))
+    findings = check_targets([setup.spec, other], {"count": setup.provider}, setup.store,
+                             setup.repo)
+    assert [(f.kind, f.target) for f in findings] == [
+        (FindingKind.VAULT_SECRET_MISSING, "other")]
 
 
 def _forged(setup: Setup, actions: list[tuple[str, EventKind, str | None]],

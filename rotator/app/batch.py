@@ -26,7 +26,8 @@ from rotator.core.errors import LeaseLost, RotatorError
 from rotator.core.model import Rotation, Step
 from rotator.engine.runner import Runner
 
-__all__ = ["TargetResult", "holder_id", "renew_vault_token", "rotate_targets"]
+__all__ = ["TargetResult", "holder_id", "holder_is_gone", "holder_process", "renew_vault_token",
+           "rotate_targets"]
 
 log = structlog.get_logger("rotator.service")
 
@@ -137,6 +138,34 @@ def _next_done(rt: Runtime, running: Collection[futures.Future[_Turn]],
 
 def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_process(holder: str) -> tuple[str, int] | None:
+    """The host and pid of a ``holder_id``; ``None`` if it does not parse."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether ``holder`` (another holder's id) was a process of this host that is no more.
+
+    Its pid is not running, or is this very process: an earlier life of a container's
+    pid 1. ``False`` for another host's holder, or one whose id does not parse.
+    """
+    process = holder_process(holder)
+    if process is None or process[0] != socket.gethostname():
+        return False
+    pid = process[1]
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:      # alive, as another user
+        return False
+    return False
 
 
 def renew_vault_token(rt: Runtime) -> None:

@@ -28,7 +28,16 @@ disagree with the invariants of docs/architecture.md:
                                  still does: probed again here, with Vault's version of it
     audit_chain                  the audit trail's hash chain is broken: a row edited,
                                  deleted, forged or moved (``rotator audit verify``)
-    check_failed                 a source could not be read, so nothing could be proven
+    vault_secret_missing         Vault has no secret (or no current version, or no field)
+                                 at the target's path: consumers reading it get nothing. No
+                                 key at the provider is called leaked while Vault cannot say
+                                 which one it serves (a wrong vault_path would make every key
+                                 in use look leaked)
+    could_not_check              a source could not be read (Vault denied or is down, the
+                                 provider is unreachable or answers 5xx, no chain key): what,
+                                 the status, and the next step. Nothing is derived from the
+                                 missing read: a target whose served key is unknown gets no
+                                 vault_key_dead, and its account no leaked_key
 
 Reads only: it never changes anything, so operators can run it at any time.
 """
@@ -41,7 +50,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from rotator.core.audit_chain import ChainReport, KeyRequired
-from rotator.core.errors import RotatorError, SecretNotFound, Unauthorized
+from rotator.core.errors import (
+    ProviderUnavailable,
+    RotatorError,
+    SecretNotFound,
+    Unauthorized,
+    VaultError,
+    VaultUnavailable,
+)
 from rotator.core.model import Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
@@ -63,7 +79,8 @@ class FindingKind(StrEnum):
     STALE_WRITER = "stale_writer"
     REVOKED_KEY_ALIVE = "revoked_key_alive"
     AUDIT_CHAIN = "audit_chain"
-    CHECK_FAILED = "check_failed"
+    VAULT_SECRET_MISSING = "vault_secret_missing"  # noqa: S105 (a finding, no password)
+    COULD_NOT_CHECK = "could_not_check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +97,23 @@ def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvid
     """Every finding for every target; keys shared by targets of one account count once."""
     specs = list(specs)
     served: dict[str, set[str]] = defaultdict(set)     # service account -> keys in use
+    # Accounts with a target whose served key is unknown: a key not found in use there may
+    # well be the one Vault serves, so none is called leaked.
+    unknown: set[str] = set()
     findings: list[Finding] = []
     live: dict[str, tuple[str, dict[str, str]]] = {}   # account -> (a target, its keys)
     for spec in specs:
         target_findings, in_use, keys = _check_one(spec, providers[spec.provider], store, repo)
         findings += target_findings
-        served[spec.service_account] |= in_use
+        if in_use is None:
+            unknown.add(spec.service_account)
+        else:
+            served[spec.service_account] |= in_use
         if keys is not None:
             live.setdefault(spec.service_account, (spec.name, keys))
     for account, (target, keys) in live.items():
+        if account in unknown:
+            continue
         for key_id, name in sorted(keys.items()):
             if key_id not in served[account]:
                 findings.append(Finding(
@@ -107,8 +132,9 @@ def chain_findings(walk: Callable[[str], ChainReport],
         try:
             report = walk(target)
         except KeyRequired as exc:
-            findings.append(Finding(FindingKind.CHECK_FAILED, target,
-                                    f"{exc}: set [audit] chain_key_env or chain_key_file"))
+            findings.append(Finding(FindingKind.COULD_NOT_CHECK, target,
+                                    f"the audit chain: {exc}: set [audit] chain_key_env or "
+                                    "chain_key_file, then run verify again"))
             continue
         findings += [Finding(FindingKind.AUDIT_CHAIN, target,
                              f"event {b.event_id}: {b.kind.value}: {b.detail}")
@@ -117,8 +143,11 @@ def chain_findings(walk: Callable[[str], ChainReport],
 
 
 def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
-               repo: RotationReader) -> tuple[list[Finding], set[str], dict[str, str] | None]:
-    """Findings of one target, the key ids it accounts for, and its account's live keys."""
+               repo: RotationReader) -> tuple[list[Finding], set[str] | None,
+                                               dict[str, str] | None]:
+    """Findings of one target, the key ids it accounts for (``None`` when the key Vault
+    serves is unknown), and its account's live keys (``None`` when they could not be
+    listed)."""
     findings: list[Finding] = []
     in_use: set[str] = set()
     rotations = repo.rotations(spec.name)
@@ -128,17 +157,34 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
     in_use |= {c.key_id for c in repo.pending_cleanups(spec.name)}
 
     served_secret = None
+    served_known = False
+    where = f"{spec.ref.mount}/{spec.ref.path}"
     try:
         current = store.read_current(spec.ref)
-        served_secret = current.secret
-        in_use.add(provider.whoami(current.secret).key_id)
+    except SecretNotFound as exc:
+        findings.append(Finding(
+            FindingKind.VAULT_SECRET_MISSING, spec.name,
+            f"Vault has no current key at {where} field {spec.ref.field!r}: {exc}; "
+            "consumers reading it get nothing, and no key at the provider is called leaked "
+            "while Vault cannot say which one it serves: check vault_mount and vault_path of "
+            f"[targets.{spec.name}], or restore the secret"))
     except RotatorError as exc:
-        kind = (FindingKind.VAULT_KEY_DEAD if served_secret is not None
-                else FindingKind.CHECK_FAILED)
-        findings.append(Finding(kind, spec.name, f"Vault's current key: {exc}"))
+        findings.append(_could_not_check(spec, f"Vault's current key at {where}", exc))
     else:
-        findings += _previous_in_grace(spec, provider, store, running, current.version,
-                                       current.custom_metadata)
+        served_secret = current.secret
+        try:
+            in_use.add(provider.whoami(current.secret).key_id)
+        except Unauthorized as exc:
+            served_known = True        # a dead key is no live key at the provider
+            findings.append(Finding(FindingKind.VAULT_KEY_DEAD, spec.name,
+                                    f"Vault's current key: {exc}"))
+        except RotatorError as exc:
+            findings.append(_could_not_check(
+                spec, f"the provider's answer for Vault's current key at {where}", exc))
+        else:
+            served_known = True
+            findings += _previous_in_grace(spec, provider, store, running, current.version,
+                                           current.custom_metadata)
 
     keys: dict[str, str] | None = None
     auth = spec.management_key or served_secret
@@ -147,8 +193,8 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
             listing = provider.list_keys(spec.service_account, auth)
             keys = {k.key_id: k.name for k in listing.keys}
         except RotatorError as exc:
-            findings.append(Finding(FindingKind.CHECK_FAILED, spec.name,
-                                    f"listing the provider's keys: {exc}"))
+            findings.append(_could_not_check(
+                spec, f"the provider's keys of {spec.service_account}", exc))
 
     by_rotation: dict[str, list[StoredEvent]] = defaultdict(list)
     events = repo.events(target=spec.name)
@@ -159,7 +205,30 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
         findings += _audit_findings(rot, by_rotation.get(rot.rotation_id, []))
         findings += _revoked_alive(spec, provider, store, rot,
                                    by_rotation.get(rot.rotation_id, []))
-    return findings, in_use, keys
+    return findings, in_use if served_known else None, keys
+
+
+def _could_not_check(spec: TargetSpec, what: str, exc: RotatorError) -> Finding:
+    """``what`` could not be read: the error (with its status) and what to do next."""
+    return Finding(FindingKind.COULD_NOT_CHECK, spec.name,
+                   f"could not read {what}: {exc}; nothing is concluded from it: "
+                   f"{_next_step(spec, exc)}, then run verify again")
+
+
+def _next_step(spec: TargetSpec, exc: RotatorError) -> str:
+    provider = f"[providers.{spec.provider}]"
+    if isinstance(exc, VaultUnavailable):
+        return "check that Vault ([vault] url) is reachable and unsealed"
+    if isinstance(exc, VaultError):
+        if exc.context.get("status") in ("401", "403"):
+            return "check the Vault credentials of [vault.auth] and their policy on this path"
+        return f"check [vault] and the vault_mount and vault_path of [targets.{spec.name}]"
+    if isinstance(exc, ProviderUnavailable):
+        return f"check that the provider ({provider} base_url) is reachable and answering"
+    if isinstance(exc, Unauthorized):
+        return (f"check the key it was asked with ({provider} management key, or in self "
+                "mode Vault's current key)")
+    return f"check {provider} and the provider's status"
 
 
 def _previous_in_grace(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
@@ -168,14 +237,16 @@ def _previous_in_grace(spec: TargetSpec, provider: KeyProvider, store: SecretSto
     if (running is None or running.step is not Step.GRACE or version < 2
             or metadata.get(VaultMetadataKey.ROTATION_ID) != running.rotation_id):
         return []
+    what = f"Vault version {version - 1}, which consumers may still hold"
     try:
         previous = store.read_version(spec.ref, version - 1)
         provider.whoami(previous.secret)
-    except RotatorError as exc:
+    except Unauthorized as exc:
         return [Finding(FindingKind.PREVIOUS_KEY_DEAD_IN_GRACE, spec.name,
-                        f"Vault version {version - 1}, which consumers may still hold until "
-                        f"{running.grace_ends_at}: {exc}", running.rotation_id,
+                        f"{what} until {running.grace_ends_at}: {exc}", running.rotation_id,
                         running.old_key_id)]
+    except RotatorError as exc:
+        return [_could_not_check(spec, what, exc)]
     return []
 
 

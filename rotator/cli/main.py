@@ -1,8 +1,9 @@
 """The ``rotator`` command line: it parses, then calls the service functions. Nothing more.
 
-Exit codes: 0 success; 1 a rotation failed, rolled back or is still in progress;
-2 bad usage or config (the message names the key and the file); 3 the environment is
-not ready (database unreachable or its schema behind, target locked by another process).
+Exit codes: 0 success; 1 a rotation failed, rolled back or is still in progress (for
+verify, a finding); 2 bad usage or config (the message names the key and the file); 3 the
+environment is not ready (database unreachable or its schema behind, target locked by
+another process; for verify, a source that could not be read and no finding otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -31,6 +33,9 @@ from rotator.core.errors import (
 from rotator.core.manual_reason import MANUAL_REASON_LIMIT, check_manual_reason
 from rotator.logs import configure_logging
 from rotator.redaction import redact_text
+
+if TYPE_CHECKING:
+    from rotator.app.verify import Finding
 
 __all__ = ["main"]
 
@@ -305,7 +310,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     finally:
         rt.close()
     print(report.render_findings(findings, len(names)))
-    return EXIT_FAILED if findings else EXIT_OK
+    return _verify_exit(findings)
+
+
+def _verify_exit(findings: Sequence[Finding]) -> int:
+    """1 for a broken invariant; 3 when all that is wrong is a source that could not be
+    read (nothing proven either way: fix the access and run again); 0 when clean."""
+    from rotator.app.verify import FindingKind  # noqa: PLC0415
+
+    if any(f.kind is not FindingKind.COULD_NOT_CHECK for f in findings):
+        return EXIT_FAILED
+    return EXIT_NOT_READY if findings else EXIT_OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -147,5 +147,10 @@ def render_findings(findings: Sequence[Finding], checked: int) -> str:
     if not findings:
         return f"ok: {checked} target(s) checked, no findings"
     rows = [[f.kind.value, f.target, f.rotation_id, f.key_id, f.detail] for f in findings]
-    return table(["finding", "target", "rotation", "key", "detail"], rows) + (
-        f"\n{len(findings)} finding(s) in {checked} target(s)")
+    unchecked = sorted({f.target for f in findings if f.kind is FindingKind.COULD_NOT_CHECK})
+    broken = sum(f.kind is not FindingKind.COULD_NOT_CHECK for f in findings)
+    summary = f"{broken} finding(s) in {checked} target(s)"
+    if unchecked:
+        summary += (f"; {len(unchecked)} target(s) could not be checked "
+                    f"({', '.join(unchecked)}): what could not be read proves nothing")
+    return table(["finding", "target", "rotation", "key", "detail"], rows) + f"\n{summary}"

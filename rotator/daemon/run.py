@@ -29,8 +29,9 @@ from rotator.adapters.sql.schema import check_schema
 from rotator.app.operations import holder_id, renew_vault_token
 from rotator.app.runtime import Runtime, build_runtime
 from rotator.config.model import Config
-from rotator.core.errors import ConfigError, LeaseHeld, SchemaError
+from rotator.core.errors import ConfigError, SchemaError
 from rotator.core.model import Status
+from rotator.daemon.claim import DAEMON_LEASE, take_sqlite_claim
 from rotator.daemon.http import HealthServer
 from rotator.daemon.metrics import DaemonMetrics, drop_created_series
 from rotator.daemon.readiness import Readiness
@@ -43,9 +44,6 @@ __all__ = ["DAEMON_LEASE", "RunOptions", "run_daemon"]
 
 log = structlog.get_logger("rotator.daemon")
 
-# The lease row that makes a SQLite database single-replica. Target names cannot start
-# with "@" (the config refuses them), so it never collides with a target's lease.
-DAEMON_LEASE = "@daemon"
 _MAIN_WAKE_SECONDS = 1.0
 
 
@@ -118,29 +116,12 @@ class _Daemon:
         self.schema_ok = True
 
     def claim_sqlite(self) -> bool:
-        """On SQLite, take the one-replica claim; ``False`` if stopped while waiting.
-
-        A claim left by a daemon that died lapses within ``lease_ttl``, so a restart waits
-        that long for it; a claim still renewed after that belongs to a live daemon:
-        ``LeaseHeld`` (exit 3), since SQLite takes one replica.
-        """
-        if not self.single_replica:
-            self.claimed = True
-            return True
-        repo, ttl = self.rt.repo, self.config.defaults.lease_ttl
-        give_up = time.monotonic() + ttl + 2.0
-        while not repo.acquire_lease(DAEMON_LEASE, self.holder, ttl, self.rt.clock.now()):
-            held = repo.lease_of(DAEMON_LEASE)
-            holder, until = held if held else ("?", self.rt.clock.now())
-            if time.monotonic() >= give_up:
-                raise LeaseHeld(
-                    f"another rotator daemon ({holder}) uses this SQLite database; SQLite "
-                    "supports one replica: run several replicas on PostgreSQL",
-                    database=self.config.database.url)
-            log.warning("waiting_for_sqlite_claim", holder=holder,
-                        lapses_at=until.isoformat(timespec="seconds"))
-            if self.stop.wait(min(1.0, max(ttl / 4, 0.05))):
-                return False
+        """On SQLite, take the one-replica claim (``daemon.claim``); ``False`` if stopped
+        while waiting for a stale one; ``LeaseHeld`` (exit 3) if a live daemon holds it."""
+        if self.single_replica and not take_sqlite_claim(
+                self.rt.repo, self.rt.clock, self.holder, self.config.defaults.lease_ttl,
+                self.stop):
+            return False
         self.claimed = True
         return True
 

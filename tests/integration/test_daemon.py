@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from rotator.core.model import Status, Step
+from rotator.daemon.claim import DAEMON_LEASE
 from rotator.devtools.devvault import free_port
 from tests.fixtures.openbao import OpenBao
 from tests.integration.conftest import MakeWorld
@@ -207,35 +208,112 @@ def test_readyz_follows_vault_and_database_outages_and_recovers(
         db_proxy.close()
 
 
+def _claim_left(world: World) -> float:
+    """Seconds until the SQLite claim lapses unless renewed (negative: lapsed or free)."""
+    repo = world.repository()
+    try:
+        held = repo.lease_of(DAEMON_LEASE)
+    finally:
+        repo.engine.dispose()
+    return (held[1] - datetime.now(UTC)).total_seconds() if held else -1.0
+
+
+def _claim_waits(daemon: Daemon) -> list[dict[str, object]]:
+    return [e for e in daemon.events() if str(e.get("event", "")).startswith("waiting_for")]
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_sqlite_refuses_a_second_replica(make_world: MakeWorld) -> None:
+def test_sqlite_refuses_a_second_replica_at_once_in_one_line(make_world: MakeWorld) -> None:
     world = make_world("app", grace="200ms")
-    config, port = daemon_config(world, "d1")
+    # A long claim: a daemon that waited for a live one would show it (it used to wait
+    # lease_ttl + 2s, a line a second).
+    slow = {'lease_ttl = "1s"': 'lease_ttl = "30s"'}
+    config, port = daemon_config(world, "d1", replace=slow)
     first = Daemon(world, config, port, name="first")
     try:
         first.wait_ready()
-        config2, port2 = daemon_config(world, "d2")
-        second = Daemon(world, config2, port2, name="second")
-        # It serves /readyz while it waits (a dead daemon's claim would lapse in lease_ttl)...
-        wait_for(lambda: "waiting_for_sqlite_claim" in second.logs(), 15, "the wait")
-        waiting = second.get("/readyz")
-        assert waiting.status_code == 503
-        assert waiting.json()["checks"]["replica"].startswith("waiting for another daemon")
-        # ...and gives up once the claim is clearly renewed by a live daemon.
+        config2, port2 = daemon_config(world, "d2", replace=slow)
+        second = Daemon(world, config2, port2, name="second", log_flags=False)
         assert second.wait(30) == 3
-        assert "SQLite supports one replica" in second.logs()
-        assert "run several replicas on PostgreSQL" in second.logs()
+        took = time.monotonic() - second.started
+        lines = [line for line in second.logs().splitlines() if line.strip()]
+        assert took < 10, (took, lines)
+        (refusal,) = [line for line in lines if "claim" in line or "SQLite" in line]
+        assert lines[-1] == refusal, lines         # nothing after it: the process exits 3
+        assert f"(pid {first.proc.pid} on host " in refusal
+        assert world.db_url not in refusal                  # a config value is not echoed
+        assert "renewed within the last 20s" in refusal
+        assert "stop that daemon first, or run several replicas on PostgreSQL" in refusal
         assert first.proc.poll() is None and first.get("/readyz").status_code == 200
         assert first.terminate()[0] == 0
     finally:
         first.close()
-    # Once the first one has stopped (and released its claim) a new one may start.
+    # Once the first one has stopped (and released its claim) a new one may start at once.
     third = Daemon(world, config, port, name="third")
     try:
         third.wait_ready()
+        assert _claim_waits(third) == []
         assert third.terminate()[0] == 0
     finally:
         third.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_waits_once_for_a_killed_daemons_claim_then_takes_it(
+        make_world: MakeWorld) -> None:
+    world = make_world("app")
+    slow = {'lease_ttl = "1s"': 'lease_ttl = "6s"'}
+    config, port = daemon_config(world, "d1", replace=slow, schedule="enabled = false")
+    first = Daemon(world, config, port, name="first")
+    try:
+        first.wait_ready()
+    finally:
+        first.kill()                   # SIGKILL: its claim is left to lapse
+    config2, port2 = daemon_config(world, "d2", replace=slow, schedule="enabled = false")
+    second = Daemon(world, config2, port2, name="second")
+    try:
+        # Its holder's pid is gone: stale at once, however recently it was renewed.
+        wait_for(lambda: bool(_claim_waits(second)), 15, lambda: second.logs()[-2000:])
+        waiting = second.get("/readyz")
+        assert waiting.status_code == 503
+        assert waiting.json()["checks"]["replica"].startswith("waiting for another daemon")
+        second.wait_ready()
+        (wait,) = _claim_waits(second)            # one line, not one per retry
+        assert wait["event"] == "waiting_for_stale_sqlite_claim"
+        assert wait["why"] == "its process is gone"
+        assert f":{first.proc.pid}:" in str(wait["holder"])
+        assert 0 < float(str(wait["wait_seconds"])) <= 6
+        assert second.terminate()[0] == 0
+    finally:
+        second.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_waits_once_for_a_frozen_daemons_claim_then_takes_it(
+        make_world: MakeWorld) -> None:
+    world = make_world("app")
+    slow = {'lease_ttl = "1s"': 'lease_ttl = "15s"'}   # renewed every 5s; stale at 5s left
+    config, port = daemon_config(world, "d1", replace=slow, schedule="enabled = false")
+    first = Daemon(world, config, port, name="first")
+    second: Daemon | None = None
+    try:
+        first.wait_ready()
+        first.freeze()                 # SIGSTOP: alive, but its claim is no longer renewed
+        wait_for(lambda: _claim_left(world) < 4.9, 20, "the frozen daemon's claim to go stale")
+        config2, port2 = daemon_config(world, "d2", replace=slow, schedule="enabled = false")
+        second = Daemon(world, config2, port2, name="second")
+        second.wait_ready()
+        (wait,) = _claim_waits(second)
+        assert wait["why"] == "it is no longer renewed", wait
+        assert 0 < float(str(wait["wait_seconds"])) < 5
+        mark = first.resume()
+        assert first.wait(10) == 3     # thawed, it finds its claim taken and stops
+        assert "sqlite_claim_lost" in first.logs(mark)
+        assert second.terminate()[0] == 0
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
 
 
 def test_run_refuses_a_database_whose_schema_is_behind(

@@ -12,8 +12,9 @@ at Count). Every rotation has one ending, Vault's key works, no key leaked, and
 ``rotator verify`` finds nothing.
 
 On PostgreSQL the second is a replica beside the frozen one. SQLite takes one replica, so
-there the second is a daemon started on the same file that waits for the frozen one's
-claim to lapse: the thawed one has lost its claim as well, and should stop.
+there the second is a daemon started on the same file once the first is frozen, that
+waits for the frozen one's claim to lapse: the thawed one has lost its claim as well, and
+should stop.
 """
 
 from __future__ import annotations
@@ -121,45 +122,53 @@ class Probe:
 
 
 class SecondReplica:
-    """The replica that takes over. It starts beside the first, so that its start-up (the
-    slow part of a case) overlaps the first's run, but it is kept off the target until the
-    first is frozen: on PostgreSQL its database is behind a proxy that is cut until then;
-    on SQLite it waits for the first's claim, which lapses only once the first is frozen.
+    """The replica that takes over, kept off the target until the first is frozen. On
+    PostgreSQL it starts beside the first, so that its start-up (the slow part of a case)
+    overlaps the first's run, behind a database proxy that is cut until then. On SQLite it
+    starts once the first is frozen: a daemon started while the first's claim is renewed is
+    refused at once (exit 3), and the frozen one's claim it waits for until it lapses.
     """
 
-    def __init__(self, world: World, path: str, first: Daemon, probe: Probe) -> None:
+    def __init__(self, world: World, path: str, probe: Probe) -> None:
         self.probe = probe
         self.gate: CuttableProxy | None = None
         replace = {}
-        if world.db_url.startswith("sqlite"):
-            # Claimed once it answers, or once it froze: then the second can only wait.
-            wait_for(lambda: first.stopped() or first.ready(timeout=0.5), 60,
-                     f"the first daemon to claim the database:\n{first.logs()[-3000:]}")
-        else:
+        if not world.db_url.startswith("sqlite"):
             port = make_url(world.db_url).port or 5432
             self.gate = CuttableProxy(port)
             self.gate.cut()
             replace = {f"@127.0.0.1:{port}/": f"@127.0.0.1:{self.gate.port}/"}
         self.config, self.port = boundary_daemon_config(world, "second", path, replace)
         self.world = world
-        self.lives = 1
-        self.daemon = Daemon(world, self.config, self.port, name="second")
+        self.lives = 0
+        self._daemon: Daemon | None = None
+        if self.gate is not None:
+            self._start()
+
+    @property
+    def daemon(self) -> Daemon:
+        assert self._daemon is not None, "the second replica was never started"
+        return self._daemon
+
+    def _start(self) -> None:
+        self.lives += 1
+        name = "second" if self.lives == 1 else f"second-{self.lives}"
+        self._daemon = Daemon(self.world, self.config, self.port, name=name)
 
     def let_in(self) -> None:
         """The first is frozen: let the second at the target."""
         if self.gate is not None:
             self.gate.restore()
             return
-        # On SQLite it waits for a claim ``lease_ttl + 2s`` at most, which may run out
-        # before (or just after) the frozen first's claim lapses: then it gives up (exit 3)
-        # and is started again, and now the claim lapses within its wait.
+        self._start()
+        # Its claim was renewed at most a heartbeat (lease_ttl / 3) before the freeze, so
+        # the second's start-up outlasts the live window; should it not (refused, exit 3),
+        # it is started once more.
         wait_for(lambda: self.daemon.proc.poll() is not None or self._claimed(), 10,
                  lambda: f"the second daemon to claim SQLite or give up:\n"
                          f"{self.daemon.logs()[-2000:]}", interval=0.01)
         if self.daemon.proc.poll() is not None:
-            self.lives += 1
-            self.daemon = Daemon(self.world, self.config, self.port,
-                                 name=f"second-{self.lives}")
+            self._start()
 
     def _claimed(self) -> bool:
         """Whether the second daemon holds the SQLite claim."""
@@ -168,7 +177,8 @@ class SecondReplica:
         return held is not None and held[0].split(":")[1] == str(self.daemon.proc.pid)
 
     def close(self) -> None:
-        self.daemon.close()
+        if self._daemon is not None:
+            self._daemon.close()
         if self.gate is not None:
             self.gate.close()
 
@@ -200,7 +210,7 @@ def test_a_replica_thawed_after_a_take_over_changes_nothing(
     problems: list[str] = []
     clock = {"start": time.monotonic()}
     try:
-        second = SecondReplica(world, path, first, probe)
+        second = SecondReplica(world, path, probe)
         first.wait_stopped(60)
         clock["frozen"] = time.monotonic()
         frozen = probe.rows()

@@ -120,9 +120,10 @@ class World:
         return [sys.executable, "-m", "rotator", "--config", str(self.config_path),
                 "--log-format", "json", "--log-level", "debug", *args]
 
-    def cli(self, *args: str, crash_at: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = self.env
+    def cli(self, *args: str, crash_at: str | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``rotator ARGS`` as a process; ``env`` overrides the world's variables."""
+        env = self.env | (env or {})
         if crash_at:
             env |= {"ROTATOR_TEST_HOOKS": "1", "ROTATOR_TEST_CRASH_AT": crash_at}
         return subprocess.run(
