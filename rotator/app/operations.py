@@ -10,14 +10,15 @@ import getpass
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
+from rotator.app.in_flight import describe_in_flight, lease_held_detail
 from rotator.app.runtime import Runtime
-from rotator.core.errors import LeaseLost, RotatorError
+from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, Status, Step, StoredEvent, key_name
 from rotator.core.ports import RotationReader
 from rotator.core.vocabulary import AuditAction, AuditResult
@@ -44,22 +45,34 @@ def holder_id() -> str:
 @dataclass(frozen=True, slots=True)
 class TargetResult:
     target: str
-    outcome: str                 # completed, rolled_back, failed, in_progress, error
+    # completed, rolled_back, failed, in_progress (not waited for, or parked), lease_held
+    # (a live process holds the target), error
+    outcome: str
     rotation_id: str | None
     detail: str | None
-    resumed: bool = False
+    # The rotation was in flight already (another shell's, the daemon's, or interrupted):
+    # this command joined it instead of starting another.
+    joined: bool = False
 
     @property
     def ok(self) -> bool:
         return self.outcome == "completed"
 
 
+def _never() -> bool:
+    return False
+
+
 def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
                    trigger: str = "manual", wait: bool = True,
-                   lease_wait: float = 0.0, reason: str | None = None) -> list[TargetResult]:
+                   lease_wait: float = 0.0, reason: str | None = None,
+                   on_join: Callable[[Rotation], None] | None = None) -> list[TargetResult]:
     """Rotate each target; grace windows of a batch run side by side, not one after another.
 
-    ``reason`` (why an operator asked) is kept with each rotation this starts.
+    A target with a rotation in flight has that rotation seen to its end (``on_join`` is
+    told of it), and never a second one started after it: two shells asking for the same
+    rotation get one rotation and one key switch. ``reason`` (why an operator asked) is
+    kept with each rotation this starts.
     """
     specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
     runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
@@ -69,22 +82,39 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     renew_vault_token(rt)
     results: dict[str, TargetResult] = {}
     waiting: dict[str, datetime] = {}
-    resumed: set[str] = set()
+    # The rotation this command sees to its end, per target: from then on it may only
+    # resume it, so whoever finishes it, nothing new starts behind it.
+    following: dict[str, str] = {
+        name: running.rotation_id for name in specs
+        if (running := rt.repo.running_rotation(name)) is not None}
+    started: set[str] = set()   # started by this command: its own, not joined
+    joined: set[str] = set()
 
     def run(name: str, lease: float) -> None:
+        followed = following.get(name)
         try:
-            report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
-                                   wait=False, lease_wait=lease, reason=reason)
+            report = runner.rotate_if(specs[name], None if followed is None else _never,
+                                      trigger=trigger, actor=actor, grace=grace,
+                                      wait=False, lease_wait=lease, reason=reason)
+        except LeaseHeld as exc:
+            results[name] = _held(rt, name, followed, exc)
+            return
         except (RotatorError, LeaseLost) as exc:
             log.error("target_failed", target=name, error=str(exc))
-            results[name] = TargetResult(name, "error", None, str(exc))
+            results[name] = TargetResult(name, "error", followed, str(exc))
             return
-        rot = report.rotation
-        if report.resumed:
-            resumed.add(name)
+        # None: the rotation followed ended (another process finished it) before the lease.
+        rot = report.rotation if report is not None else _stored(rt, followed)
+        if report is not None and not report.resumed:
+            started.add(name)
+        if name not in started and name not in joined:
+            joined.add(name)
+            if on_join is not None:
+                on_join(rot)
+        following[name] = rot.rotation_id
         if rot.step is Step.GRACE and rot.grace_ends_at is not None and wait:
             waiting[name] = rot.grace_ends_at
-        results[name] = _result(rot, name in resumed)
+        results[name] = _result(rot, name in joined)
 
     for name in specs:
         run(name, lease_wait)
@@ -93,7 +123,26 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
         rt.clock.sleep((due - rt.clock.now()).total_seconds())
         del waiting[name]
         run(name, max(lease_wait, rt.config.defaults.lease_ttl))
+        # Another shell or replica is finishing the rotation followed: its result is ours.
+        while results[name].outcome == "lease_held":
+            run(name, rt.config.defaults.lease_ttl)
     return [results[name] for name in specs]
+
+
+def _stored(rt: Runtime, rotation_id: str | None) -> Rotation:
+    rot = None if rotation_id is None else rt.repo.get_rotation(rotation_id)
+    assert rot is not None, "a rotation followed is never deleted"
+    return rot
+
+
+def _held(rt: Runtime, name: str, followed: str | None, exc: LeaseHeld) -> TargetResult:
+    """Another live process holds the target: its result if the rotation ended, else 3."""
+    rot = None if followed is None else rt.repo.get_rotation(followed)
+    if rot is not None and rot.is_terminal:
+        return _result(rot, joined=True)
+    running = rt.repo.running_rotation(name)
+    return TargetResult(name, "lease_held", running.rotation_id if running else followed,
+                        lease_held_detail(rt.repo, name, exc))
 
 
 def renew_vault_token(rt: Runtime) -> None:
@@ -104,10 +153,10 @@ def renew_vault_token(rt: Runtime) -> None:
         log.warning("vault_token_renewal_failed", error=str(exc))
 
 
-def _result(rot: Rotation, resumed: bool) -> TargetResult:
+def _result(rot: Rotation, joined: bool) -> TargetResult:
     outcome = rot.status.value if rot.is_terminal else "in_progress"
     detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason or ''}"
-    return TargetResult(rot.target, outcome, rot.rotation_id, detail, resumed)
+    return TargetResult(rot.target, outcome, rot.rotation_id, detail, joined)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +176,8 @@ def dry_run(rt: Runtime, names: list[str], grace: float | None) -> list[DryRun]:
                  f"field {ref.field!r}"]
         running = rt.repo.running_rotation(name)
         if running is not None:
-            lines.append(f"would resume rotation {running.rotation_id} "
-                         f"at step {running.step.value}")
+            lines.append(f"would join {describe_in_flight(running)} and see it to its "
+                         "end; no new rotation")
             plans.append(DryRun(name, lines, True))
             continue
         try:

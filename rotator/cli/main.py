@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -29,8 +30,12 @@ from rotator.core.errors import (
     UsageError,
 )
 from rotator.core.manual_reason import MANUAL_REASON_LIMIT, check_manual_reason
+from rotator.core.model import Rotation
 from rotator.logs import configure_logging
 from rotator.redaction import redact_text
+
+if TYPE_CHECKING:
+    from rotator.app.operations import TargetResult
 
 __all__ = ["main"]
 
@@ -262,11 +267,29 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
             return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
         results = service.rotate_targets(rt, names, grace=args.grace,
                                          actor=service.whoami_actor(),
-                                         lease_wait=args.wait_lease, reason=args.reason)
+                                         lease_wait=args.wait_lease, reason=args.reason,
+                                         on_join=_say_joined)
     finally:
         rt.close()
     print(report.render_results(results))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return rotate_exit_code(results)
+
+
+def _say_joined(rotation: Rotation) -> None:
+    from rotator.app.in_flight import describe_in_flight  # noqa: PLC0415
+
+    print(f"rotator: {rotation.target}: joined {describe_in_flight(rotation)}, in flight "
+          "when asked; its result is this command's, and no second rotation follows it",
+          file=sys.stderr)
+
+
+def rotate_exit_code(results: Sequence[TargetResult]) -> int:
+    """The worst of a batch: a failure (1) before a target held by a live process (3)."""
+    if any(r.outcome not in ("completed", "lease_held") for r in results):
+        return EXIT_FAILED
+    if any(r.outcome == "lease_held" for r in results):
+        return EXIT_NOT_READY
+    return EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

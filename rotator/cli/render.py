@@ -93,7 +93,7 @@ def _trim(text: str | None, width: int = 60) -> str | None:
 
 
 def render_results(results: Sequence[TargetResult]) -> str:
-    rows = [[r.target, r.outcome + (" (resumed)" if r.resumed else ""), r.rotation_id,
+    rows = [[r.target, r.outcome + (" (joined)" if r.joined else ""), r.rotation_id,
              r.detail] for r in results]
     ok = sum(r.ok for r in results)
     return table(["target", "result", "rotation", "detail"], rows) + (

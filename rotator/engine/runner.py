@@ -178,8 +178,12 @@ class Runner:
 
     def _acquire(self, spec: TargetSpec, lease_wait: float) -> Lease:
         deadline = self._clock.now().timestamp() + lease_wait
+        said = False
         while (lease := self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
                                                  self._clock.now())) is None:
+            if not said and lease_wait > 0:
+                said = True
+                log.info("lease_waiting", target=spec.name, seconds=lease_wait)
             if self._clock.now().timestamp() >= deadline:
                 raise LeaseHeld(
                     "another process holds this target's lease; if it died, the lease "
