@@ -1,4 +1,4 @@
-"""The operations both front ends call: rotate a batch, dry run, status.
+"""The operations both front ends call: rotate a batch, dry run (status: ``status``).
 
 A batch goes on past a failing target and reports every target once at the end
 (certbot's habit); the caller turns the summary into an exit code.
@@ -10,7 +10,7 @@ import getpass
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,14 +18,14 @@ import structlog
 
 from rotator.app.in_flight import describe_in_flight, lease_held_detail
 from rotator.app.runtime import Runtime
+from rotator.app.status import ending_results
 from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
-from rotator.core.model import Rotation, Status, Step, StoredEvent, key_name
+from rotator.core.model import Rotation, Step, key_name
 from rotator.core.ports import RotationReader
-from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.runner import Runner
 
-__all__ = ["DryRun", "TargetResult", "TargetStatus", "dry_run",
-           "holder_id", "rotate_targets", "status", "whoami_actor"]
+__all__ = ["DryRun", "TargetResult", "dry_run", "holder_id", "rotate_targets",
+           "whoami_actor"]
 
 log = structlog.get_logger("rotator.service")
 
@@ -45,8 +45,9 @@ def holder_id() -> str:
 @dataclass(frozen=True, slots=True)
 class TargetResult:
     target: str
-    # completed, rolled_back, failed, in_progress (not waited for, or parked), lease_held
-    # (a live process holds the target), error
+    # completed, completed_pending_cleanup (the old key's deletion failed, queued),
+    # rolled_back, failed, in_progress (not waited for, or parked), lease_held (a live
+    # process holds the target), error
     outcome: str
     rotation_id: str | None
     detail: str | None
@@ -57,6 +58,11 @@ class TargetResult:
     @property
     def ok(self) -> bool:
         return self.outcome == "completed"
+
+    @property
+    def rotated(self) -> bool:
+        """Vault serves the new key (the old one may still live, queued for cleanup)."""
+        return self.outcome in ("completed", "completed_pending_cleanup")
 
 
 def _never() -> bool:
@@ -114,7 +120,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
         following[name] = rot.rotation_id
         if rot.step is Step.GRACE and rot.grace_ends_at is not None and wait:
             waiting[name] = rot.grace_ends_at
-        results[name] = _result(rot, name in joined)
+        results[name] = _result(rt.repo, rot, name in joined)
 
     for name in specs:
         run(name, lease_wait)
@@ -139,7 +145,7 @@ def _held(rt: Runtime, name: str, followed: str | None, exc: LeaseHeld) -> Targe
     """Another live process holds the target: its result if the rotation ended, else 3."""
     rot = None if followed is None else rt.repo.get_rotation(followed)
     if rot is not None and rot.is_terminal:
-        return _result(rot, joined=True)
+        return _result(rt.repo, rot, joined=True)
     running = rt.repo.running_rotation(name)
     return TargetResult(name, "lease_held", running.rotation_id if running else followed,
                         lease_held_detail(rt.repo, name, exc))
@@ -153,10 +159,14 @@ def renew_vault_token(rt: Runtime) -> None:
         log.warning("vault_token_renewal_failed", error=str(exc))
 
 
-def _result(rot: Rotation, joined: bool) -> TargetResult:
-    outcome = rot.status.value if rot.is_terminal else "in_progress"
-    detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason or ''}"
-    return TargetResult(rot.target, outcome, rot.rotation_id, detail, joined)
+def _result(reader: RotationReader, rot: Rotation, joined: bool) -> TargetResult:
+    """The rotation's result as its trail ends it (``completed_pending_cleanup``)."""
+    if not rot.is_terminal:
+        return TargetResult(rot.target, "in_progress", rot.rotation_id,
+                            f"at step {rot.step.value}: {rot.reason or ''}", joined)
+    outcome = ending_results(reader.events(target=rot.target)).get(
+        rot.rotation_id, rot.status.value)
+    return TargetResult(rot.target, outcome, rot.rotation_id, rot.reason, joined)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,48 +206,3 @@ def dry_run(rt: Runtime, names: list[str], grace: float | None) -> list[DryRun]:
         ]
         plans.append(DryRun(name, lines, True))
     return plans
-
-
-@dataclass(frozen=True, slots=True)
-class TargetStatus:
-    target: str
-    current_key_id: str | None
-    key_since: datetime | None
-    in_flight: Rotation | None
-    last: Rotation | None
-    pending_cleanups: int
-    # The probes that found an old key still authenticating after its deletion: the last
-    # probe of its rotation said so (``rotator verify`` probes it again).
-    revoked_alive: tuple[StoredEvent, ...] = ()
-
-
-def status(reader: RotationReader, targets: Iterable[str]) -> list[TargetStatus]:
-    """Each target's key, age, in-flight rotation, last result, queued deletions, and the
-    old keys recorded as still authenticating after their deletion."""
-    out = []
-    latest = reader.latest_rotations()
-    running = {r.target: r for r in reader.all_running()}
-    cleanups = reader.all_pending_cleanups()
-    for name in targets:
-        done = reader.last_completed(name)
-        last = latest.get(name)
-        if last is not None and last.status is Status.RUNNING:
-            last = done
-        out.append(TargetStatus(
-            target=name,
-            current_key_id=done.new_key_id if done else None,
-            key_since=done.key_stored_at if done else None,
-            in_flight=running.get(name), last=last,
-            pending_cleanups=sum(c.target == name for c in cleanups),
-            revoked_alive=_revoked_alive(reader, name)))
-    return out
-
-
-def _revoked_alive(reader: RotationReader, target: str) -> tuple[StoredEvent, ...]:
-    last_probe: dict[str, StoredEvent] = {}     # rotation id -> its latest probe_revoked
-    for event in reader.events(target=target):
-        if event.action == AuditAction.PROBE_REVOKED:
-            last_probe[event.rotation_id] = event
-    return tuple(e for e in last_probe.values() if e.result == AuditResult.STILL_VALID)
-
-

@@ -278,8 +278,9 @@ class Runner:
             self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
             # A finished rotation's state and its ending note land together or not at all.
-            self._repo.save_rotation(new, trail.lease,
-                                     trail.ending(new) if new.is_terminal else None)
+            ending = (trail.ending(new, old_key_pending=isinstance(outcome, m.RevokeDeferred))
+                      if new.is_terminal else None)
+            self._repo.save_rotation(new, trail.lease, ending)
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))

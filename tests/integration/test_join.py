@@ -25,13 +25,6 @@ def _popen(w: World, *args: str, env: dict[str, str] | None = None) -> subproces
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_new_key(w: World, old_secret: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while w.vault_secret("app")[1] == old_secret:
-        assert time.monotonic() < deadline, "the new key never reached Vault"
-        time.sleep(0.05)
-
-
 def _wait_for_line(proc: subprocess.Popen[str], path: Path, text: str) -> None:
     deadline = time.monotonic() + 30
     while text not in path.read_text():
@@ -45,7 +38,7 @@ def test_a_second_rotate_during_grace_joins_the_first(make_world: MakeWorld) -> 
     version, old_secret, _ = w.vault_secret("app")
     first = _popen(w, "rotate", "app")
     try:
-        _wait_for_new_key(w, old_secret)        # the first is in its grace window
+        w.wait_for_new_secret("app", old_secret)        # the first is in its grace window
         second = w.cli("rotate", "app")
         out, err = first.communicate(timeout=60)
     finally:
