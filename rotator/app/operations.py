@@ -103,7 +103,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                                       trigger=trigger, actor=actor, grace=grace,
                                       wait=False, lease_wait=lease, reason=reason)
         except LeaseHeld as exc:
-            results[name] = _held(rt, name, followed, exc)
+            results[name] = _held(rt, name, followed, exc, joined=name not in started)
             return
         except (RotatorError, LeaseLost) as exc:
             log.error("target_failed", target=name, error=str(exc))
@@ -141,11 +141,12 @@ def _stored(rt: Runtime, rotation_id: str | None) -> Rotation:
     return rot
 
 
-def _held(rt: Runtime, name: str, followed: str | None, exc: LeaseHeld) -> TargetResult:
+def _held(rt: Runtime, name: str, followed: str | None, exc: LeaseHeld, *,
+          joined: bool) -> TargetResult:
     """Another live process holds the target: its result if the rotation ended, else 3."""
     rot = None if followed is None else rt.repo.get_rotation(followed)
     if rot is not None and rot.is_terminal:
-        return _result(rt.repo, rot, joined=True)
+        return _result(rt.repo, rot, joined)
     running = rt.repo.running_rotation(name)
     return TargetResult(name, "lease_held", running.rotation_id if running else followed,
                         lease_held_detail(rt.repo, name, exc))
