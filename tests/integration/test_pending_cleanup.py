@@ -11,6 +11,7 @@ import re
 import subprocess
 
 import pytest
+from sqlalchemy import text
 
 from rotator.core.vocabulary import AuditAction, AuditResult
 from tests.integration.conftest import MakeWorld
@@ -35,6 +36,19 @@ def _rotate_with_failing_deletes(w: World) -> subprocess.CompletedProcess[str]:
             proc.communicate()
         w.emulator.settings = dataclasses.replace(w.emulator.settings, error_rate=0.0)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _pending_by_docs_query(w: World) -> list[tuple[str, str]]:
+    """docs/audit.md's query for the rotations completed with the old key alive."""
+    repo = w.repository()
+    try:
+        with repo.engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT rotation_id, key_id FROM rotation_events WHERE kind = 'note' AND "
+                "action = 'completed' AND result = 'completed_pending_cleanup' ORDER BY id"))
+            return [(r.rotation_id, r.key_id) for r in rows]
+    finally:
+        repo.engine.dispose()
 
 
 def test_a_revoke_that_keeps_failing_is_completed_pending_cleanup(make_world: MakeWorld
@@ -62,6 +76,7 @@ def test_a_revoke_that_keeps_failing_is_completed_pending_cleanup(make_world: Ma
     assert ending["result"] == AuditResult.COMPLETED_PENDING_CLEANUP
     table = w.cli("audit", "app").stdout
     assert re.search(r"note\s+completed\s+completed_pending_cleanup", table), table
+    assert _pending_by_docs_query(w) == [(rot.rotation_id, rot.new_key_id)]
 
     # The provider answers again: the next run's cleanup pass deletes the old key first.
     again = w.cli("rotate", "app", "--grace", "0s")
