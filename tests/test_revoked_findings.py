@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from rotator.app.operations import status
+from rotator.app.status import status
 from rotator.app.verify import FindingKind
 from rotator.core.errors import ProviderUnavailable
 from rotator.core.model import Status

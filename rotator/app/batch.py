@@ -18,12 +18,17 @@ from collections.abc import Callable, Collection
 from concurrent import futures
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 
+from rotator.app.in_flight import lease_held_detail
 from rotator.app.runtime import Runtime
-from rotator.core.errors import LeaseLost, RotatorError
+from rotator.app.status import ending_results
+from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, Step
+from rotator.core.ports import RotationReader
+from rotator.core.target import TargetSpec
 from rotator.engine.runner import Runner
 
 __all__ = ["TargetResult", "holder_id", "holder_is_gone", "holder_process", "renew_vault_token",
@@ -40,29 +45,49 @@ _RENEW_EVERY_SECONDS = 60.0
 @dataclass(frozen=True, slots=True)
 class TargetResult:
     target: str
-    outcome: str                 # completed, rolled_back, failed, in_progress, error
+    # completed, completed_pending_cleanup (the old key's deletion failed, queued),
+    # rolled_back, failed, in_progress (not waited for, or parked), lease_held (a live
+    # process holds the target), error
+    outcome: str
     rotation_id: str | None
     detail: str | None
-    resumed: bool = False
+    # The rotation was in flight already (another shell's, the daemon's, or interrupted):
+    # this command joined it instead of starting another.
+    joined: bool = False
     elapsed: float = 0.0         # seconds from its start to its result, grace included
 
     @property
     def ok(self) -> bool:
         return self.outcome == "completed"
 
+    @property
+    def rotated(self) -> bool:
+        """Vault serves the new key (the old one may still live, queued for cleanup)."""
+        return self.outcome in ("completed", "completed_pending_cleanup")
+
 
 # What one turn on a thread gave: the result so far, and the grace deadline to wait for.
 _Turn = tuple[TargetResult, datetime | None]
+
+
+def _never() -> bool:
+    return False
 
 
 def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
                    trigger: str = "manual", wait: bool = True, lease_wait: float = 0.0,
                    reason: str | None = None, concurrency: int = 1,
                    on_result: Callable[[TargetResult], None] = lambda _result: None,
+                   on_join: Callable[[Rotation], None] | None = None,
                    ) -> list[TargetResult]:
-    """Rotate each target; ``reason`` (why an operator asked) is kept with each rotation
-    this starts. An interrupt (Ctrl-C) starts nothing more, parks the running rotations
-    at their next step boundary, and is raised again."""
+    """Rotate each target, ``concurrency`` at a time; ``reason`` (why an operator asked) is
+    kept with each rotation this starts.
+
+    A target with a rotation in flight has that rotation seen to its end (``on_join`` is
+    told of it), and never a second one started after it: two shells asking for the same
+    rotation get one rotation and one key switch. An interrupt (Ctrl-C) starts nothing
+    more, parks the running rotations at their next step boundary, and is raised again.
+    """
     specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
     stop = threading.Event()
     runner = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
@@ -70,24 +95,15 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                     call_deadline=rt.config.call_deadline(),
                     heartbeat=lambda: renew_vault_token(rt), stopping=stop.is_set)
     renew_vault_token(rt)
-    began: dict[str, float] = {}
-
-    def turn(name: str, lease: float) -> _Turn:
-        began.setdefault(name, time.monotonic())
-        try:
-            report = runner.rotate(specs[name], trigger=trigger, actor=actor, grace=grace,
-                                   wait=False, lease_wait=lease, reason=reason)
-        except (RotatorError, LeaseLost) as exc:
-            log.error("target_failed", target=name, error=str(exc))
-            return TargetResult(name, "error", None, str(exc)), None
-        rot = report.rotation
-        in_grace = rot.step is Step.GRACE and rot.grace_ends_at is not None and wait
-        return _result(rot, report.resumed), rot.grace_ends_at if in_grace else None
-
+    turns = _Turns(rt, runner, specs, on_join, wait,
+                   {"trigger": trigger, "actor": actor, "grace": grace, "reason": reason})
+    turn = turns.turn
     results: dict[str, TargetResult] = {}
-    resumed: set[str] = set()
     waiting: dict[str, datetime] = {}
+    after_grace: set[str] = set()
     renewed = time.monotonic()
+    # The lease of a process killed in a grace window lapses within lease_ttl.
+    lease_after_grace = max(lease_wait, rt.config.defaults.lease_ttl)
     with futures.ThreadPoolExecutor(max_workers=concurrency,
                                     thread_name_prefix="rotator-batch") as pool:
         try:
@@ -97,20 +113,21 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                 for future in done:
                     name = running.pop(future)
                     result, grace_ends = future.result()
-                    if result.resumed:
-                        resumed.add(name)
                     if grace_ends is not None:
                         waiting[name] = grace_ends
                         continue
-                    results[name] = replace(result, resumed=name in resumed,
-                                            elapsed=time.monotonic() - began[name])
+                    if result.outcome == "lease_held" and name in after_grace:
+                        # Another shell or replica is finishing the rotation followed:
+                        # its result is ours.
+                        running[pool.submit(turn, name, lease_after_grace)] = name
+                        continue
+                    results[name] = replace(result, elapsed=turns.elapsed(name))
                     on_result(results[name])
                 now = rt.clock.now()
                 for name in [n for n, ends in waiting.items() if ends <= now]:
                     del waiting[name]
-                    # The lease of a process killed in this window lapses within lease_ttl.
-                    lease = max(lease_wait, rt.config.defaults.lease_ttl)
-                    running[pool.submit(turn, name, lease)] = name
+                    after_grace.add(name)
+                    running[pool.submit(turn, name, lease_after_grace)] = name
                 if waiting and time.monotonic() - renewed >= _RENEW_EVERY_SECONDS:
                     renewed = time.monotonic()
                     renew_vault_token(rt)
@@ -119,6 +136,76 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[name] for name in specs]
+
+
+class _Turns:
+    """One target's turn at a time on a pool thread: rotate it, or go on with the rotation
+    it had in flight when the batch began (joined), never a second one after it."""
+
+    def __init__(self, rt: Runtime, runner: Runner, specs: dict[str, TargetSpec],
+                 on_join: Callable[[Rotation], None] | None, wait: bool,
+                 rotate_kwargs: dict[str, Any]) -> None:
+        self._rt, self._runner, self._specs, self._on_join = rt, runner, specs, on_join
+        self._wait, self._rotate_kwargs = wait, rotate_kwargs
+        self._lock = threading.Lock()   # the turns run on the pool's threads
+        self._began: dict[str, float] = {}
+        # The rotation this command sees to its end, per target: from then on it may only
+        # resume it, so whoever finishes it, nothing new starts behind it.
+        self._following: dict[str, str] = {
+            name: rot.rotation_id for name in specs
+            if (rot := rt.repo.running_rotation(name)) is not None}
+        self._started: set[str] = set()   # started by this command: its own, not joined
+        self._joined: set[str] = set()
+
+    def elapsed(self, name: str) -> float:
+        with self._lock:
+            return time.monotonic() - self._began[name]
+
+    def turn(self, name: str, lease: float) -> _Turn:
+        rt = self._rt
+        with self._lock:
+            self._began.setdefault(name, time.monotonic())
+            followed = self._following.get(name)
+        try:
+            report = self._runner.rotate_if(
+                self._specs[name], None if followed is None else _never,
+                wait=False, lease_wait=lease, **self._rotate_kwargs)
+        except LeaseHeld as exc:
+            return _held(rt, name, followed, exc, joined=name not in self._started), None
+        except (RotatorError, LeaseLost) as exc:
+            log.error("target_failed", target=name, error=str(exc))
+            return TargetResult(name, "error", followed, str(exc)), None
+        # None: the rotation followed ended (another process finished it) before the lease.
+        rot = report.rotation if report is not None else _stored(rt, followed)
+        with self._lock:
+            if report is not None and not report.resumed:
+                self._started.add(name)
+            first_join = name not in self._started and name not in self._joined
+            if first_join:
+                self._joined.add(name)
+            self._following[name] = rot.rotation_id
+            joined = name in self._joined
+        if first_join and self._on_join is not None:
+            self._on_join(rot)
+        in_grace = rot.step is Step.GRACE and rot.grace_ends_at is not None and self._wait
+        return _result(rt.repo, rot, joined), rot.grace_ends_at if in_grace else None
+
+
+def _stored(rt: Runtime, rotation_id: str | None) -> Rotation:
+    rot = None if rotation_id is None else rt.repo.get_rotation(rotation_id)
+    assert rot is not None, "a rotation followed is never deleted"
+    return rot
+
+
+def _held(rt: Runtime, name: str, followed: str | None, exc: LeaseHeld, *,
+          joined: bool) -> TargetResult:
+    """Another live process holds the target: its result if the rotation ended, else 3."""
+    rot = None if followed is None else rt.repo.get_rotation(followed)
+    if rot is not None and rot.is_terminal:
+        return _result(rt.repo, rot, joined)
+    running = rt.repo.running_rotation(name)
+    return TargetResult(name, "lease_held", running.rotation_id if running else followed,
+                        lease_held_detail(rt.repo, name, exc))
 
 
 def _next_done(rt: Runtime, running: Collection[futures.Future[_Turn]],
@@ -176,7 +263,11 @@ def renew_vault_token(rt: Runtime) -> None:
         log.warning("vault_token_renewal_failed", error=str(exc))
 
 
-def _result(rot: Rotation, resumed: bool) -> TargetResult:
-    outcome = rot.status.value if rot.is_terminal else "in_progress"
-    detail = rot.reason if rot.is_terminal else f"at step {rot.step.value}: {rot.reason or ''}"
-    return TargetResult(rot.target, outcome, rot.rotation_id, detail, resumed)
+def _result(reader: RotationReader, rot: Rotation, joined: bool) -> TargetResult:
+    """The rotation's result as its trail ends it (``completed_pending_cleanup``)."""
+    if not rot.is_terminal:
+        return TargetResult(rot.target, "in_progress", rot.rotation_id,
+                            f"at step {rot.step.value}: {rot.reason or ''}", joined)
+    outcome = ending_results(reader.events(target=rot.target)).get(
+        rot.rotation_id, rot.status.value)
+    return TargetResult(rot.target, outcome, rot.rotation_id, rot.reason, joined)

@@ -3,7 +3,8 @@
 Exit codes: 0 success; 1 a rotation failed, rolled back or is still in progress (for
 verify, a finding); 2 bad usage or config (the message names the key and the file); 3 the
 environment is not ready (database unreachable or its schema behind, target locked by
-another process; for verify, a source that could not be read and no finding otherwise).
+another process; for verify, a source that could not be read and no finding otherwise);
+4 rotated, but the old key's deletion failed: it still lives, queued for cleanup.
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ from rotator.core.errors import (
     UsageError,
 )
 from rotator.core.manual_reason import MANUAL_REASON_LIMIT, check_manual_reason
+from rotator.core.model import Rotation
 from rotator.logs import configure_logging
 from rotator.redaction import redact_text
 
 if TYPE_CHECKING:
+    from rotator.app.operations import TargetResult
     from rotator.app.verify import Finding
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_READY = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OLD_KEY_LIVE = 0, 1, 2, 3, 4
 
 log = structlog.get_logger("rotator.cli")
 
@@ -288,11 +291,32 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
         results = service.rotate_targets(
             rt, names, grace=args.grace, actor=service.whoami_actor(),
             lease_wait=args.wait_lease, reason=args.reason, concurrency=args.concurrency,
-            on_result=lambda result: print(report.render_progress(result), flush=True))
+            on_result=lambda result: print(report.render_progress(result), flush=True),
+            on_join=_say_joined)
     finally:
         rt.close()
     print(report.render_summary(results))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return rotate_exit_code(results)
+
+
+def _say_joined(rotation: Rotation) -> None:
+    from rotator.app.in_flight import describe_in_flight  # noqa: PLC0415
+
+    print(f"rotator: {rotation.target}: joined {describe_in_flight(rotation)}, in flight "
+          "when asked; its result is this command's, and no second rotation follows it",
+          file=sys.stderr)
+
+
+def rotate_exit_code(results: Sequence[TargetResult]) -> int:
+    """The worst of a batch: a failure (1), then a target held by a live process (3),
+    then a rotation done but for its old key, which still lives, queued for cleanup (4)."""
+    known = {"completed": EXIT_OK, "lease_held": EXIT_NOT_READY,
+             "completed_pending_cleanup": EXIT_OLD_KEY_LIVE}
+    codes = {known.get(r.outcome, EXIT_FAILED) for r in results}
+    for code in (EXIT_FAILED, EXIT_NOT_READY, EXIT_OLD_KEY_LIVE):
+        if code in codes:
+            return code
+    return EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -324,18 +348,21 @@ def _verify_exit(findings: Sequence[Finding]) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rotator.app import operations as service  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
+    from rotator.app.status import status  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
 
     rt = build_runtime(_config(args))
     try:
-        statuses = service.status(rt.repo, sorted(rt.config.targets))
+        statuses = status(rt.repo, sorted(rt.config.targets))
         print(report.render_status(statuses, rt.clock.now()))
     finally:
         rt.close()
-    # Like verify's findings: an old key the provider did not revoke needs an operator.
-    return EXIT_FAILED if any(s.revoked_alive for s in statuses) else EXIT_OK
+    # Like verify's findings: an old key the provider did not revoke needs an operator;
+    # so does one whose deletion keeps failing, less urgently (the queue retries it).
+    if any(s.revoked_alive for s in statuses):
+        return EXIT_FAILED
+    return EXIT_OLD_KEY_LIVE if any(s.old_key_pending for s in statuses) else EXIT_OK
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from rotator.app.operations import TargetResult, TargetStatus
+from rotator.app.operations import TargetResult
+from rotator.app.status import TargetStatus
 from rotator.app.verify import Finding, FindingKind
 from rotator.core.audit_chain import ChainReport
 from rotator.core.durations import format_duration
@@ -97,10 +98,10 @@ def _trim(text: str | None, width: int = 60) -> str | None:
 def render_progress(result: TargetResult) -> str:
     """One finished target on one plain line: target, result, rotation id, elapsed; why,
     when it did not complete."""
-    outcome = result.outcome + (" (resumed)" if result.resumed else "")
+    outcome = result.outcome + (" (joined)" if result.joined else "")
     line = (f"{result.target}: {outcome}, rotation {result.rotation_id or '-'}, "
             f"{_elapsed(result.elapsed)}")
-    if not result.ok and result.detail:
+    if not result.ok and result.detail:   # completed_pending_cleanup says which key
         line += f": {' '.join(redact_text(result.detail).split())}"
     return line
 
@@ -109,9 +110,9 @@ def render_summary(results: Sequence[TargetResult]) -> str:
     """Counts per result, then the targets not rotated."""
     counts = Counter(r.outcome for r in results)
     per_result = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
-    out = (f"{sum(r.ok for r in results)} of {len(results)} target(s) rotated"
+    out = (f"{sum(r.rotated for r in results)} of {len(results)} target(s) rotated"
            + (f" ({per_result})" if results else ""))
-    failed = [f"{r.target} ({r.outcome})" for r in results if not r.ok]
+    failed = [f"{r.target} ({r.outcome})" for r in results if not r.rotated]
     if failed:
         out += "\nnot rotated: " + ", ".join(failed)
     return out
@@ -127,13 +128,10 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
         age = format_duration((now - s.key_since).total_seconds()) if s.key_since else None
         flight = (f"{s.in_flight.rotation_id} ({s.in_flight.step.value})"
                   if s.in_flight else None)
-        last = (f"{s.last.status.value} {_cell(s.last.finished_at)}"
-                + (f": {_trim(s.last.reason, 50)}" if s.last.reason else "")
-                if s.last else "never rotated")
-        rows.append([s.target, s.current_key_id or "unknown", age, flight, last,
-                     s.pending_cleanups or None])
-    out = table(["target", "current key", "age", "in flight", "last result", "cleanup"],
-                rows)
+        rows.append([s.target, s.current_key_id or "unknown", age, _retiring(s), flight,
+                     _last_result(s), s.pending_cleanups or None])
+    out = table(["target", "current key", "age", "retiring", "in flight", "last result",
+                 "cleanup"], rows)
     alive = [[FindingKind.REVOKED_KEY_ALIVE.value, s.target, e.rotation_id, e.key_id,
               f"deleted, but still authenticating when probed at {_cell(e.at)}: the provider "
               "did not revoke it (rotator verify probes it again)"]
@@ -141,6 +139,22 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
     if alive:
         out += "\n\n" + table(["finding", "target", "rotation", "key", "detail"], alive)
     return out
+
+
+def _retiring(s: TargetStatus) -> str | None:
+    """The previous key, still live: deleted at its grace deadline, or queued."""
+    if s.retiring_key_id is None:
+        return None
+    if s.retiring_at is not None:
+        return f"{s.retiring_key_id} until {_cell(s.retiring_at)}"
+    return f"{s.retiring_key_id} (its deletion failed: queued for cleanup)"
+
+
+def _last_result(s: TargetStatus) -> str:
+    if s.last is None:
+        return "none ended yet" if s.in_flight else "never rotated"
+    reason = f": {_trim(s.last.reason, 50)}" if s.last.reason else ""
+    return f"{s.last_result} {_cell(s.last.finished_at)}{reason}"
 
 
 def render_findings(findings: Sequence[Finding], checked: int) -> str:

@@ -66,6 +66,9 @@ class AuditResult(StrEnum):
     COMPLETED = "completed"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
+    # ... but for a completion whose old key could not be deleted: Vault serves the new
+    # key, and the old one still lives, queued for cleanup (the action says completed)
+    COMPLETED_PENDING_CLEANUP = "completed_pending_cleanup"
 
 
 class VaultMetadataKey(StrEnum):

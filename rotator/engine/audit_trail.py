@@ -67,15 +67,20 @@ class AuditTrail:
             detail=detail, at=self._clock.now(),
         ))
 
-    def ending(self, rotation: Rotation) -> AuditEvent:
-        """The note that ends a finished rotation, spelt as its status in both columns.
+    def ending(self, rotation: Rotation, *, old_key_pending: bool = False) -> AuditEvent:
+        """The note that ends a finished rotation, spelt as its status in both columns;
+        ``old_key_pending``: the old key's deletion was queued, so the result says
+        ``completed_pending_cleanup`` (the status, and the action, stay ``completed``).
 
         Not recorded here: it is saved with the rotation's final state, in one transaction.
         """
+        result = AuditResult(rotation.status.value)
+        if old_key_pending and result is AuditResult.COMPLETED:
+            result = AuditResult.COMPLETED_PENDING_CLEANUP
         return AuditEvent(
             rotation_id=rotation.rotation_id, target=rotation.target, step=rotation.step.value,
             kind=EventKind.NOTE, action=AuditAction(rotation.status.value),
-            result=AuditResult(rotation.status.value), key_id=rotation.new_key_id,
+            result=result, key_id=rotation.new_key_id,
             vault_version=rotation.new_version, detail=rotation.reason, at=self._clock.now())
 
     def side_effect(self, rotation: Rotation, action: AuditAction, fn: Callable[[], T],

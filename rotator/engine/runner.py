@@ -178,8 +178,12 @@ class Runner:
 
     def _acquire(self, spec: TargetSpec, lease_wait: float) -> Lease:
         deadline = self._clock.now().timestamp() + lease_wait
+        said = False
         while (lease := self._repo.acquire_lease(spec.name, self._holder, self._lease_ttl,
                                                  self._clock.now())) is None:
+            if not said and lease_wait > 0:
+                said = True
+                log.info("lease_waiting", target=spec.name, seconds=lease_wait)
             if self._clock.now().timestamp() >= deadline:
                 raise LeaseHeld(
                     "another process holds this target's lease; if it died, the lease "
@@ -274,8 +278,9 @@ class Runner:
             self._observer.step_done(rot, action.value, time.monotonic() - started)
             new = m.advance(rot, outcome, self._clock.now())
             # A finished rotation's state and its ending note land together or not at all.
-            self._repo.save_rotation(new, trail.lease,
-                                     trail.ending(new) if new.is_terminal else None)
+            ending = (trail.ending(new, old_key_pending=isinstance(outcome, m.RevokeDeferred))
+                      if new.is_terminal else None)
+            self._repo.save_rotation(new, trail.lease, ending)
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))

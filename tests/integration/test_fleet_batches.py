@@ -189,7 +189,7 @@ def test_ctrl_c_during_rotate_all_parks_what_runs_and_starts_nothing_more(
         world.assert_invariants(name)
     for name, rot in parked.items():
         if rot.status is Status.RUNNING:
-            assert f"{name}: completed (resumed), rotation {rot.rotation_id}," in again.stdout
+            assert f"{name}: completed (joined), rotation {rot.rotation_id}," in again.stdout
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,14 @@ class World:
             client.adapter.close()
         return (got["data"]["metadata"]["version"], got["data"]["data"]["api_key"],
                 meta["data"].get("custom_metadata") or {})
+
+    def wait_for_new_secret(self, name: str, old: str, timeout: float = 30) -> str:
+        """The secret Vault serves once a rotation has stored one other than ``old``."""
+        deadline = time.monotonic() + timeout
+        while (current := self.vault_secret(name)[1]) == old:
+            assert time.monotonic() < deadline, "the new key never reached Vault"
+            time.sleep(0.05)
+        return current
 
     def whoami(self, secret: str) -> httpx.Response:
         return httpx.get(f"{self.emulator.url}/v1/whoami",

@@ -146,10 +146,11 @@ class Flow:
         return [(step, IN, action, None, key_id, None, None, None, why, at),
                 (step, OUT, action, result, key_id, None, None, "req_d", None, at)]
 
-    def final(self, at: float, version: int | None = None) -> list[Row]:
+    def final(self, at: float, version: int | None = None,
+              result: AuditResult | None = None) -> list[Row]:
         status = self.rot.status.value
-        return [("done", NT, AuditAction(status), AuditResult(status), self.new, None, version,
-                 None, self.rot.reason, at)]
+        return [("done", NT, AuditAction(status), result or AuditResult(status), self.new,
+                 None, version, None, self.rot.reason, at)]
 
 
 def run(setup: str = "plain", **world: Any) -> Flow:
@@ -219,7 +220,7 @@ def test_deferred_revoke_rows_then_the_cleanup_rows() -> None:
     assert f.rows() == f.start() + f.create() + f.probe_and_store() + f.revoke()[:2] + [
         ("revoke", OUT, A.REVOKE_KEY, R.ERROR, f.old, None, None, "req_503", why, 30),
         ("revoke", NT, A.CLEANUP_QUEUED, R.DEFERRED, f.old, None, None, None, why, 30),
-    ] + f.final(30, version=2)
+    ] + f.final(30, version=2, result=R.COMPLETED_PENDING_CLEANUP)
     (queued,) = w.repo.cleanups.values()
     assert (queued.key_id, queued.rotation_id, queued.reason) == (f.old, f.rot.rotation_id, why)
     # The next pass finds the key already gone (deleted by hand): already_gone, not ok.

@@ -237,7 +237,8 @@ def test_a_take_over_warns_and_renews_its_lease_while_it_waits_out_the_dead_hold
     # h1's lease ran to 60 s; h2 took it at 60.5 s and waits to 60 s + call_deadline,
     # renewing its lease every third of its ttl.
     assert confirms[:3] == [80.5, 100.5, 110]
-    assert events[:2] == [
+    assert events[:3] == [
+        {"event": "lease_waiting", "log_level": "info", "target": "app", "seconds": 120},
         {"event": "takeover_waiting", "log_level": "warning", "target": "app",
          "reason": "the previous holder left a side effect undecided; waiting until its "
                    "call must have ended", "seconds": 49.5},

@@ -60,6 +60,7 @@ def test_audit_results_keep_their_values() -> None:
         "DEFERRED": "deferred", "KEPT": "kept", "REFUSED": "refused",
         "STILL_VALID": "still_valid", "COMPLETED": "completed",
         "ROLLED_BACK": "rolled_back", "FAILED": "failed",
+        "COMPLETED_PENDING_CLEANUP": "completed_pending_cleanup",
     }
 
 
@@ -118,7 +119,8 @@ def old_rows(tmp_path: Path) -> SqlRepository:
 
 # Words added after the fixture's rows were written: the probe of a deleted old key.
 _NEWER_ACTIONS = {AuditAction.PROBE_REVOKED}
-_NEWER_RESULTS = {AuditResult.REFUSED, AuditResult.STILL_VALID}
+_NEWER_RESULTS = {AuditResult.REFUSED, AuditResult.STILL_VALID,
+                  AuditResult.COMPLETED_PENDING_CLEANUP}
 
 
 def test_every_stored_word_is_a_member_and_every_member_was_stored(

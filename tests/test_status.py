@@ -1,0 +1,62 @@
+"""``status`` from the state store (memory, SQLite, PostgreSQL): the key Vault serves from
+the store step on, the key retiring and its deadline, the last ended result (a failure
+after the last completion included), and a completion whose old key is still queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import pytest
+
+from rotator.app.status import status
+from rotator.core.errors import ProviderUnavailable
+from rotator.core.model import Status, Step
+from rotator.core.vocabulary import AuditResult
+from tests.fixtures.databases import StateStore
+from tests.test_invariants import Setup
+
+
+@pytest.fixture
+def world(make_state: Callable[[Callable[[], datetime]], StateStore]) -> Setup:
+    return Setup(make_state)
+
+
+def test_in_grace_the_new_key_is_current_and_the_old_one_retires(world: Setup) -> None:
+    first = world.runner().rotate(world.spec, grace=0).rotation
+    world.clock.sleep(1)
+    world.provider.fail["create_key"] = ProviderUnavailable("503")
+    failed = world.runner().rotate(world.spec, grace=0).rotation
+    del world.provider.fail["create_key"]
+    assert failed.status in (Status.ROLLED_BACK, Status.FAILED)
+    world.clock.sleep(5)
+    flight = world.runner().rotate(world.spec, wait=False).rotation
+    assert flight.step is Step.GRACE and flight.grace_ends_at is not None
+
+    (st,) = status(world.repo, ["app"])
+    assert (st.current_key_id, st.retiring_key_id, st.retiring_at) == (
+        flight.new_key_id, first.new_key_id, flight.grace_ends_at)
+    assert st.key_since == flight.grace_ends_at - timedelta(seconds=flight.grace_seconds)
+    assert st.in_flight is not None and st.in_flight.rotation_id == flight.rotation_id
+    assert st.last is not None and st.last.rotation_id == failed.rotation_id
+    assert st.last_result == failed.status.value
+    assert not st.old_key_pending
+
+
+def test_a_completion_whose_old_key_is_queued_is_pending_until_cleaned(world: Setup) -> None:
+    old = world.provider.key_of(world.store.current(world.spec.ref))
+    world.provider.fail["delete_key"] = ProviderUnavailable("503")
+    rot = world.runner().rotate(world.spec, grace=0).rotation
+    (st,) = status(world.repo, ["app"])
+    assert rot.status is Status.COMPLETED
+    assert st.last_result == AuditResult.COMPLETED_PENDING_CLEANUP
+    assert (st.current_key_id, st.retiring_key_id, st.retiring_at) == (rot.new_key_id, old,
+                                                                       None)
+    assert st.old_key_pending and st.pending_cleanups == 1
+
+    del world.provider.fail["delete_key"]
+    assert world.runner().cleanup(world.spec) == (1, 0)
+    (st,) = status(world.repo, ["app"])
+    assert st.last_result == AuditResult.COMPLETED_PENDING_CLEANUP   # the trail's history
+    assert (st.retiring_key_id, st.pending_cleanups, st.old_key_pending) == (None, 0, False)
