@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sql_event
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 
 from rotator.adapters.sql import SqlRepository
+from rotator.adapters.sql.schema import make_engine
 from rotator.adapters.sql.tables import leases, rotations
 from rotator.core.errors import LeaseHeld, LeaseLost, RotationFinished
 from rotator.core.model import (
@@ -505,3 +507,27 @@ def test_all_schedule_facts_are_each_target_s_schedule_facts(
     assert everything["done-twice-then-running"].last_completed.rotation_id == \
         "done-twice-then-running-1"
     assert repository.schedule_facts("no-history") == ScheduleFacts(None, 0, None)
+
+
+def test_sixteen_threads_at_once_reuse_their_connections(migrated_url: str) -> None:
+    """Sixteen workers' transactions open sixteen connections at most, then reuse them (a
+    pool of 5 closed and reopened one for most transactions: "pool is full")."""
+    engine = make_engine(migrated_url)
+    opened = []
+    sql_event.listen(engine, "connect", lambda *_: opened.append(1))
+    repo = SqlRepository(engine)
+    start = threading.Barrier(16)
+
+    def work(n: int) -> None:
+        start.wait()
+        for _ in range(10):
+            repo.lease_of(f"t{n}")
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.dispose()
+    assert 0 < len(opened) <= 16

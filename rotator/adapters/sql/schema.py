@@ -53,6 +53,12 @@ PG_CONNECT_TIMEOUT_S = 5
 # them, and so keep every other replica from taking its targets over, for as long as the
 # connection lives: the server ends such a session after this long instead.
 PG_IDLE_IN_TRANSACTION = "10s"
+# Connections kept for reuse, on either database (they are opened only as needed): one per
+# thread that may hold one at once, 64 workers or `rotate --concurrency` at most plus the
+# heartbeat, the sweep and the health checks. SQLAlchemy's default of 5 closed and
+# reopened a connection for most transactions of 16 workers ("Connection pool is full,
+# discarding connection").
+POOL_SIZE = 64 + 4
 
 _UPGRADE_HINT = "run `rotator db upgrade`"
 # An arbitrary constant naming rotator's schema-upgrade lock among PostgreSQL advisory locks.
@@ -100,7 +106,7 @@ def make_engine(url: str, password: Secret | None = None) -> Engine:
     if name == SQLITE:
         if not parsed.query.get("uri"):  # a URI filename is SQLite's to resolve and create
             _create_private(_sqlite_file(url))
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, pool_size=POOL_SIZE)
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
     if name == POSTGRESQL:
@@ -110,7 +116,8 @@ def make_engine(url: str, password: Secret | None = None) -> Engine:
         connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         if password is not None:
             connect_args["password"] = password.reveal()
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
+                               connect_args=connect_args)
         event.listen(engine, "connect", _set_pg_session)
         return engine
     raise SchemaError(f"unsupported database {name!r}: use sqlite or postgresql", url=_safe(url))
