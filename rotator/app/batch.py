@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent import futures
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -79,14 +79,16 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                    reason: str | None = None, concurrency: int = 1,
                    on_result: Callable[[TargetResult], None] = lambda _result: None,
                    on_join: Callable[[Rotation], None] | None = None,
+                   on_wait: Callable[[Mapping[str, datetime]], None] | None = None,
                    ) -> list[TargetResult]:
     """Rotate each target, ``concurrency`` at a time; ``reason`` (why an operator asked) is
     kept with each rotation this starts.
 
     A target with a rotation in flight has that rotation seen to its end (``on_join`` is
     told of it), and never a second one started after it: two shells asking for the same
-    rotation get one rotation and one key switch. An interrupt (Ctrl-C) starts nothing
-    more, parks the running rotations at their next step boundary, and is raised again.
+    rotation get one rotation and one key switch. ``on_wait`` hears, about once a second,
+    the grace deadlines being waited out. An interrupt (Ctrl-C) starts nothing more, parks
+    the running rotations at their next step boundary, and is raised again.
     """
     specs = {name: rt.spec(name) for name in names}  # unknown names fail before anything runs
     stop = threading.Event()
@@ -115,6 +117,9 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                     result, grace_ends = future.result()
                     if grace_ends is not None:
                         waiting[name] = grace_ends
+                        log.info("grace_waiting", target=name,
+                                 rotation_id=result.rotation_id,
+                                 until=grace_ends.isoformat(timespec="seconds"))
                         continue
                     if result.outcome == "lease_held" and name in after_grace:
                         # Another shell or replica is finishing the rotation followed:
@@ -128,6 +133,8 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                     del waiting[name]
                     after_grace.add(name)
                     running[pool.submit(turn, name, lease_after_grace)] = name
+                if waiting and on_wait is not None:
+                    on_wait(dict(waiting))
                 if waiting and time.monotonic() - renewed >= _RENEW_EVERY_SECONDS:
                     renewed = time.monotonic()
                     renew_vault_token(rt)

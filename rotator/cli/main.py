@@ -274,8 +274,10 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     from rotator.app import operations as service  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli.countdown import GraceCountdown  # noqa: PLC0415
 
     config = _config(args)
+    countdown: GraceCountdown | None = None
     if args.all == bool(args.targets):
         raise UsageError("name one or more targets, or --all (not both)")
     names = sorted(config.targets) if args.all else list(dict.fromkeys(args.targets))
@@ -288,13 +290,21 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
                 print(f"{plan.target}:")
                 print("\n".join(f"  {line}" for line in plan.lines))
             return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+        countdown = GraceCountdown(sys.stderr) if sys.stderr.isatty() else None
+
+        def progress(result: TargetResult) -> None:
+            if countdown is not None:
+                countdown.clear()
+            print(report.render_progress(result), flush=True)
+
         results = service.rotate_targets(
             rt, names, grace=args.grace, actor=service.whoami_actor(),
             lease_wait=args.wait_lease, reason=args.reason, concurrency=args.concurrency,
-            on_result=lambda result: print(report.render_progress(result), flush=True),
-            on_join=_say_joined)
+            on_result=progress, on_join=_say_joined, on_wait=countdown)
     finally:
         rt.close()
+        if countdown is not None:
+            countdown.clear()
     print(report.render_summary(results))
     return rotate_exit_code(results)
 

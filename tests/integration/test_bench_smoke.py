@@ -43,7 +43,7 @@ def test_rotation_latency_bench_times_a_rotation_on_each_database() -> None:
 
 
 def test_idle_bench_measures_two_fleets_at_rest() -> None:
-    out = run("idle.py", "--targets", "20", "--small", "5", "--idle", "2", "--poll", "0.5")
+    out = run("idle.py", "--targets", "20", "--small", "5", "--idle", "1", "--poll", "0.25")
     rows = re.findall(r"^ +(5|20) +\d+\.\d\d +\d+\.\d +\d+\.\d\d +(\d+) +", out, re.M)
     assert [size for size, _ in rows] == ["5", "20"], out
     assert all(int(sweeps) > 0 for _, sweeps in rows), out
