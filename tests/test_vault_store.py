@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -447,3 +449,29 @@ def test_kubernetes_login(openbao: OpenBao, tmp_path: Path,
             assert_clean(refused.value, jwt)
     finally:
         openbao_root_client.sys.disable_auth_method(mount)  # type: ignore[no-untyped-call]
+
+
+def test_sixteen_threads_at_once_reuse_their_vault_connections(
+        store: VaultStore, ref: SecretRef, caplog: pytest.LogCaptureFixture) -> None:
+    """Sixteen workers reading Vault at once keep their connections (a pool of 10 closed
+    and reopened them: urllib3's "Connection pool is full, discarding connection")."""
+    store.write(ref, key(), cas=0, custom_metadata={})
+    start = threading.Barrier(16)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        start.wait()
+        try:
+            for _ in range(5):
+                store.read_current(ref)
+        except BaseException as exc:   # reported below, all joined
+            failures.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        threads = [threading.Thread(target=read) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()], caplog.text

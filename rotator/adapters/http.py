@@ -275,13 +275,19 @@ class _WatchedTlsPool(HTTPSConnectionPool):
 
 _WATCHED_POOLS = {"http": _WatchedPool, "https": _WatchedTlsPool}
 
+# Connections to one server kept for reuse (opened only as needed): one per thread that may
+# hold one at once, 64 workers or `rotate --concurrency` at most, plus the heartbeat, the
+# sweep and the health checks. requests' default of 10 made 16 workers close and reopen
+# connections to Vault ("Connection pool is full, discarding connection").
+KEPT_CONNECTIONS = 64 + 4
+
 
 class _GuardedAdapter(HTTPAdapter):
     """requests' adapter with the factory's guards: deadline, no redirect, capped body."""
 
     def __init__(self, timeout: float, service: str) -> None:
         self._timeout, self._service = timeout, service
-        super().__init__()
+        super().__init__(pool_maxsize=KEPT_CONNECTIONS)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
