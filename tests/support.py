@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from socketserver import BaseServer
@@ -75,3 +75,23 @@ provider = "count"
 service_account = "sa_1"
 vault_path = "count/app"
 """
+
+
+def all_at_once(count: int, work: Callable[[], object]) -> list[BaseException]:
+    """``work`` on ``count`` threads released together; what any of them raised."""
+    start = threading.Barrier(count)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            work()
+        except BaseException as exc:   # returned, every thread joined
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures

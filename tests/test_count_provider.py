@@ -6,7 +6,6 @@ No network and no real sleeping: every provider gets a recording no-op ``sleep``
 from __future__ import annotations
 
 import json
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ from rotator.core.model import KeyRecord
 from rotator.core.ports import Deletion, Identity, KeyProvider
 from rotator.core.secret import Secret
 from rotator.emulator import Emulator
-from tests.support import exception_chain
+from tests.support import all_at_once, exception_chain
 
 BASE = "https://count.test"
 ADMIN_VALUE = "ck_admin_S3CRET_do_not_leak_0001"
@@ -698,25 +697,15 @@ def test_threads_sharing_a_key_spend_each_window_whole_and_never_storm_a_real_se
     key = Secret(account.secret)
     policy = RetryPolicy(max_attempts=5, max_elapsed=30.0, max_retry_after=5.0)
     calls: list[CallRecord] = []
-    failures: list[BaseException] = []
     with CountProvider(emu.url, retry=policy, on_call=calls.append) as provider:
         provider.whoami(key)                 # the window, learnt before the rush
-        start = threading.Barrier(8)
 
         def work() -> None:
-            start.wait()
-            try:
-                for _ in range(3):
-                    provider.whoami(key)
-            except BaseException as exc:     # reported below, all joined
-                failures.append(exc)
+            for _ in range(3):
+                provider.whoami(key)
 
         began = time.monotonic()
-        workers = [threading.Thread(target=work) for _ in range(8)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        failures = all_at_once(8, work)
         took = time.monotonic() - began
     assert failures == []
     # None is seen here; the bound is the one rotator promises (one per window at most,

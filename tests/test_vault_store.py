@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from tests.fixtures.openbao import (
     stop_openbao,
     vault_client,
 )
-from tests.support import serving
+from tests.support import all_at_once, serving
 
 TINY_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.001, max_elapsed=5)
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -456,22 +455,11 @@ def test_sixteen_threads_at_once_reuse_their_vault_connections(
     """Sixteen workers reading Vault at once keep their connections (a pool of 10 closed
     and reopened them: urllib3's "Connection pool is full, discarding connection")."""
     store.write(ref, key(), cas=0, custom_metadata={})
-    start = threading.Barrier(16)
-    failures: list[BaseException] = []
 
     def read() -> None:
-        start.wait()
-        try:
-            for _ in range(5):
-                store.read_current(ref)
-        except BaseException as exc:   # reported below, all joined
-            failures.append(exc)
+        for _ in range(5):
+            store.read_current(ref)
 
     with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
-        threads = [threading.Thread(target=read) for _ in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert failures == []
+        assert all_at_once(16, read) == []
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()], caplog.text
