@@ -64,6 +64,7 @@ def _reason(text: str) -> str:
 MAX_CONCURRENCY = 64
 # The config read when neither --config nor $ROTATOR_CONFIG names one.
 DEFAULT_CONFIG = "rotator.toml"
+CONFIG_ENV = "ROTATOR_CONFIG"
 
 
 def _concurrency(text: str) -> int:
@@ -96,9 +97,9 @@ def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--config", "-c", type=Path, metavar="FILE",
-                        default=default(Path(os.environ.get("ROTATOR_CONFIG", DEFAULT_CONFIG))),
-                        help=f"config file (default: $ROTATOR_CONFIG or ./{DEFAULT_CONFIG})")
+    # None: neither --config nor $ROTATOR_CONFIG named one (``_config_path`` says which).
+    parser.add_argument("--config", "-c", type=Path, metavar="FILE", default=default(None),
+                        help=f"config file (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
     parser.add_argument("--log-format", choices=["auto", "json", "console"],
                         default=default(None),
                         help="log lines on stderr as JSON or for a console (default: "
@@ -292,7 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    return load_config(_config_path(args.config))
+
+
+def _config_path(given: Path | None) -> Path:
+    """The config file to read: ``--config``, else ``$ROTATOR_CONFIG``, else the default,
+    which must exist: a newcomer without one is told the two ways to name another."""
+    if given is not None:
+        return given
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG)
+    if not default.exists():
+        raise ConfigError(f"no config file: {default.absolute()} does not exist; name one "
+                          f"with --config FILE or ${CONFIG_ENV}", file=default)
+    return default
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -460,7 +475,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from rotator.app.database import chain_key, database_password  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
-    path = args.file or args.config
+    path = args.file or _config_path(args.config)
     config = load_config(path)
     problems: dict[str, str] = {}
     for check in (database_password, management_keys, vault_auth, chain_key):

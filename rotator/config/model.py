@@ -7,6 +7,7 @@ an environment variable (``*_env``) or a file (``*_file``) instead; see ``secret
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterable
@@ -254,8 +255,10 @@ class Config(Frozen):
         target = self.targets.get(name)
         if target is None:
             where = f" in {self.source}" if self.source is not None else ""
+            close = difflib.get_close_matches(name, self.targets, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"unknown target {name!r}{where} "
-                             f"(configured: {', '.join(sorted(self.targets))})")
+                             f"(configured: {', '.join(sorted(self.targets))}){hint}")
         return target
 
     def require_targets(self, names: Iterable[str]) -> None:
