@@ -75,6 +75,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "rotator demo",
         "rotator demo --grace 10s",
     ),
+    "completion": (
+        "rotator completion bash > ~/.local/share/bash-completion/completions/rotator",
+        "rotator completion zsh > \"${fpath[1]}/_rotator\"",
+        "rotator completion fish > ~/.config/fish/completions/rotator.fish",
+    ),
 }
 
 

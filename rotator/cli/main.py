@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rotator import __version__
+from rotator.cli.completion import SHELLS, script
 from rotator.cli.examples import epilog
 from rotator.config.model import Config, load_config
 from rotator.core.durations import parse_duration
@@ -210,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--grace", type=_duration, default=3.0, metavar="DURATION",
                       help="the demo rotations' grace window (default: 3s)")
     demo.set_defaults(handler=_cmd_demo)
+
+    completion = commands.add("completion", "print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL",
+                            help=f"the shell to complete for: {', '.join(SHELLS)}")
+    completion.set_defaults(handler=_cmd_completion)
     return parser
 
 
@@ -487,6 +493,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: secrets named by the config cannot be read", problems,
                           file=path)
     print(f"{path}: ok ({len(config.targets)} target(s), {len(config.providers)} provider(s))")
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(script(args.shell, build_parser()))
     return EXIT_OK
 
 
