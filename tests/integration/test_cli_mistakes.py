@@ -80,3 +80,34 @@ def test_a_target_close_to_none_lists_them_without_a_guess(tmp_path: Path) -> No
     assert result.returncode == 2, result.stderr
     assert "(configured: billing-export, ci-deployer)" in result.stderr
     assert "did you mean" not in result.stderr
+
+
+NO_VAULT_URL = CONFIG.replace('url = "http://127.0.0.1:8200"\n', "")
+SECRETS = {"MISTAKES_VAULT_TOKEN": "t-mistakes", "MISTAKES_COUNT_KEY": "k-mistakes"}
+
+
+def test_check_config_takes_vault_addr_when_the_config_has_no_url(tmp_path: Path) -> None:
+    (tmp_path / "rotator.toml").write_text(NO_VAULT_URL)
+    result = _rotator(tmp_path, "check-config",
+                      env={**SECRETS, "VAULT_ADDR": "https://vault.example.com:8200"})
+    assert result.returncode == 0, result.stderr
+    assert "rotator.toml: ok (2 target(s), 1 provider(s))" in result.stdout
+
+
+def test_check_config_prefers_the_config_s_url_to_vault_addr(tmp_path: Path) -> None:
+    (tmp_path / "rotator.toml").write_text(CONFIG)
+    # Plain http to a remote host is refused: were VAULT_ADDR read, this would be exit 2.
+    result = _rotator(tmp_path, "check-config",
+                      env={**SECRETS, "VAULT_ADDR": "http://vault.example.com:8200"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_config_without_a_vault_url_anywhere_names_both(tmp_path: Path) -> None:
+    (tmp_path / "rotator.toml").write_text(NO_VAULT_URL)
+    env = {k: v for k, v in os.environ.items() if k != "VAULT_ADDR"}
+    result = subprocess.run([sys.executable, "-m", "rotator", "check-config"], cwd=tmp_path,
+                            env={**env, **SECRETS}, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "vault.url: required key is missing: write [vault] url, or set $VAULT_ADDR" \
+        in result.stderr
