@@ -10,7 +10,6 @@ another process; for verify, a source that could not be read and no finding othe
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from rotator import __version__
+from rotator.cli.completion import SHELLS, script
+from rotator.cli.examples import epilog
 from rotator.config.model import Config, load_config
 from rotator.core.durations import parse_duration
 from rotator.core.errors import (
@@ -62,6 +63,9 @@ def _reason(text: str) -> str:
 
 
 MAX_CONCURRENCY = 64
+# The config read when neither --config nor $ROTATOR_CONFIG names one.
+DEFAULT_CONFIG = "rotator.toml"
+CONFIG_ENV = "ROTATOR_CONFIG"
 
 
 def _concurrency(text: str) -> int:
@@ -94,30 +98,58 @@ def _common_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--config", "-c", type=Path,
-                        default=default(Path(os.environ.get("ROTATOR_CONFIG", "rotator.toml"))),
-                        help="config file (default: $ROTATOR_CONFIG or ./rotator.toml)")
+    # None: neither --config nor $ROTATOR_CONFIG named one (``_config_path`` says which).
+    parser.add_argument("--config", "-c", type=Path, metavar="FILE", default=default(None),
+                        help=f"config file (default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG})")
     parser.add_argument("--log-format", choices=["auto", "json", "console"],
                         default=default(None),
-                        help="default: [logging] format for run, else auto")
+                        help="log lines on stderr as JSON or for a console (default: "
+                             "[logging] format for run, else auto: console on a terminal)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default=default(None),
-                        help="default: [logging] level for run, else warning")
+                        help="the least severe log lines shown (default: [logging] level "
+                             "for run, else warning)")
+
+
+class _Commands:
+    """Adds a command's parser with its one-line summary, description and examples."""
+
+    def __init__(self, sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                 common: argparse.ArgumentParser, prefix: str = "") -> None:
+        self._sub, self._common, self._prefix = sub, common, prefix
+
+    def add(self, name: str, summary: str, *, description: str | None = None,
+            ) -> argparse.ArgumentParser:
+        words = f"{self._prefix} {name}".strip()
+        return self._sub.add_parser(
+            name, parents=[self._common], help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}."
+                        + (f"\n\n{description}" if description else ""),
+            epilog=epilog(words), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def nested(self, parser: argparse.ArgumentParser, name: str) -> _Commands:
+        sub = parser.add_subparsers(dest=f"{name.replace('-', '_')}_command", required=True,
+                                    metavar="ACTION", help="one of:")
+        return _Commands(sub, self._common, f"{self._prefix} {name}".strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotator", description=(
-        "Rotate SaaS service-account API keys into Vault without downtime."))
-    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    parser = argparse.ArgumentParser(
+        prog="rotator",
+        description="Rotate SaaS service-account API keys into Vault without downtime.",
+        epilog=epilog(""), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}",
+                        help="print rotator's version and exit")
     _common_options(parser, defaults=True)
     # The same options after the command ("rotator run --config F"); SUPPRESS keeps a
     # command's parser from overwriting a value given before the command.
     common = argparse.ArgumentParser(add_help=False)
     _common_options(common, defaults=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add = functools.partial(sub.add_parser, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of:")
+    commands = _Commands(sub, common)
 
-    run = add("run", help="the daemon: rotate on schedule; serve health and metrics")
+    run = commands.add("run", "the daemon: rotate on schedule; serve health and metrics")
     run.add_argument("--rotate", action="append", default=[], metavar="TARGET",
                      help="rotate this target now, then keep running (repeatable)")
     run.add_argument("--rotate-all", action="store_true", help="rotate every target now")
@@ -128,10 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "CronJob)")
     run.set_defaults(handler=_cmd_run)
 
-    rotate = add("rotate", help="rotate targets now, in the foreground")
-    rotate.add_argument("targets", nargs="*", metavar="TARGET")
+    rotate = commands.add("rotate", "rotate targets now, in the foreground")
+    rotate.add_argument("targets", nargs="*", metavar="TARGET",
+                        help="a target of the config's [targets] (or --all)")
     rotate.add_argument("--all", action="store_true", help="every configured target")
-    rotate.add_argument("--grace", type=_duration, default=None,
+    rotate.add_argument("--grace", type=_duration, default=None, metavar="DURATION",
                         help="override the grace window ('0s' for a leaked key)")
     rotate.add_argument("--wait-lease", type=_duration, default=0.0, metavar="DURATION",
                         help="wait this long for another process's lease on a target")
@@ -145,38 +178,44 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{MANUAL_REASON_LIMIT} characters)")
     rotate.set_defaults(handler=_cmd_rotate)
 
-    verify = add("verify", help="check the invariants: Vault, the provider and SQL agree")
+    verify = commands.add("verify", "check the invariants: Vault, the provider and SQL agree")
     verify.add_argument("targets", nargs="*", metavar="TARGET", help="default: every target")
     verify.set_defaults(handler=_cmd_verify)
 
-    status = add("status", help="each target's key, age and last result")
+    status = commands.add("status", "each target's key, age and last result")
     status.set_defaults(handler=_cmd_status)
 
-    _add_audit(add(
-        "audit", help="the audit trail: show it, verify its chain, export it",
+    audit = commands.add(
+        "audit", "the audit trail: show it, verify its chain, export it",
         description="`rotator audit [TARGET]` means `rotator audit show [TARGET]`; to show "
-                    "a target called show, verify or export, write `rotator audit show NAME`."
-    ), common)
+                    "a target called show, verify or export, write `rotator audit show NAME`.")
+    _add_audit(commands.nested(audit, "audit"))
 
-    db = add("db", help="database schema")
-    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_add = functools.partial(db_sub.add_parser, parents=[common])
-    db_add("upgrade", help="apply the migrations").set_defaults(handler=_cmd_db_upgrade)
-    db_add("current", help="show the schema revision").set_defaults(
+    db = commands.add("db", "database schema: apply or show the migrations")
+    db_commands = commands.nested(db, "db")
+    db_commands.add("upgrade", "apply the migrations").set_defaults(handler=_cmd_db_upgrade)
+    db_commands.add("current", "show the schema revision").set_defaults(
         handler=_cmd_db_current)
 
-    check = add("check-config", help="validate a config file")
-    check.add_argument("file", type=Path, nargs="?")
+    check = commands.add("check-config", "validate a config file and read the secrets it names")
+    check.add_argument("file", type=Path, nargs="?", metavar="FILE",
+                       help="the config to check (default: --config's)")
     check.set_defaults(handler=_cmd_check_config)
 
     from rotator.emulator import cli as emulator_cli  # noqa: PLC0415 (keeps startup light)
-    emulator = add("emulator", help="run the Count emulator")
+    emulator = commands.add("emulator", "run the Count emulator")
     emulator_cli.add_arguments(emulator)
     emulator.set_defaults(handler=emulator_cli.run)
 
-    demo = add("demo", help="emulator + OpenBao + SQLite: two real rotations")
-    demo.add_argument("--grace", type=_duration, default=3.0)
+    demo = commands.add("demo", "emulator + OpenBao + SQLite: two real rotations")
+    demo.add_argument("--grace", type=_duration, default=3.0, metavar="DURATION",
+                      help="the demo rotations' grace window (default: 3s)")
     demo.set_defaults(handler=_cmd_demo)
+
+    completion = commands.add("completion", "print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS, metavar="SHELL",
+                            help=f"the shell to complete for: {', '.join(SHELLS)}")
+    completion.set_defaults(handler=_cmd_completion)
     return parser
 
 
@@ -198,24 +237,32 @@ def _audit_shows_by_default(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def _add_audit(audit: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    audit_add = functools.partial(audit_sub.add_parser, parents=[common])
-    show = audit_add("show", help="print the audit trail from SQL (the default)")
-    show.add_argument("target", nargs="?")
-    show.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
-    show.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    show.add_argument("--limit", type=int, default=None)
-    show.set_defaults(handler=_cmd_audit)
-    chain = audit_add("verify", help="walk the hash chains; exit 1 on a broken link")
-    chain.add_argument("target", nargs="?", help="default: every target in the database")
-    chain.set_defaults(handler=_cmd_audit_verify)
-    export = audit_add("export", help="stream every audit row with its chain hash")
-    export.add_argument("target", nargs="?")
-    export.add_argument("--since", type=_since, default=None, help="'7d' or an ISO date")
-    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    export.set_defaults(handler=_cmd_audit_export)
+_SINCE_HELP = "only events since then: a duration back from now ('7d') or an ISO date"
 
+
+def _add_audit(audit: _Commands) -> None:
+    show = audit.add("show", "print the audit trail from SQL (the default)")
+    show.add_argument("target", nargs="?", metavar="TARGET",
+                      help="one target's events (default: every target's)")
+    show.add_argument("--since", type=_since, default=None, metavar="7d|DATE",
+                      help=_SINCE_HELP)
+    show.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                      help="a table for people, JSON or CSV for programs (default: table)")
+    show.add_argument("--limit", type=int, default=None, metavar="N",
+                      help="the N most recent events only (default: all)")
+    show.set_defaults(handler=_cmd_audit)
+    chain = audit.add("verify", "walk the hash chains; exit 1 on a broken link")
+    chain.add_argument("target", nargs="?", metavar="TARGET",
+                       help="default: every target in the database")
+    chain.set_defaults(handler=_cmd_audit_verify)
+    export = audit.add("export", "stream every audit row with its chain hash")
+    export.add_argument("target", nargs="?", metavar="TARGET",
+                        help="one target's rows (default: every target's)")
+    export.add_argument("--since", type=_since, default=None, metavar="7d|DATE",
+                        help=_SINCE_HELP)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                        help="one JSON object a line, or CSV with a header (default: jsonl)")
+    export.set_defaults(handler=_cmd_audit_export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +299,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    return load_config(_config_path(args.config))
+
+
+def _config_path(given: Path | None) -> Path:
+    """The config file to read: ``--config``, else ``$ROTATOR_CONFIG``, else the default,
+    which must exist: a newcomer without one is told the two ways to name another."""
+    if given is not None:
+        return given
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG)
+    if not default.exists():
+        raise ConfigError(f"no config file: {default.absolute()} does not exist; name one "
+                          f"with --config FILE or ${CONFIG_ENV}", file=default)
+    return default
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -430,7 +491,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     from rotator.app.database import chain_key, database_password  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
-    path = args.file or args.config
+    path = args.file or _config_path(args.config)
     config = load_config(path)
     problems: dict[str, str] = {}
     for check in (database_password, management_keys, vault_auth, chain_key):
@@ -442,6 +503,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: secrets named by the config cannot be read", problems,
                           file=path)
     print(f"{path}: ok ({len(config.targets)} target(s), {len(config.providers)} provider(s))")
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(script(args.shell, build_parser()))
     return EXIT_OK
 
 

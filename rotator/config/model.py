@@ -7,6 +7,8 @@ an environment variable (``*_env``) or a file (``*_file``) instead; see ``secret
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import tomllib
 from collections.abc import Iterable
@@ -35,6 +37,7 @@ from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, r
 from rotator.config.locate import KeyedProblem, problems_by_key
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
+from rotator.config.vault_addr import explain_vault_url, with_vault_addr
 from rotator.core.errors import ConfigError, UsageError
 from rotator.scheduling.schedule import Schedule
 
@@ -254,8 +257,10 @@ class Config(Frozen):
         target = self.targets.get(name)
         if target is None:
             where = f" in {self.source}" if self.source is not None else ""
+            close = difflib.get_close_matches(name, self.targets, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"unknown target {name!r}{where} "
-                             f"(configured: {', '.join(sorted(self.targets))})")
+                             f"(configured: {', '.join(sorted(self.targets))}){hint}")
         return target
 
     def require_targets(self, names: Iterable[str]) -> None:
@@ -290,10 +295,11 @@ def load_config(path: str | Path) -> Config:
     except RecursionError:   # tomllib recurses into nested arrays and inline tables
         raise ConfigError(f"{file}: not valid TOML: arrays or inline tables nested too deeply",
                           file=file) from None
+    data, url_from_env = with_vault_addr(data, os.environ)
     try:
         return Config.model_validate({**data, "source": file})
     except ValidationError as exc:
-        problems = problems_by_key(exc, text)
+        problems = explain_vault_url(problems_by_key(exc, text), url_from_env)
         count = len(problems)
         raise ConfigError(
             f"{file}: {count} problem{'s' if count != 1 else ''} in the config", problems,

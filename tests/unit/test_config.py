@@ -409,3 +409,37 @@ def test_an_auth_table_without_its_method_names_the_missing_key(tmp_path: Path) 
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, VALID.replace('method = "token"\n', "")))
     assert info.value.problems == {"vault.auth.method": "required key is missing"}
+
+
+NO_VAULT_URL = VALID.replace('url = "https://vault.example:8200"\n', "")
+
+
+def test_vault_addr_stands_in_for_a_missing_vault_url(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "https://bao.example:8200/")
+    assert load_config(write(tmp_path, NO_VAULT_URL)).vault.url == "https://bao.example:8200"
+
+
+def test_the_config_s_vault_url_wins_over_vault_addr(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "https://bao.example:8200")
+    assert load_config(write(tmp_path, VALID)).vault.url == "https://vault.example:8200"
+
+
+def test_no_vault_url_and_no_vault_addr_names_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VAULT_ADDR", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, NO_VAULT_URL))
+    assert caught.value.problems == {
+        "vault.url": "required key is missing: write [vault] url, or set $VAULT_ADDR"}
+
+
+def test_a_bad_vault_addr_is_named_as_the_url_s_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "vault.example:8200")   # no scheme
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, NO_VAULT_URL))
+    problem = caught.value.problems["vault.url"]
+    assert problem.startswith("invalid URL") and "$VAULT_ADDR" in problem
+    assert "vault.example" not in problem
