@@ -9,7 +9,9 @@ with ``&`` run in that shell's background until the test ends its process group.
 The only substitution: the values the README gives ``WORK``, ``EMULATOR_PORT`` and
 ``VAULT_PORT`` (its ports and working folder) become a tmp folder and two free ports.
 Everything else, the paths to the checkout's venv included, runs unchanged from the
-checkout's root. ``HOME`` is the tmp folder too, so nothing is written to the real one.
+checkout's root. ``HOME`` is the tmp folder too, so nothing is written to the real one,
+and the test's own ``VAULT_*``, ``BAO_*`` and ``ROTATOR_*`` variables are not passed on:
+the section must define every one it uses.
 """
 
 from __future__ import annotations
