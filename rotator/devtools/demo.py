@@ -46,13 +46,13 @@ interval = "100ms"
 provider = "count"
 service_account = "{sa_billing}"
 vault_mount = "secret"
-vault_path = "count/billing-export"
+vault_path = "rotator/count/billing-export"
 
 [targets.ci-deployer]
 provider = "count"
 service_account = "{sa_ci}"
 vault_mount = "secret"
-vault_path = "count/ci-deployer"
+vault_path = "rotator/count/ci-deployer"
 """
 
 
@@ -66,7 +66,7 @@ def run_demo(grace: float = 3.0) -> int:
         client = hvac.Client(url=vault.url, token=vault.root_token)
         for account in (billing, ci):
             client.secrets.kv.v2.create_or_update_secret(
-                path=f"count/{account.name}", secret={"api_key": account.secret},
+                path=f"rotator/count/{account.name}", secret={"api_key": account.secret},
                 mount_point="secret")
         client.adapter.close()
         config = Path(tmp) / "rotator.toml"
