@@ -141,7 +141,9 @@ def fill(engine: Engine, events: int, targets: int, seed: int) -> Filled:
                                            ("rotation_events", EVENT_COLUMNS, event_buffer)):
                 with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     copy.write(buffer.getvalue())
-        raw.commit()
+            # A transaction per batch: the engine ends a session idle in one while the
+            # next batch is built (idle_in_transaction_session_timeout).
+            raw.commit()
         cursor.execute("ANALYZE")
         raw.commit()
     finally:
