@@ -58,3 +58,18 @@ def test_throughput_bench_compares_rotator_with_the_floor() -> None:
     # The floor makes the design's minimal calls: 5 to the provider, 3 to Vault.
     assert (row.group(5), row.group(7)) == ("5.0", "3.0"), out
     assert float(row.group(8)) > 0 and float(row.group(9)) > 0, out
+
+
+def test_audit_bench_times_the_reads_of_a_filled_trail() -> None:
+    out = run("audit.py", "--events", "2000", "--targets", "20", "--runs", "3")
+    filled = re.search(r"^filled (\d+) events, (\d+) rotations, 20 targets", out, re.M)
+    assert filled and int(filled.group(1)) > 1500 and int(filled.group(2)) == 200, out
+    for read in ("history \\(audit show TARGET\\)", "status of one target \\(status\\)",
+                 "audit_key_lifetimes, one target", "audit_current_keys, one target",
+                 "audit_failed_rotations, 30 days", "audit_manual_rotations, one target"):
+        assert re.search(rf"^{read} +\d+\.\d\d +\d+\.\d\d$", out, re.M), (read, out)
+    assert re.search(r"^size rotation_events +\d+\.\d MiB \(indexes \d+\.\d MiB\)$", out,
+                     re.M), out
+    assert re.search(r"^bytes per rotation \(both tables, with indexes\) \d+$", out, re.M), out
+    assert re.search(r"^plan of history \(target t0\):\n  SELECT .*\n    \S", out, re.M), out
+    assert re.search(r"^seq scans: ", out, re.M), out
