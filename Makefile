@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/rotator demo
 
-TEST_JOBS ?= 3
+TEST_JOBS ?= 4
 
 test: venv  ## the whole suite, in TEST_JOBS worker processes (TEST_JOBS=0: in this one)
 	$(PY) -m pytest -n $(TEST_JOBS)

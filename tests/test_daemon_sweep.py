@@ -351,3 +351,22 @@ def test_between_full_sweeps_only_the_targets_whose_look_has_come_are_read(
     assert reads == []
     f.at(START + timedelta(hours=1, seconds=1))     # due: rotated
     assert all(len(_completed(f, f"t{i}")) == 2 for i in range(5))
+
+
+def test_a_queued_deletion_and_a_due_rotation_of_one_target_both_run_in_one_sweep(
+        fleet: Callable[..., Fleet]) -> None:
+    """With real workers too: one job holds the target for both, in order (as two jobs the
+    rotation found the target busy and waited for a sweep that never found it free while
+    the deletion kept failing)."""
+    from rotator.core.errors import ProviderUnavailable  # noqa: PLC0415
+    f = fleet({"app": Schedule(every=DAY)}, grace=0)
+    f.provider.fail["delete_key"] = ProviderUnavailable("503")
+    f.sweep()
+    assert len(f.repo.all_pending_cleanups()) == 1
+    del f.provider.fail["delete_key"]
+    pool = WorkerPool(1)
+    f.sweeper.pool = pool
+    f.at(START + timedelta(days=1, seconds=1))      # due again, a deletion still queued
+    assert pool.join(10)
+    assert f.repo.all_pending_cleanups() == []
+    assert len(_completed(f, "app")) == 2

@@ -165,8 +165,8 @@ class Sweeper:
         elif manual:
             work = [w for w in work if w.kind is not WorkKind.START]
             work.append(Work(name, WorkKind.START, "manual"))
-        for item in work:
-            self._dispatch(item)
+        if work:
+            self._dispatch(work)
         self._look_again(name, decision.wake_at if decision.wake_at is not None
                          else now if decision.work or decision.due is not None
                          else _NEVER)
@@ -208,13 +208,17 @@ class Sweeper:
                 return None
         return None if self.stopping() else True
 
-    def _dispatch(self, work: Work) -> None:
-        if self.wait_for_workers and self._await_room(work.target) is None:
+    def _dispatch(self, work: list[Work]) -> None:
+        """One target's work, in order, as one job: a worker holds the target for the
+        whole of it (two jobs, the second found the target busy and was deferred, so a
+        deletion that kept failing kept a due rotation from ever starting)."""
+        target = work[0].target
+        if self.wait_for_workers and self._await_room(target) is None:
             return
-        if self.pool.submit(work.target, lambda: self.execute(work)):
-            self.touched.add(work.target)
+        if self.pool.submit(target, lambda: [self.execute(item) for item in work][-1]):
+            self.touched.add(target)
         else:
-            log.debug("work_deferred", target=work.target, kind=work.kind.value)
+            log.debug("work_deferred", target=target, kinds=[w.kind.value for w in work])
 
     def _forget_manual(self, target: str) -> None:
         with self._lock:
