@@ -106,7 +106,7 @@ class Sweeper:
         now = self.clock.now()
         running, cleanups = self._in_flight()
         manual = self.manual_pending()
-        look, later = self._to_look(now, set(running) | set(cleanups) | manual)
+        look, later = self._to_look(now, set(running) | set(cleanups) | manual, only, manual)
         history = self._history(look)
         wake: datetime | None = None
         for name, schedule in sorted(self.schedules.items()):
@@ -136,16 +136,20 @@ class Sweeper:
             self.sweeps += 1
         return wake
 
-    def _to_look(self, now: datetime, busy: set[str]) -> tuple[set[str], dict[str, datetime]]:
+    def _to_look(self, now: datetime, busy: set[str], only: set[str] | None,
+                 manual: set[str]) -> tuple[set[str], dict[str, datetime]]:
         """The targets this sweep decides (all of them in a full sweep; else those whose
         next look has come and the ``busy`` ones), and when each of the others is next due
-        a look."""
-        full = self._full_at is None or now - self._full_at >= FULL_SWEEP_EVERY
+        a look. A sweep limited to ``only`` (and ``manual``) reads no other target, and is
+        never the full one: the targets it leaves out are not decided."""
+        full = only is None and (
+            self._full_at is None or now - self._full_at >= FULL_SWEEP_EVERY)
         if full:
             self._full_at = now
         with self._lock:
             later = dict(self._next_look)
-        look = {name for name in self.schedules
+        names = self.schedules if only is None else (only | manual) & self.schedules.keys()
+        look = {name for name in names
                 if full or name in busy or later.get(name, now) <= now}
         return look, later
 
