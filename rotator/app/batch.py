@@ -99,7 +99,6 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     renew_vault_token(rt)
     turns = _Turns(rt, runner, specs, on_join, wait,
                    {"trigger": trigger, "actor": actor, "grace": grace, "reason": reason})
-    turn = turns.turn
     results: dict[str, TargetResult] = {}
     waiting: dict[str, datetime] = {}
     after_grace: set[str] = set()
@@ -109,7 +108,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
     with futures.ThreadPoolExecutor(max_workers=concurrency,
                                     thread_name_prefix="rotator-batch") as pool:
         try:
-            running = {pool.submit(turn, name, lease_wait): name for name in specs}
+            running = {pool.submit(turns.turn, name, lease_wait): name for name in specs}
             while running or waiting:
                 done = _next_done(rt, running, waiting)
                 for future in done:
@@ -124,7 +123,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                     if result.outcome == "lease_held" and name in after_grace:
                         # Another shell or replica is finishing the rotation followed:
                         # its result is ours.
-                        running[pool.submit(turn, name, lease_after_grace)] = name
+                        running[pool.submit(turns.turn, name, lease_after_grace)] = name
                         continue
                     results[name] = replace(result, elapsed=turns.elapsed(name))
                     on_result(results[name])
@@ -132,7 +131,7 @@ def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor:
                 for name in [n for n, ends in waiting.items() if ends <= now]:
                     del waiting[name]
                     after_grace.add(name)
-                    running[pool.submit(turn, name, lease_after_grace)] = name
+                    running[pool.submit(turns.turn, name, lease_after_grace)] = name
                 if waiting and on_wait is not None:
                     on_wait(dict(waiting))
                 if waiting and time.monotonic() - renewed >= _RENEW_EVERY_SECONDS:
