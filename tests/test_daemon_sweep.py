@@ -8,7 +8,7 @@ decision comes from what the store holds, as in production.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, ItemsView, Iterator, KeysView
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -351,6 +351,49 @@ def test_between_full_sweeps_only_the_targets_whose_look_has_come_are_read(
     assert reads == []
     f.at(START + timedelta(hours=1, seconds=1))     # due: rotated
     assert all(len(_completed(f, f"t{i}")) == 2 for i in range(5))
+
+
+class CountedSchedules(dict[str, Schedule]):
+    """The sweeper's schedules, counting every walk over them (not the lookups by name)."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[str]:
+        self.walks += 1
+        return super().__iter__()
+
+    def keys(self) -> KeysView[str]:    # type: ignore[override]
+        self.walks += 1
+        return super().keys()
+
+    def items(self) -> ItemsView[str, Schedule]:    # type: ignore[override]
+        self.walks += 1
+        return super().items()
+
+
+def test_between_full_sweeps_a_sweep_walks_no_target_it_does_not_decide(
+        fleet: Callable[..., Fleet]) -> None:
+    """Its CPU follows the targets whose look came, not the fleet: the next looks are kept in
+    time order, and the earliest of them is the sweep's wake-up."""
+    schedules = CountedSchedules({f"t{i}": Schedule(every=3600.0 * (i + 1)) for i in range(4)})
+    f = fleet(schedules, grace=0.0)
+    f.sweep()
+    f.at(START + timedelta(minutes=1))              # the ones that just ended: decided again
+    schedules.walks = 0
+    for minute in range(2, 5):
+        wake = f.at(START + timedelta(minutes=minute))
+        assert wake is not None and wake - START == timedelta(hours=1)   # t0's due time
+    assert schedules.walks == 0
+    f.at(START + timedelta(hours=1, seconds=1))     # a full one again: walks them all
+    assert [len(_completed(f, f"t{i}")) for i in range(4)] == [2, 1, 1, 1]
+    schedules.walks = 0
+    f.at(START + timedelta(hours=1, seconds=30))    # t0 just ended here: decided again
+    assert f.at(START + timedelta(hours=1, minutes=1)) == START + timedelta(hours=2)
+    assert schedules.walks == 0
+    # Many moves of the same looks leave the heap in proportion to the fleet.
+    for _ in range(300):
+        f.sweeper._look_again("t3", START + timedelta(days=1))
+    assert len(f.sweeper._look_heap) <= 2 * len(schedules) + 64
 
 
 def test_a_queued_deletion_and_a_due_rotation_of_one_target_both_run_in_one_sweep(

@@ -8,6 +8,7 @@ both saw a target due start one rotation between them, not two.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ _NO_HISTORY = ScheduleFacts(None, 0, None)
 FULL_SWEEP_EVERY = timedelta(minutes=5)
 # Looking again at this: a schedule that never fires (until the next full sweep).
 _NEVER = datetime.max.replace(tzinfo=UTC)
+# The heap of next looks is rebuilt when stale entries (looks moved since) outnumber the
+# live ones this many times over, so it stays in proportion to the fleet.
+_HEAP_SLACK = 2
 # Targets read by name up to this many (an IN list), all of them past it.
 _SUBSET_READ_MAX = 500
 _ROOM_POLL_SECONDS = 0.5
@@ -85,6 +89,11 @@ class Sweeper:
     _manual: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next_look: dict[str, datetime] = field(default_factory=dict)   # see FULL_SWEEP_EVERY
+    # The same looks ordered by time, so a sweep finds the ones that came without walking
+    # the fleet; an entry whose time no longer matches ``_next_look`` is stale and skipped.
+    _look_heap: list[tuple[datetime, str]] = field(default_factory=list)
+    # Looked at by the next sweep whatever the time: their schedule just moved.
+    _look_next: set[str] = field(default_factory=set)
     _full_at: datetime | None = None
 
     def request(self, targets: Iterable[str]) -> None:
@@ -106,16 +115,10 @@ class Sweeper:
         now = self.clock.now()
         running, cleanups = self._in_flight()
         manual = self.manual_pending()
-        look, later = self._to_look(now, set(running) | set(cleanups) | manual, only, manual)
+        look, wake = self._to_look(now, set(running) | set(cleanups) | manual, only, manual)
         history = self._history(look)
-        wake: datetime | None = None
-        for name, schedule in sorted(self.schedules.items()):
-            if only is not None and name not in only and name not in manual:
-                continue
-            if name not in look:
-                if later[name] != _NEVER:
-                    wake = later[name] if wake is None else min(wake, later[name])
-                continue
+        for name in sorted(look):
+            schedule = self.schedules[name]
             waited = False
             if self.wait_for_workers:
                 room = self._await_room(name)
@@ -137,21 +140,54 @@ class Sweeper:
         return wake
 
     def _to_look(self, now: datetime, busy: set[str], only: set[str] | None,
-                 manual: set[str]) -> tuple[set[str], dict[str, datetime]]:
+                 manual: set[str]) -> tuple[set[str], datetime | None]:
         """The targets this sweep decides (all of them in a full sweep; else those whose
-        next look has come and the ``busy`` ones), and when each of the others is next due
-        a look. A sweep limited to ``only`` (and ``manual``) reads no other target, and is
-        never the full one: the targets it leaves out are not decided."""
+        next look has come and the ``busy`` ones), and the earliest next look of the
+        others. A sweep limited to ``only`` (and ``manual``) reads no other target, and is
+        never the full one: the targets it leaves out are not decided.
+
+        Between full sweeps the cost follows the targets whose look came, not the fleet:
+        they are popped off a heap ordered by time."""
         full = only is None and (
             self._full_at is None or now - self._full_at >= FULL_SWEEP_EVERY)
         if full:
             self._full_at = now
         with self._lock:
-            later = dict(self._next_look)
-        names = self.schedules if only is None else (only | manual) & self.schedules.keys()
-        look = {name for name in names
-                if full or name in busy or later.get(name, now) <= now}
-        return look, later
+            if only is not None:
+                names = (only | manual) & self.schedules.keys()
+                look = {name for name in names if name in busy or name in self._look_next
+                        or self._next_look.get(name, now) <= now}
+                later = [self._next_look[name] for name in names - look
+                         if name in self._next_look]
+                return look, min((at for at in later if at != _NEVER), default=None)
+            if full:
+                self._look_next.clear()
+                return set(self.schedules), None
+            look = {name for name in busy | self._look_next if name in self.schedules}
+            self._look_next.clear()
+            while self._look_heap and self._look_heap[0][0] <= now:
+                at, name = heapq.heappop(self._look_heap)
+                if self._next_look.get(name) == at:
+                    look.add(name)
+            return look, self._earliest_look(look)
+
+    def _earliest_look(self, besides: set[str]) -> datetime | None:
+        """The first next look still to come of a target not in ``besides`` (lock held).
+
+        Walks the heap from its top only past stale entries (dropped) and the targets of
+        ``besides`` (put back), so it costs what this sweep looks at, not the fleet."""
+        heap, kept, found = self._look_heap, [], None
+        while heap:
+            at, name = heapq.heappop(heap)
+            if self._next_look.get(name) != at:
+                continue   # stale: that target's look moved since
+            kept.append((at, name))
+            if name not in besides:
+                found = at
+                break
+        for entry in kept:
+            heapq.heappush(heap, entry)
+        return found
 
     def _decide(self, name: str, schedule: Schedule, facts: ScheduleFacts,
                 running: Rotation | None, cleanups: int, manual: bool,
@@ -188,8 +224,16 @@ class Sweeper:
         with self._lock:
             if at is None:
                 self._next_look.pop(target, None)
-            else:
-                self._next_look[target] = at
+                self._look_next.add(target)
+                return
+            self._look_next.discard(target)
+            self._next_look[target] = at
+            if at != _NEVER:
+                heapq.heappush(self._look_heap, (at, target))
+                if len(self._look_heap) > _HEAP_SLACK * len(self._next_look) + 64:
+                    self._look_heap = [(when, name) for name, when in self._next_look.items()
+                                       if when != _NEVER]
+                    heapq.heapify(self._look_heap)
 
     def _in_flight(self) -> tuple[dict[str, Rotation], dict[str, int]]:
         """The running rotations and the number of queued key deletions, by target."""
