@@ -79,7 +79,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0005"
+    assert head_revision() == schema.SCHEMA_HEAD
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -284,6 +284,21 @@ def test_migrations_match_the_tables_module(migrated_url: str) -> None:
     assert diff == []
 
 
+def test_the_schema_the_code_requires_is_the_newest_migration() -> None:
+    """A new migration moves SCHEMA_HEAD with it, or every daemon refuses its database."""
+    assert head_revision() == schema.SCHEMA_HEAD
+
+
+def test_a_daemon_loads_no_alembic() -> None:
+    """Checking the schema reads alembic_version with plain SQL: Alembic and the scripts
+    (some 10 MiB) load for `rotator db` only."""
+    probe = ("import sys, rotator.cli.main, rotator.daemon.run; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_check_schema_refuses_an_empty_database(database_url: str) -> None:
     with pytest.raises(SchemaError, match=r"has no rotator schema: run `rotator db upgrade`"):
         _check(database_url)
@@ -308,6 +323,7 @@ def test_check_schema_refuses_an_older_revision(
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
     (newer / "versions" / "0006_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
+    monkeypatch.setattr(schema, "SCHEMA_HEAD", "0006")   # a newer rotator's code
     assert head_revision() == "0006"
     with pytest.raises(
         SchemaError,

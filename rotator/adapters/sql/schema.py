@@ -17,22 +17,21 @@ import os
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 
 from rotator.adapters.sql.backend import POSTGRESQL, SQLITE, backend, is_sqlite
 from rotator.core.errors import ConfigError, SchemaError
 from rotator.core.secret import Secret
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = [
     "MIGRATIONS_PACKAGE",
+    "SCHEMA_HEAD",
     "alembic_config",
     "check_schema",
     "current_revision",
@@ -43,6 +42,11 @@ __all__ = [
 ]
 
 MIGRATIONS_PACKAGE = "rotator.migrations"
+# The revision this code's tables match: what the daemon (and every command but `db`)
+# requires. Alembic is imported only to upgrade: loaded, it and the migration scripts cost
+# a daemon some 10 MiB of memory and each readiness check a parse of every script.
+# tests/test_migrations.py holds this to Alembic's head.
+SCHEMA_HEAD = "0005"
 
 # How long SQLite waits for another writer before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -125,13 +129,17 @@ def make_engine(url: str, password: Secret | None = None) -> Engine:
 
 def alembic_config(directory: Path | None = None) -> Config:
     """An Alembic ``Config`` for rotator's migrations, built without any ini file."""
+    from alembic.config import Config  # noqa: PLC0415 (see SCHEMA_HEAD)
+
     cfg = Config()
     cfg.set_main_option("script_location", str(directory or migrations_dir()))
     return cfg
 
 
 def head_revision() -> str:
-    """The newest revision this code knows (the one ``upgrade`` goes to)."""
+    """The newest revision of the migration scripts (the one ``upgrade`` goes to)."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 (see SCHEMA_HEAD)
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise SchemaError("no migrations found", directory=str(migrations_dir()))
@@ -196,6 +204,9 @@ def _sqlite_upgrade_lock(url: str) -> Iterator[None]:
 
 
 def _upgrade(url: str, password: Secret | None) -> str:
+    from alembic import command  # noqa: PLC0415 (see SCHEMA_HEAD)
+    from alembic.util.exc import CommandError  # noqa: PLC0415 (see SCHEMA_HEAD)
+
     cfg = alembic_config()
     engine = make_engine(url, password)
     try:
@@ -216,8 +227,16 @@ def _upgrade(url: str, password: Secret | None) -> str:
 
 
 def _revision_of(engine: Engine) -> str | None:
+    """What ``alembic_version`` holds (in the URL's schema on PostgreSQL); ``None`` if the
+    table is not there. Read with plain SQL, so that checking needs no Alembic."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    if len(rows) > 1:
+        raise SchemaError("database schema has several Alembic heads: "
+                          + ", ".join(sorted(str(row[0]) for row in rows)))
+    return str(rows[0][0]) if rows else None
 
 
 def current_revision(url: str, password: Secret | None = None) -> str | None:
@@ -232,7 +251,7 @@ def current_revision(url: str, password: Secret | None = None) -> str | None:
 def check_schema(engine: Engine) -> None:
     """Raise ``SchemaError`` unless the database is exactly at this code's head revision."""
     current = _revision_of(engine)
-    head = head_revision()
+    head = SCHEMA_HEAD
     if current is None:
         raise SchemaError(f"database has no rotator schema: {_UPGRADE_HINT}")
     if current == head:
@@ -248,6 +267,9 @@ def check_schema(engine: Engine) -> None:
 
 
 def _is_known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 (see SCHEMA_HEAD)
+    from alembic.util.exc import CommandError  # noqa: PLC0415 (see SCHEMA_HEAD)
+
     try:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except CommandError:
