@@ -196,7 +196,7 @@ class Sweeper:
         self.metrics.ages.set(name, facts.last_completed)
         decision = planner.decide(name, schedule, facts, running, cleanups, now)
         if decision.due is not None:
-            self.metrics.next_due.labels(target=name).set(decision.due.at.timestamp())
+            self.metrics.next_due.set(name, decision.due.at.timestamp())
         work = list(decision.work)
         if manual and running is not None:
             # The rotation in flight is the one asked for: finish it, start no other.
