@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -247,7 +247,9 @@ class MemoryRepository:
         self.by_id[rotation.rotation_id] = rotation
 
     def save_rotation(self, rotation: Rotation, lease: Lease,
-                      ending: AuditEvent | None = None) -> None:
+                      ending: AuditEvent | None = None, *,
+                      notes: Sequence[AuditEvent] = (),
+                      renew_until: datetime | None = None) -> None:
         self._fence(rotation.target, lease)
         stored = self.by_id.get(rotation.rotation_id)
         if stored is None:
@@ -256,8 +258,9 @@ class MemoryRepository:
             raise RotationFinished("a finished rotation never changes",
                                    rotation_id=rotation.rotation_id)
         self.by_id[rotation.rotation_id] = rotation
-        if ending is not None:
-            self.record(ending, lease)
+        self.record_all([*notes, *([] if ending is None else [ending])], lease)
+        if renew_until is not None:
+            self.leases[lease.target] = (lease.holder, renew_until, lease.generation)
 
     def get_rotation(self, rotation_id: str) -> Rotation | None:
         return self.by_id.get(rotation_id)
@@ -267,9 +270,15 @@ class MemoryRepository:
                      if r.target == target and r.status is Status.RUNNING), None)
 
     def record(self, event: AuditEvent, lease: Lease) -> None:
-        self._fence(event.target, lease)
-        self.recorded.append(event if event.at is not None else replace(event, at=self._clock()))
-        self.generations.append(lease.generation)
+        self.record_all([event], lease)
+
+    def record_all(self, events: Sequence[AuditEvent], lease: Lease) -> None:
+        for event in events:
+            self._fence(event.target, lease)
+        for event in events:
+            self.recorded.append(event if event.at is not None
+                                 else replace(event, at=self._clock()))
+            self.generations.append(lease.generation)
 
     def open_intents(self, rotation_id: str) -> list[AuditEvent]:
         closed = {e.op_id for e in self.recorded if e.kind is EventKind.OUTCOME}

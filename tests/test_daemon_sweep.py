@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
+from rotator.adapters.sql.repository import SqlRepository
 from rotator.core.model import ScheduleFacts, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
@@ -413,3 +415,20 @@ def test_a_queued_deletion_and_a_due_rotation_of_one_target_both_run_in_one_swee
     assert pool.join(10)
     assert f.repo.all_pending_cleanups() == []
     assert len(_completed(f, "app")) == 2
+
+
+def test_a_rotation_writes_a_transaction_a_step_and_three_a_side_effect(
+        repository: SqlRepository) -> None:
+    """A step's notes, its state and the lease's renewal share one transaction; a side effect
+    takes its intent, the lease confirmed right before the call, and its outcome."""
+    f = Fleet(lambda now: SqlRepository(repository.engine, now),
+              {"t": Schedule(every=3600.0)}, grace=0.0)
+    commits: list[object] = []
+    event.listen(repository.engine, "commit", commits.append)
+    f.sweep()
+    assert len(_completed(f, "t")) == 1
+    steps = 6              # plan, create, verify, store, grace over, revoke
+    effects = 3            # create, Vault write, delete
+    lease = 2              # taken, released
+    started = 2            # the rotation's row, then its first note
+    assert len(commits) == steps + 3 * effects + lease + started

@@ -178,11 +178,15 @@ class RotationRepository(Protocol):
         ...
 
     def save_rotation(self, rotation: Rotation, lease: Lease,
-                      ending: AuditEvent | None = None) -> None:
+                      ending: AuditEvent | None = None, *,
+                      notes: Sequence[AuditEvent] = (),
+                      renew_until: datetime | None = None) -> None:
         """``RotationFinished`` if the stored rotation has already ended: it never changes.
 
-        ``ending``: the note that ends the rotation, appended in the same transaction as
-        its final state, so a finished rotation has its ending note exactly once.
+        In the same transaction as the state: ``notes`` (what the step found) appended,
+        then ``ending``, the note that ends the rotation, so a finished rotation has its
+        ending note exactly once; and, if given, the lease's expiry pushed to
+        ``renew_until`` (the write has just proved the lease ours).
         """
         ...
 
@@ -192,6 +196,10 @@ class RotationRepository(Protocol):
 
     def record(self, event: AuditEvent, lease: Lease) -> None:
         """Append one audit row (append-only), stamped with the lease's generation."""
+        ...
+
+    def record_all(self, events: Sequence[AuditEvent], lease: Lease) -> None:
+        """Append ``events`` in order, in one transaction: all of them or none."""
         ...
 
     def open_intents(self, rotation_id: str) -> list[AuditEvent]:

@@ -8,6 +8,11 @@ A trail belongs to one holding of a target's lease: every row is written under t
 ``Lease`` (the database refuses it once another holder took over), and every side effect
 is preceded by ``confirm``, which renews the lease or raises ``LeaseLost``, so a process
 that was frozen past its lease never makes a call after waking.
+
+What a step found (``note_with_step``: the key Vault held, a probe's answer) is written
+with the state the step saves, in its transaction, or with the next intent if a side
+effect comes first: a note never stands in the audit for a step whose state was not
+saved, and a rotation costs a transaction a step rather than one per row.
 """
 
 from __future__ import annotations
@@ -51,21 +56,51 @@ class AuditTrail:
         self.lease = lease
         # Renews the lease if it is still ours, else raises ``LeaseLost``.
         self._confirm = confirm
+        self._with_step: list[AuditEvent] = []   # see ``note_with_step``
 
     def _record(self, event: AuditEvent) -> None:
-        self._repo.record(event, self.lease)
+        self._repo.record_all([*self.take_step_notes(), event], self.lease)
+
+    def _note(self, rotation: Rotation, action: AuditAction, result: AuditResult | None,
+              key_id: str | None, fingerprint: str | None, vault_version: int | None,
+              request_id: str | None, detail: str | None) -> AuditEvent:
+        return AuditEvent(
+            rotation_id=rotation.rotation_id, target=rotation.target, step=rotation.step.value,
+            kind=EventKind.NOTE, action=action, result=result, key_id=key_id,
+            fingerprint=fingerprint, vault_version=vault_version, request_id=request_id,
+            detail=detail, at=self._clock.now(),
+        )
 
     def note(self, rotation: Rotation, action: AuditAction, *,
              result: AuditResult | None = AuditResult.OK,
              key_id: str | None = None, fingerprint: str | None = None,
              vault_version: int | None = None, request_id: str | None = None,
              detail: str | None = None) -> None:
-        self._record(AuditEvent(
-            rotation_id=rotation.rotation_id, target=rotation.target, step=rotation.step.value,
-            kind=EventKind.NOTE, action=action, result=result, key_id=key_id,
-            fingerprint=fingerprint, vault_version=vault_version, request_id=request_id,
-            detail=detail, at=self._clock.now(),
-        ))
+        """Append a note now (with any notes the step holds, before it)."""
+        self._record(self._note(rotation, action, result, key_id, fingerprint,
+                                vault_version, request_id, detail))
+
+    def note_with_step(self, rotation: Rotation, action: AuditAction, *,
+                       result: AuditResult | None = AuditResult.OK,
+                       key_id: str | None = None, fingerprint: str | None = None,
+                       vault_version: int | None = None, request_id: str | None = None,
+                       detail: str | None = None) -> None:
+        """A note of what the step in progress found: held until the step's state is
+        saved (``take_step_notes``) or the next row is written, whichever comes first.
+
+        A crash before then loses it with the step, which is then done again."""
+        self._with_step.append(self._note(rotation, action, result, key_id, fingerprint,
+                                          vault_version, request_id, detail))
+
+    def take_step_notes(self) -> list[AuditEvent]:
+        """The notes held for the step's save (and no longer held here)."""
+        taken, self._with_step = self._with_step, []
+        return taken
+
+    def write_step_notes(self) -> None:
+        """Write the notes held, if any, now: the step ends without a save."""
+        if self._with_step:
+            self._repo.record_all(self.take_step_notes(), self.lease)
 
     def ending(self, rotation: Rotation, *, old_key_pending: bool = False) -> AuditEvent:
         """The note that ends a finished rotation, spelt as its status in both columns;

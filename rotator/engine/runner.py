@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -280,7 +280,10 @@ class Runner:
             # A finished rotation's state and its ending note land together or not at all.
             ending = (trail.ending(new, old_key_pending=isinstance(outcome, m.RevokeDeferred))
                       if new.is_terminal else None)
-            self._repo.save_rotation(new, trail.lease, ending)
+            # The step's notes and the lease's renewal go with its state: one transaction.
+            self._repo.save_rotation(
+                new, trail.lease, ending, notes=trail.take_step_notes(),
+                renew_until=self._clock.now() + timedelta(seconds=self._lease_ttl))
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))
@@ -290,16 +293,16 @@ class Runner:
                 if blocked >= _ROLLBACK_TRIES or self._stopping():
                     return new
                 self._clock.sleep(self._rollback_retry_delay * blocked)
+                self._confirm(trail.lease)
             if new.is_terminal:
                 self._finished(new, rot.step.value)
             rot = new
-            self._confirm(trail.lease)
         return rot
 
     def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, trail: AuditTrail,
                  steps: StepRunner, unwind: Unwinder) -> m.Outcome:
         if action is m.Action.END_GRACE:
-            trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
+            trail.note_with_step(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
             return m.GraceElapsed()
         handlers = {
             m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,

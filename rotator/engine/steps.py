@@ -63,10 +63,10 @@ class StepRunner(StepBase):
         recorded = current.custom_metadata.get(VaultMetadataKey.KEY_ID)
         detail = None if recorded in (None, who.key_id) else (
             f"Vault metadata names key {recorded}; the probe says {who.key_id}")
-        self._trail.note(rot, AuditAction.PLAN, key_id=who.key_id,
-                         fingerprint=current.secret.fingerprint,
-                         vault_version=current.version, request_id=who.request_id,
-                         detail=detail)
+        self._trail.note_with_step(rot, AuditAction.PLAN, key_id=who.key_id,
+                                   fingerprint=current.secret.fingerprint,
+                                   vault_version=current.version, request_id=who.request_id,
+                                   detail=detail)
         return m.Planned(old_key_id=who.key_id, old_version=current.version)
 
     # -- create ---------------------------------------------------------------------
@@ -146,15 +146,16 @@ class StepRunner(StepBase):
                         f"new key authenticates as {who.service_account_id}/{who.key_id}, "
                         f"expected {spec.service_account}/{rot.new_key_id}",
                         FailureCode.WRONG_IDENTITY)
-                self._trail.note(rot, AuditAction.PROBE, key_id=rot.new_key_id,
-                                 fingerprint=rot.new_fingerprint, request_id=who.request_id,
-                                 detail=f"authenticated after {attempts} probe(s)")
+                self._trail.note_with_step(rot, AuditAction.PROBE, key_id=rot.new_key_id,
+                                           fingerprint=rot.new_fingerprint,
+                                           request_id=who.request_id,
+                                           detail=f"authenticated after {attempts} probe(s)")
                 return m.Verified()
             remaining = deadline - self._clock.now().timestamp()
             if remaining <= 0:
-                self._trail.note(rot, AuditAction.PROBE, result=AuditResult.ERROR,
-                                 key_id=rot.new_key_id,
-                                 detail=f"{attempts} probe(s) failed; last: {last}")
+                self._trail.note_with_step(rot, AuditAction.PROBE, result=AuditResult.ERROR,
+                                           key_id=rot.new_key_id,
+                                           detail=f"{attempts} probe(s) failed; last: {last}")
                 return m.StepFailed(f"new key did not authenticate within "
                                     f"{spec.probe_timeout:g}s ({attempts} probes; last: {last})",
                                     FailureCode.NEVER_AUTHENTICATED)
@@ -162,10 +163,10 @@ class StepRunner(StepBase):
             wait = min(wait * 2, _PROBE_BACKOFF_CAP)
 
     def discard(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
-        self._trail.note(rot, AuditAction.SECRET_LOST, result=AuditResult.UNKNOWN,
-                         key_id=rot.new_key_id,
-                         detail="restarted after create: the new key's secret is gone; "
-                                "it will be deleted and a new key created")
+        self._trail.note_with_step(rot, AuditAction.SECRET_LOST, result=AuditResult.UNKNOWN,
+                                   key_id=rot.new_key_id,
+                                   detail="restarted after create: the new key's secret is gone; "
+                                          "it will be deleted and a new key created")
         return m.SecretLost()
 
     # -- store ----------------------------------------------------------------------
@@ -196,10 +197,10 @@ class StepRunner(StepBase):
         except RotatorError as exc:
             return m.StepFailed(f"{type(exc).__name__}: {exc}", FailureCode.STORE_FAILED)
         same = back.version == version and back.secret.fingerprint == secret.fingerprint
-        self._trail.note(rot, AuditAction.READ_BACK,
-                         result=AuditResult.OK if same else AuditResult.ERROR,
-                         key_id=rot.new_key_id, fingerprint=back.secret.fingerprint,
-                         vault_version=back.version)
+        self._trail.note_with_step(rot, AuditAction.READ_BACK,
+                                   result=AuditResult.OK if same else AuditResult.ERROR,
+                                   key_id=rot.new_key_id, fingerprint=back.secret.fingerprint,
+                                   vault_version=back.version)
         if not same:
             return m.StepFailed(f"read-back of Vault version {back.version} does not match "
                                 f"the key written as version {version}",
@@ -243,9 +244,9 @@ class StepRunner(StepBase):
             return m.StepFailed(f"cannot learn whether the Vault write landed: {exc}",
                                 FailureCode.STORE_UNKNOWN)
         if m.vault_holds_new_key(rot, current.version, current.secret.fingerprint):
-            self._trail.note(rot, AuditAction.READ_BACK, key_id=rot.new_key_id,
-                             fingerprint=current.secret.fingerprint,
-                             vault_version=current.version,
-                             detail="resumed: the interrupted Vault write had landed")
+            self._trail.note_with_step(rot, AuditAction.READ_BACK, key_id=rot.new_key_id,
+                                       fingerprint=current.secret.fingerprint,
+                                       vault_version=current.version,
+                                       detail="resumed: the interrupted Vault write had landed")
             return m.Stored(version=current.version)
         return self.discard(rot, spec)

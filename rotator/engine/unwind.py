@@ -109,8 +109,9 @@ class Unwinder(StepBase):
 
     def _note_probe(self, rot: Rotation, result: AuditResult, fingerprint: str | None,
                     detail: str) -> None:
-        self._trail.note(rot, AuditAction.PROBE_REVOKED, result=result,
-                         key_id=rot.old_key_id, fingerprint=fingerprint, detail=detail)
+        self._trail.note_with_step(rot, AuditAction.PROBE_REVOKED, result=result,
+                                   key_id=rot.old_key_id, fingerprint=fingerprint,
+                                   detail=detail)
         if result is AuditResult.UNKNOWN:
             log.warning("revoked_key_unprobed", rotation_id=rot.rotation_id,
                         key_id=rot.old_key_id, detail=detail)
@@ -129,8 +130,9 @@ class Unwinder(StepBase):
         self._repo.add_cleanup(PendingCleanup(
             target=rot.target, service_account=spec.service_account, key_id=rot.old_key_id,
             rotation_id=rot.rotation_id, reason=why), self._clock.now(), self._trail.lease)
-        self._trail.note(rot, AuditAction.CLEANUP_QUEUED, result=AuditResult.DEFERRED,
-                         key_id=rot.old_key_id, detail=why)
+        self._trail.note_with_step(rot, AuditAction.CLEANUP_QUEUED,
+                                   result=AuditResult.DEFERRED, key_id=rot.old_key_id,
+                                   detail=why)
         log.warning("revoke_deferred", key_id=rot.old_key_id, reason=why)
         return m.RevokeDeferred(why)
 
@@ -232,6 +234,9 @@ class Unwinder(StepBase):
             except RotatorError as exc:
                 log.warning("cleanup_failed", key_id=item.key_id, error=str(exc))
                 continue
+            # No step saves after a cleanup: its probe's note is written before the queue
+            # lets the key go, so a crash cannot lose a key found still authenticating.
+            self._trail.write_step_notes()
             self._resolve(item)
             done += 1
         return done, len(items) - done - kept

@@ -257,8 +257,8 @@ def test_secret_lost_after_create_rows_discard_delete_and_recreate() -> None:
     created = Created(w)
     save = w.repo.save_rotation
 
-    def crash_at_verify(rot: Rotation, lease: Any, ending: Any = None) -> None:
-        save(rot, lease, ending)
+    def crash_at_verify(rot: Rotation, lease: Any, ending: Any = None, **more: Any) -> None:
+        save(rot, lease, ending, **more)
         if rot.step is Step.VERIFY and len(created.keys) == 1:
             raise Crash("after create")
 
@@ -285,3 +285,27 @@ def test_plan_row_says_when_vault_metadata_names_another_key() -> None:
     rot = w.runner().rotate(w.spec, wait=False).rotation
     (plan,) = [e for e in w.repo.recorded if e.action == AuditAction.PLAN]
     assert plan.detail == f"Vault metadata names key key_0042; the probe says {rot.old_key_id}"
+
+
+def test_a_step_s_note_is_written_with_its_saved_state_or_not_at_all() -> None:
+    """What plan found is in the audit only with plan's state: a crash while saving it
+    leaves neither, and the resumed rotation plans again and notes it once."""
+    w = World()
+    save, crashed = w.repo.save_rotation, []
+
+    def crash_saving_plan(rot: Rotation, lease: Any, ending: Any = None, **more: Any) -> None:
+        if rot.step is Step.CREATE and not crashed:
+            crashed.append(rot.rotation_id)
+            raise Crash("while saving plan")
+        save(rot, lease, ending, **more)
+
+    w.repo.save_rotation = crash_saving_plan  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        w.runner("h1").rotate(w.spec)
+    assert [e.action for e in w.repo.recorded] == [AuditAction.STARTED]
+    w.clock.sleep(120)
+    done = w.runner("h2").rotate(w.spec).rotation
+    assert done.status is Status.COMPLETED and done.rotation_id == crashed[0]
+    actions = [e.action for e in w.repo.recorded]
+    assert actions.count(AuditAction.PLAN) == 1 and actions[:2] == [AuditAction.STARTED,
+                                                                     AuditAction.PLAN]

@@ -156,8 +156,9 @@ def _at_rollback(w: World, then: Callable[[], None]) -> None:
     """Run ``then`` once, when the rotation is saved at the rollback step."""
     save, done = w.repo.save_rotation, []
 
-    def save_then(rot: Rotation, lease: Lease, ending: AuditEvent | None = None) -> None:
-        save(rot, lease, ending)
+    def save_then(rot: Rotation, lease: Lease, ending: AuditEvent | None = None,
+                  **more: Any) -> None:
+        save(rot, lease, ending, **more)
         if rot.step is Step.ROLLBACK and not done:
             done.append(then())
 

@@ -9,7 +9,7 @@ invariant checker finds nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import pytest
@@ -171,16 +171,17 @@ def test_a_runner_frozen_before_a_side_effect_never_makes_it(action: AuditAction
     # it gone and makes no call.
     r = Replicas(Frozen("never"))
     r.take_over_when_frozen()
-    freeze, record = r.frozen.hook, r.repo.record
+    freeze, record_all = r.frozen.hook, r.repo.record_all
     seen: list[int] = []     # the zombie's calls so far, when it froze
 
-    def record_then_freeze(event: AuditEvent, lease: Lease) -> None:
-        record(event, lease)
-        if (lease.holder, event.kind, event.action) == ("zombie", EventKind.INTENT, action):
+    def record_then_freeze(events: Sequence[AuditEvent], lease: Lease) -> None:
+        record_all(events, lease)
+        if any((lease.holder, event.kind, event.action) == ("zombie", EventKind.INTENT, action)
+               for event in events):
             seen.append(len(r.provider.calls))
             freeze()
 
-    r.repo.record = record_then_freeze  # type: ignore[method-assign]
+    r.repo.record_all = record_then_freeze  # type: ignore[method-assign]
     with pytest.raises(LeaseLost):
         r.zombie.rotate(r.spec, grace=0)
     assert seen, f"the zombie never reached {action}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -177,15 +177,17 @@ def test_a_crash_mid_cleanup_leaves_no_unpaired_intent(crash_at: str) -> None:
 def test_an_outcome_lost_to_a_database_error_is_closed_by_the_same_process() -> None:
     w = World()
     runner = w.runner()
-    record = w.repo.record
+    record_all = w.repo.record_all
 
-    def flaky(event: AuditEvent, lease: Lease) -> None:   # the database drops after the delete
-        if event.kind is EventKind.OUTCOME and event.action == "revoke_key":
-            w.repo.record = record  # type: ignore[method-assign]
+    def flaky(events: Sequence[AuditEvent], lease: Lease) -> None:
+        # The database drops after the delete, as its outcome is written.
+        if any(event.kind is EventKind.OUTCOME and event.action == "revoke_key"
+               for event in events):
+            w.repo.record_all = record_all  # type: ignore[method-assign]
             raise ConnectionError("database went away")
-        record(event, lease)
+        record_all(events, lease)
 
-    w.repo.record = flaky  # type: ignore[method-assign]
+    w.repo.record_all = flaky  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         runner.rotate(w.spec)
     done = runner.rotate(w.spec).rotation            # the same process, later
@@ -246,8 +248,8 @@ def test_vault_changed_after_plan_is_not_overwritten() -> None:
     save = w.repo.save_rotation
 
     def save_then_someone_writes(rot: Rotation, lease: Lease,
-                                 ending: AuditEvent | None = None) -> None:
-        save(rot, lease, ending)
+                                 ending: AuditEvent | None = None, **more: Any) -> None:
+        save(rot, lease, ending, **more)
         if rot.step is Step.STORE and not theirs:   # verified, not stored yet
             theirs.append(w.provider.seed("sa_1"))  # an operator rotated by hand
             w.store.put(REF, theirs[0])

@@ -18,12 +18,11 @@ from rotator.core.errors import CasConflict
 from rotator.core.model import FailureCode, Rotation, Step, key_name
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import AuditAction, EventKind
-from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.steps import StepRunner
 from tests.fakes import T0
 from tests.unit.test_runner import REF
 from tests.unit.test_runner_behaviour import spy
-from tests.unit.test_unwind import RID, Bench
+from tests.unit.test_unwind import RID, Bench, NotesAtOnce
 
 CAS_LOST = f"check-and-set (path={REF.path})"   # FakeStore's CasConflict, as str() shows it
 
@@ -33,7 +32,7 @@ class Steps(Bench):
 
     def __init__(self, **provider_kw: object) -> None:
         super().__init__(**provider_kw)
-        trail = AuditTrail(self.w.repo, self.w.clock, self.lease, lambda: None)
+        trail = NotesAtOnce(self.w.repo, self.w.clock, self.lease, lambda: None)
         self.steps = StepRunner(self.w.provider, self.w.store, self.w.repo, self.w.clock,
                                 trail, self.fresh)
 

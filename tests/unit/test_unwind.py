@@ -27,6 +27,14 @@ from tests.unit.test_runner_behaviour import spy
 RID = "rot_20261101T120000_abcdef"
 
 
+class NotesAtOnce(AuditTrail):
+    """A trail that writes a step's notes as they are made: these tests call one step and
+    read the rows it wrote. (The runner saves them with the step's state: test_audit_rows.)"""
+
+    def note_with_step(self, rotation: Rotation, action: AuditAction, **fields: Any) -> None:
+        self.note(rotation, action, **fields)
+
+
 class Bench:
     """A World, a lease on its target, and an Unwinder under it."""
 
@@ -36,7 +44,7 @@ class Bench:
         assert lease is not None
         self.lease = lease
         self.fresh: dict[str, Secret] = {}
-        trail = AuditTrail(self.w.repo, self.w.clock, lease, lambda: None)
+        trail = NotesAtOnce(self.w.repo, self.w.clock, lease, lambda: None)
         self.unwind = Unwinder(self.w.provider, self.w.store, self.w.repo, self.w.clock,
                                trail, self.fresh)
         self.old = self.w.provider.key_of(self.w.first)

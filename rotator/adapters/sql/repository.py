@@ -18,7 +18,7 @@ cover, on SQLite), and the write is tried again after the new head.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,6 +159,14 @@ def _lost(lease: Lease) -> LeaseLost:
         "and nothing changed", target=lease.target, generation=lease.generation)
 
 
+def _renewal(lease: Lease, until: datetime) -> Any:
+    """Push ``lease``'s expiry to ``until``, if it is still the target's generation."""
+    return (update(leases)
+            .where(leases.c.target == lease.target, leases.c.holder == lease.holder,
+                   leases.c.generation == lease.generation)
+            .values(expires_at=until))
+
+
 def _same_target(target: str, lease: Lease) -> None:
     if target != lease.target:
         raise ValueError(f"a write of {target!r} under the lease of {lease.target!r}")
@@ -223,19 +231,25 @@ class SqlRepository:
             raise _lost(lease)
 
     def save_rotation(self, rotation: Rotation, lease: Lease,
-                      ending: AuditEvent | None = None) -> None:
+                      ending: AuditEvent | None = None, *,
+                      notes: Sequence[AuditEvent] = (),
+                      renew_until: datetime | None = None) -> None:
         """Persist the new state of a running rotation under ``lease``.
 
-        ``ending``, if given, is appended to the audit trail in the same transaction.
+        In the same transaction: ``notes``, then ``ending``, appended to the audit trail;
+        the lease's expiry pushed to ``renew_until`` if given.
 
         ``LeaseLost`` if ``lease`` is no longer the target's, ``RotationFinished`` if the
         stored rotation has already ended, ``LookupError`` if there is none; in every case
         nothing was written.
         """
-        self._chain_retried(lambda: self._save_rotation(rotation, lease, ending))
+        events = [*notes, *([] if ending is None else [ending])]
+        for event in events:
+            _same_target(event.target, lease)
+        self._chain_retried(lambda: self._save_rotation(rotation, lease, events, renew_until))
 
-    def _save_rotation(self, rotation: Rotation, lease: Lease,
-                       ending: AuditEvent | None) -> None:
+    def _save_rotation(self, rotation: Rotation, lease: Lease, events: list[AuditEvent],
+                       renew_until: datetime | None) -> None:
         values = {**_rotation_values(rotation, self._clock()),
                   "lease_generation": lease.generation}
         del values["rotation_id"]
@@ -246,12 +260,13 @@ class SqlRepository:
                 .values(values))
         try:
             with self._writing() as conn:
-                if ending is not None:
+                if events:
                     self._lock_chain(conn, lease)
                 if conn.execute(stmt).rowcount == 1:
-                    if ending is not None:
-                        _same_target(ending.target, lease)
-                        self._append_event(conn, ending, lease)
+                    for event in events:
+                        self._append_event(conn, event, lease)
+                    if renew_until is not None:
+                        conn.execute(_renewal(lease, renew_until))
                     return
                 # Why nothing matched: a lost lease first, whatever the stored state.
                 self._require(conn, lease)
@@ -313,14 +328,24 @@ class SqlRepository:
 
         ``LeaseLost`` (and no row) if ``lease`` is no longer the target's.
         """
-        _same_target(event.target, lease)
-        self._chain_retried(lambda: self._record(event, lease))
+        self.record_all([event], lease)
 
-    def _record(self, event: AuditEvent, lease: Lease) -> None:
+    def record_all(self, events: Sequence[AuditEvent], lease: Lease) -> None:
+        """Append ``events`` in order under ``lease``, in one transaction.
+
+        ``LeaseLost`` (and no row) if ``lease`` is no longer the target's.
+        """
+        for event in events:
+            _same_target(event.target, lease)
+        if events:
+            self._chain_retried(lambda: self._record(events, lease))
+
+    def _record(self, events: Sequence[AuditEvent], lease: Lease) -> None:
         with self._writing() as conn:
             self._lock_chain(conn, lease)
-            if not self._append_event(conn, event, lease):
-                raise _lost(lease)
+            for event in events:
+                if not self._append_event(conn, event, lease):
+                    raise _lost(lease)   # rolls back the rows before it
 
     def _chain_retried(self, write: Callable[[], None]) -> None:
         """``write()``, again while another write takes the chain head it read first."""
@@ -450,14 +475,9 @@ class SqlRepository:
 
     def confirm_lease(self, lease: Lease, ttl_seconds: float, now: datetime) -> bool:
         """Extend ``lease`` to ``now + ttl`` if it is still the target's generation."""
-        stmt = (
-            update(leases)
-            .where(leases.c.target == lease.target, leases.c.holder == lease.holder,
-                   leases.c.generation == lease.generation)
-            .values(expires_at=now + timedelta(seconds=ttl_seconds))
-        )
         with self._writing() as conn:
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(
+                _renewal(lease, now + timedelta(seconds=ttl_seconds))).rowcount == 1
 
     def lease_of(self, target: str) -> tuple[str, datetime] | None:
         """Who holds the lease of ``target`` and until when; ``None`` if free or released."""
