@@ -171,6 +171,17 @@ def test_create_key_wraps_the_secret(rig: Callable[..., Rig]) -> None:
     assert request.headers["content-type"] == "application/json"
 
 
+def test_create_key_says_whether_its_first_attempt_was_the_one_answered(
+        rig: Callable[..., Rig]) -> None:
+    """Only then can no lost answer have made another key (the engine lists again if not)."""
+    created = ok({"key_id": "k3", "name": "rot-42", "api_key": NEW_VALUE, "created_at": T0},
+                 status=201)
+    assert rig(created).provider.create_key("sa-1", "rot-42", ADMIN).first_attempt
+    retried = rig(fail(503, "unavailable"), created)
+    assert not retried.provider.create_key("sa-1", "rot-42", ADMIN).first_attempt
+    assert len(retried.server.requests) == 2
+
+
 def test_delete_key(rig: Callable[..., Rig]) -> None:
     r = rig(ok({"key_id": "k1", "deleted": True}, rid="req-del"))
     assert r.provider.delete_key("sa-1", "k1", ADMIN) == Deletion("k1", False, "req-del")

@@ -52,6 +52,9 @@ class NewKey:
     secret: Secret
     created_at: datetime | None
     request_id: str | None
+    # True only if the provider answered the one and only request of this create: no
+    # earlier attempt can have made a key whose answer was lost. Unknown is False.
+    first_attempt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

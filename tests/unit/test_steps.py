@@ -8,6 +8,7 @@ the outcome, the audit rows and the log event it leaves.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -49,6 +50,16 @@ class Steps(Bench):
 
 
 # -- create -----------------------------------------------------------------------------
+def test_a_create_answered_at_its_first_attempt_lists_the_keys_once() -> None:
+    s = Steps()
+    rot = s.rotation(Step.CREATE)
+    create = s.w.provider.create_key
+    s.w.provider.create_key = (  # type: ignore[method-assign]
+        lambda *args: replace(create(*args), first_attempt=True))
+    assert isinstance(s.steps.create(rot, s.w.spec), m.KeyCreated)
+    assert s.w.provider.calls.count("list_keys") == 1
+
+
 def test_create_deletes_the_key_a_create_whose_answer_was_lost_made() -> None:
     s = Steps(key_limit=4)
     rot = s.rotation(Step.CREATE)

@@ -23,7 +23,7 @@ import itertools
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self, TypeVar
@@ -180,7 +180,8 @@ class CountProvider:
             return NewKey(key_id=key_id, secret=secret,
                           name=result.text("name", allow_empty=True),
                           created_at=result.time("created_at"), request_id=rid)
-        return self._request(call, auth, parse)
+        new, attempts = self._counted_request(call, auth, parse)
+        return replace(new, first_attempt=attempts == 1)
 
     def delete_key(self, account: str, key_id: str, auth: Secret) -> Deletion:
         path = self._paths.api_key.format(service_account=_segment(account, "account"),
@@ -212,13 +213,24 @@ class CountProvider:
 
     def _request(self, call: Call, auth: Secret,
                  parse: Callable[[Fields, str | None], T]) -> T:
+        return self._counted_request(call, auth, parse)[0]
+
+    def _counted_request(self, call: Call, auth: Secret,
+                         parse: Callable[[Fields, str | None], T]) -> tuple[T, int]:
+        """The call's result and the number of attempts it took."""
         token = auth.reveal()
         if not (token.isascii() and token.isprintable()):
             raise Unauthorized(f"{call.name}: the key is not a valid bearer token",
                                **call.context())
         numbers = itertools.count(1)
-        return call_with_retry(lambda: self._attempt(call, auth, next(numbers), parse),
-                               self._retry, sleep=self._sleep)
+        made = 0
+
+        def attempt() -> T:
+            nonlocal made
+            made = next(numbers)
+            return self._attempt(call, auth, made, parse)
+
+        return call_with_retry(attempt, self._retry, sleep=self._sleep), made
 
     def _attempt(self, call: Call, auth: Secret, number: int,
                  parse: Callable[[Fields, str | None], T]) -> T:
