@@ -728,3 +728,46 @@ def test_keys_created_after_a_seeded_start_follow_the_same_sequence() -> None:
     assert made[0] == made[1]
     with Emulator(EmulatorSettings()) as a, Emulator(EmulatorSettings()) as b:
         assert a.seed_account("svc").secret != b.seed_account("svc").secret
+
+
+def test_cli_layout_alt_serves_the_alt_paths_envelope_and_auth_only() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--port", "0", "--account", "solo:admin", "--layout", "alt"])
+    stop, out, codes = threading.Event(), io.StringIO(), []
+    thread = threading.Thread(target=lambda: codes.append(run(args, stop=stop, out=out)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while "Stop with" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        text = out.getvalue()
+        url, secret = re.search(r"http://127\.0\.0\.1:\d+", text), SECRET.search(text)
+        assert url and secret and "layout alt" in text
+        alt = {"X-Auth-Token": f"Key {secret.group(0)}"}
+        with client(url.group(0)) as http:
+            me = http.get("/api/2/me", headers=alt)
+            account = me.json()["data"]["account"]
+            created = http.post(f"/api/2/accounts/{account}/credentials", headers=alt,
+                                json={"credential": {"label": "rot-1"}})
+            key = created.json()["data"]["credential"]
+            listed = http.get(f"/api/2/accounts/{account}/credentials", headers=alt)
+            gone = http.delete(f"/api/2/accounts/{account}/credentials/{key['id']}",
+                               headers=alt)
+            again = http.delete(f"/api/2/accounts/{account}/credentials/{key['id']}",
+                                headers=alt)
+            count_way = http.get("/v1/whoami", headers=bearer(secret.group(0)))
+            bearer_on_alt = http.get("/api/2/me", headers=bearer(secret.group(0)))
+    finally:
+        stop.set()
+        thread.join(5)
+    assert codes == [0]
+    assert me.status_code == 200 and me.headers["X-Trace-Id"] == me.json()["meta"]["trace"]
+    assert created.status_code == 200 and SECRET.fullmatch(key["token"]) and key["issued"]
+    assert [k["label"] for k in listed.json()["data"]["credentials"]] == ["initial", "rot-1"]
+    assert "token" not in listed.text
+    assert (gone.status_code, gone.content) == (204, b"")
+    assert again.status_code == 404
+    assert again.json()["errors"][0]["code"] == "credential_not_found"
+    assert count_way.status_code == 404          # Count's paths are not served in alt
+    assert bearer_on_alt.status_code == 401      # nor its Authorization: Bearer

@@ -25,6 +25,7 @@ from rotator.core.model import TERMINAL_STATUSES, Rotation, Status
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import AuditAction, EventKind
 from rotator.emulator import Emulator, SeededAccount
+from tests.fixtures.emulator import ALT_SHAPE
 
 CONFIG = """\
 [database]
@@ -63,42 +64,6 @@ interval = "50ms"
 TOKEN_AUTH = 'method = "token"\ntoken_env = "IT_VAULT_TOKEN"'
 ADMIN_MANAGEMENT = 'management_key_env = "IT_COUNT_ADMIN_KEY"'
 
-# The emulator's alt layout (docs/emulator.md) as a generic provider: the README's worked
-# example, which the same end-to-end, crash and hygiene tests as Count's drive.
-ALT_SHAPE = """auth_header = "X-Auth-Token"
-auth_format = "Key {key}"
-request_id_header = "X-Trace-Id"
-request_id = "/meta/trace"
-error_code = "/errors/0/code"
-error_message = "/errors/0/title"
-key_limit_code = "quota_exceeded"
-[providers.alt.rate_limit]
-remaining = "X-RateLimit-Remaining"
-reset = "X-RateLimit-Reset"
-limit = "X-RateLimit-Limit"
-[providers.alt.list_keys]
-path = "/api/2/accounts/{service_account}/credentials"
-items = "/data/credentials"
-key_id = "/id"
-name = "/label"
-created_at = "/issued"
-last_used_at = "/last_seen"
-[providers.alt.create_key]
-path = "/api/2/accounts/{service_account}/credentials"
-body = { credential = { label = "{name}" } }
-key_id = "/data/credential/id"
-secret = "/data/credential/token"
-name = "/data/credential/label"
-created_at = "/data/credential/issued"
-[providers.alt.delete_key]
-path = "/api/2/accounts/{service_account}/credentials/{key_id}"
-status = 204
-gone_code = "credential_not_found"
-[providers.alt.probe]
-path = "/api/2/me"
-service_account = "/data/account"
-key_id = "/data/credential"
-"""
 
 # The provider kinds a parametrized integration test runs on: Count's own adapter against
 # the emulator, and type = "http" against the emulator's alt layout.
