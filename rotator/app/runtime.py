@@ -28,6 +28,7 @@ from rotator.config.model import (
     VaultAppRoleAuth,
     VaultTokenAuth,
 )
+from rotator.config.retry import RetryPolicy
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
@@ -35,8 +36,8 @@ from rotator.core.target import TargetSpec
 from rotator.engine import crashpoints
 from rotator.redaction import remember_secret
 
-__all__ = ["Provider", "Runtime", "build_provider", "build_runtime", "target_spec",
-           "vault_auth"]
+__all__ = ["Provider", "Runtime", "build_provider", "build_runtime", "build_store",
+           "target_spec", "vault_auth"]
 
 Provider = CountProvider | HttpProvider
 
@@ -98,6 +99,15 @@ class Runtime:
         self.engine.dispose()
 
 
+def build_store(config: Config, retry: RetryPolicy | None = None) -> VaultStore:
+    """Vault's adapter, logged in on first use; ``retry`` replaces the config's policy."""
+    return VaultStore(
+        config.vault.url, vault_auth(config), namespace=config.vault.namespace,
+        timeout=config.vault.timeout, retry=retry or config.vault.retry,
+        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True,
+        proxy=config.vault.proxy)
+
+
 def build_provider(name: str, p: ProviderConfig, clock: Clock, *,
                    on_call: Callable[[CallRecord], None] | None = None) -> Provider:
     """The adapter of the provider ``name``: Count's, or the generic one for ``http``."""
@@ -119,11 +129,7 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     clock = clock or SystemClock()
     keys = management_keys(config)
     audit_key = chain_key(config)
-    store = VaultStore(
-        config.vault.url, vault_auth(config), namespace=config.vault.namespace,
-        timeout=config.vault.timeout, retry=config.vault.retry,
-        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True,
-        proxy=config.vault.proxy)
+    store = build_store(config)
     providers = {
         name: build_provider(name, p, clock,
                              on_call=None if on_call is None else partial(on_call, name))
