@@ -3,6 +3,8 @@ template, pointer or header is a problem naming its key and line."""
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,13 @@ def test_json_pointers_follow_rfc_6901() -> None:
     assert resolve(doc, parse_pointer("")) is doc
     for missing in ("/a~1b/m~0n/01", "/a~1b/m~0n/-", "/a~1b/m~0n/2", "/nope", "/0/x"):
         assert resolve(doc, parse_pointer(missing)) is MISSING, missing
+
+
+def test_the_readmes_worked_example_is_the_tests_definition(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)
+                if "[providers.alt]" in b]
+    shown = HttpProviderConfig.model_validate(tomllib.loads(block)["providers"]["alt"])
+    tested = load(tmp_path, VALID)
+    ignore = {"base_url", "management_key_env"}
+    assert shown.model_dump(exclude=ignore) == tested.model_dump(exclude=ignore)
