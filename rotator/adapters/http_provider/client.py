@@ -86,8 +86,7 @@ class HttpProvider:
         self._session = KeyApiSession(
             name, c.base_url, reading=reading(c), timeout=c.timeout, retry=c.retry,
             auth_headers=lambda token: {header: form.format(key=token)},
-            rate_limit=RateLimitNames(limits.remaining, limits.reset, limits.limit,
-                                      limits.retry_after),
+            rate_limit=RateLimitNames(limits.remaining, limits.reset, limits.limit),
             transport=transport,
             verify=str(c.ca_bundle) if c.ca_bundle else True, sleep=sleep, now=now,
             monotonic=monotonic, on_call=on_call, user_agent=user_agent, proxy=c.proxy)

@@ -72,7 +72,6 @@ class RateLimitNames:
     remaining: str = "RateLimit-Remaining"
     reset: str = "RateLimit-Reset"
     limit: str = "RateLimit-Limit"
-    retry_after: str = "Retry-After"
 
 
 def bearer(token: str) -> dict[str, str]:
