@@ -116,13 +116,17 @@ def test_status_table_key_limit_retries_and_an_unexpected_2xx(
     r = rig(error(409, "quota_exceeded"),
             error(503, "unavailable"), error(429, "throttled", **{"Retry-After": "2"}),
             answer(200, {"data": {"account": "sa_1", "credential": "k-1"}}),
-            answer(201, {}))
+            answer(201, {}), answer(302, None, Location="https://elsewhere.example/"))
     with pytest.raises(KeyLimitReached):
         r.provider.create_key("sa_1", "rot-1", ADMIN)
     assert r.provider.whoami(ADMIN).key_id == "k-1"
     assert 2.0 in r.sleeps               # the 429's Retry-After, in the header named
     with pytest.raises(ProtocolError, match="answered 201, where the config expects 200"):
         r.provider.whoami(ADMIN)
+    # The shared guard hands a redirect back unread: never followed, with the key, elsewhere.
+    with pytest.raises(ProtocolError, match=r"alt answered a redirect \(302\), never followed"):
+        r.provider.whoami(ADMIN)
+    assert len(r.sent) == 6 and {req.url.host for req in r.sent} == {"api.alt.example"}
 
 
 def test_error_message_is_kept_only_as_plain_text(rig: Callable[..., Rig]) -> None:
