@@ -133,7 +133,7 @@ def test_satisfies_the_key_provider_port() -> None:
     with CountProvider(BASE, transport=httpx.MockTransport(Server([ok({})]))) as provider:
         port: KeyProvider = provider
         assert port is provider
-    assert provider._client.is_closed
+    assert provider._session._client.is_closed
 
 
 # --- happy paths ----------------------------------------------------------------------------
@@ -448,7 +448,7 @@ def test_remaining_zero_delays_the_next_request_of_that_bearer(rig: Callable[...
             ok({"service_account_id": "sa-1", "key_id": "k2"}), ok({"api_keys": []}))
     r.provider.list_keys("sa-1", ADMIN)
     assert r.sleeps == []
-    assert set(r.provider._pacer._windows) == {ADMIN.fingerprint}   # never the raw key
+    assert set(r.provider._session._pacer._windows) == {ADMIN.fingerprint}   # never the raw key
     r.provider.whoami(SELF)             # another bearer has its own window
     assert r.sleeps == []
     r.provider.list_keys("sa-1", ADMIN)

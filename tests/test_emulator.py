@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.utils
 import io
 import json
@@ -671,23 +672,34 @@ def test_cli_bad_option_exits_2() -> None:
     assert out == ""
 
 
-def test_cli_run_in_process_until_stopped() -> None:
+@contextlib.contextmanager
+def _run_in_thread(*argv: str) -> Iterator[tuple[str, str, list[int]]]:
+    """``rotator emulator ARGV`` run in this process: its URL, what it printed, and (once
+    stopped, after the block) its exit code."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--port", "0", "--account", "solo:admin", "--seed", "4"])
-    stop, out, codes = threading.Event(), io.StringIO(), []
+    args = parser.parse_args(["--port", "0", *argv])
+    stop, out, codes = threading.Event(), io.StringIO(), list[int]()
     thread = threading.Thread(target=lambda: codes.append(run(args, stop=stop, out=out)))
     thread.start()
-    deadline = time.monotonic() + 5
-    while "Stop with" not in out.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    text = out.getvalue()
-    url = re.search(r"http://127\.0\.0\.1:\d+", text)
-    assert url and "solo" in text and "seed 4" in text
-    with client(url.group(0), control_token=printed_token(text)) as http:
-        assert ok(http.get("/_emulator/state"))["settings"]["seed"] == 4
-    stop.set()
-    thread.join(5)
+    try:
+        deadline = time.monotonic() + 5
+        while "Stop with" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        text = out.getvalue()
+        url = re.search(r"http://127\.0\.0\.1:\d+", text)
+        assert url, text
+        yield url.group(0), text, codes
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_cli_run_in_process_until_stopped() -> None:
+    with _run_in_thread("--account", "solo:admin", "--seed", "4") as (url, text, codes):
+        assert "solo" in text and "seed 4" in text
+        with client(url, control_token=printed_token(text)) as http:
+            assert ok(http.get("/_emulator/state"))["settings"]["seed"] == 4
     assert codes == [0]
 
 
@@ -728,3 +740,33 @@ def test_keys_created_after_a_seeded_start_follow_the_same_sequence() -> None:
     assert made[0] == made[1]
     with Emulator(EmulatorSettings()) as a, Emulator(EmulatorSettings()) as b:
         assert a.seed_account("svc").secret != b.seed_account("svc").secret
+
+
+def test_cli_layout_alt_serves_the_alt_paths_envelope_and_auth_only() -> None:
+    with _run_in_thread("--account", "solo:admin", "--layout", "alt") as (url, text, codes):
+        secret = SECRET.search(text)
+        assert secret and "layout alt" in text
+        alt = {"X-Auth-Token": f"Key {secret.group(0)}"}
+        with client(url) as http:
+            me = http.get("/api/2/me", headers=alt)
+            account = me.json()["data"]["account"]
+            created = http.post(f"/api/2/accounts/{account}/credentials", headers=alt,
+                                json={"credential": {"label": "rot-1"}})
+            key = created.json()["data"]["credential"]
+            listed = http.get(f"/api/2/accounts/{account}/credentials", headers=alt)
+            gone = http.delete(f"/api/2/accounts/{account}/credentials/{key['id']}",
+                               headers=alt)
+            again = http.delete(f"/api/2/accounts/{account}/credentials/{key['id']}",
+                                headers=alt)
+            count_way = http.get("/v1/whoami", headers=bearer(secret.group(0)))
+            bearer_on_alt = http.get("/api/2/me", headers=bearer(secret.group(0)))
+    assert codes == [0]
+    assert me.status_code == 200 and me.headers["X-Trace-Id"] == me.json()["meta"]["trace"]
+    assert created.status_code == 200 and SECRET.fullmatch(key["token"]) and key["issued"]
+    assert [k["label"] for k in listed.json()["data"]["credentials"]] == ["initial", "rot-1"]
+    assert "token" not in listed.text
+    assert (gone.status_code, gone.content) == (204, b"")
+    assert again.status_code == 404
+    assert again.json()["errors"][0]["code"] == "credential_not_found"
+    assert count_way.status_code == 404          # Count's paths are not served in alt
+    assert bearer_on_alt.status_code == 401      # nor its Authorization: Bearer

@@ -1,4 +1,4 @@
-"""Unit tests of rotator.adapters.count.ratelimit: header arithmetic, no IO."""
+"""Unit tests of rotator.adapters.keyapi.ratelimit: header arithmetic, no IO."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotator.adapters.count import ratelimit
-from rotator.adapters.count.ratelimit import (
+from rotator.adapters.keyapi import ratelimit
+from rotator.adapters.keyapi.ratelimit import (
     EPOCH_THRESHOLD,
     RateLimitState,
     parse_ratelimit_reset,

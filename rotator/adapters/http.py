@@ -1,5 +1,6 @@
-"""The one place rotator's outbound HTTP clients are built: Count's httpx client and the
-hvac client (with its requests session) that talks to Vault.
+"""The one place rotator's outbound HTTP clients are built: the key providers' httpx
+clients (Count's, a ``type = "http"`` one's) and the hvac client (with its requests
+session) that talks to Vault.
 
 Every adapter takes its client from here, so a security default is set once for all of
 them:
@@ -10,7 +11,7 @@ them:
   ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE``, no netrc, no ``VAULT_CLIENT_CERT``. A proxy is
   used only when the config names one (``proxy``).
 - A redirect is never followed, so no token or request body is sent on to where it
-  points: Count's client hands a 3xx back unread and without its Location (its adapter
+  points: a key provider's client hands a 3xx back unread and without its Location (its adapter
   classifies the status), Vault's raises ``ResponseRefused`` (naming the service and the
   status, never the Location).
 - Each attempt has a wall-clock deadline of ``timeout``: a watchdog shuts the attempt's
@@ -46,7 +47,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from rotator.core.errors import ConfigError
 
-__all__ = ["MAX_BODY_BYTES", "ResponseRefused", "body_within_cap", "count_client",
+__all__ = ["MAX_BODY_BYTES", "ResponseRefused", "body_within_cap", "provider_client",
            "vault_client"]
 
 MAX_BODY_BYTES = 1 << 20  # a larger answer is off contract; it is not read any further
@@ -161,7 +162,7 @@ def body_within_cap(response: httpx.Response) -> bytes | None:
     return None if response.extensions.get(_OVER_CAP) else response.read()
 
 
-# --- Count: httpx ----------------------------------------------------------------------------
+# --- key providers (Count, type = "http"): httpx ---------------------------------------
 
 def _raw(response: httpx.Response) -> Iterable[bytes]:
     # The stream itself, not iter_raw(): a unit test's transport may hand one response
@@ -219,12 +220,13 @@ class _GuardedTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-def count_client(*, base_url: str, timeout: float, verify: bool | str,
-                 headers: Mapping[str, str], proxy: str | None = None,
-                 transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """An httpx client for a Count API; ``transport`` is for an adapter's unit tests."""
+def provider_client(*, service: str, base_url: str, timeout: float, verify: bool | str,
+                    headers: Mapping[str, str], proxy: str | None = None,
+                    transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An httpx client for a key provider's API (Count's, or a ``type = "http"`` one's),
+    ``service`` naming it in errors; ``transport`` is for an adapter's unit tests."""
     if transport is None:
-        tls: bool | ssl.SSLContext = _ca_bundle(verify, "Count") if isinstance(
+        tls: bool | ssl.SSLContext = _ca_bundle(verify, service) if isinstance(
             verify, str) else verify
         # No keep-alive: every attempt opens its own connection, so its socket is known
         # to the watchdog before a request is written (and a 3xx cannot leave a reused
@@ -232,7 +234,7 @@ def count_client(*, base_url: str, timeout: float, verify: bool | str,
         transport = httpx.HTTPTransport(verify=tls, proxy=proxy, trust_env=False,
                                         limits=httpx.Limits(max_keepalive_connections=0))
     return httpx.Client(base_url=base_url, timeout=httpx.Timeout(timeout),
-                        transport=_GuardedTransport(transport, timeout, "Count"),
+                        transport=_GuardedTransport(transport, timeout, service),
                         follow_redirects=False, trust_env=False,
                         headers={**headers, **_IDENTITY})
 

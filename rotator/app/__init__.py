@@ -4,6 +4,8 @@
     operations.py   rotate a batch, dry run, status
     database.py     schema upgrade and revision, and a reader for ``rotator audit``
     verify.py       the invariant checker behind ``rotator verify``
+    connect.py      ``rotator check-config --connect``: Vault, each path, each provider
+    next_step.py    what to do about a refusal that changed nothing
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ from typing import Any
 import structlog
 
 from rotator.app.in_flight import lease_held_detail
+from rotator.app.next_step import refusal_next_step
 from rotator.app.runtime import Runtime
 from rotator.app.status import ending_results
 from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, Step
-from rotator.core.ports import RotationReader
 from rotator.core.target import TargetSpec
 from rotator.engine.runner import Runner
 
@@ -55,6 +55,8 @@ class TargetResult:
     # this command joined it instead of starting another.
     joined: bool = False
     elapsed: float = 0.0         # seconds from its start to its result, grace included
+    # A refusal that changed nothing: what the operator does about it (``next_step``).
+    next_step: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -194,7 +196,7 @@ class _Turns:
         if first_join and self._on_join is not None:
             self._on_join(rot)
         in_grace = rot.step is Step.GRACE and rot.grace_ends_at is not None and self._wait
-        return _result(rt.repo, rot, joined), rot.grace_ends_at if in_grace else None
+        return _result(rt, rot, joined), rot.grace_ends_at if in_grace else None
 
 
 def _stored(rt: Runtime, rotation_id: str | None) -> Rotation:
@@ -208,7 +210,7 @@ def _held(rt: Runtime, name: str, followed: str | None, exc: LeaseHeld, *,
     """Another live process holds the target: its result if the rotation ended, else 3."""
     rot = None if followed is None else rt.repo.get_rotation(followed)
     if rot is not None and rot.is_terminal:
-        return _result(rt.repo, rot, joined)
+        return _result(rt, rot, joined)
     running = rt.repo.running_rotation(name)
     return TargetResult(name, "lease_held", running.rotation_id if running else followed,
                         lease_held_detail(rt.repo, name, exc))
@@ -269,11 +271,12 @@ def renew_vault_token(rt: Runtime) -> None:
         log.warning("vault_token_renewal_failed", error=str(exc))
 
 
-def _result(reader: RotationReader, rot: Rotation, joined: bool) -> TargetResult:
+def _result(rt: Runtime, rot: Rotation, joined: bool) -> TargetResult:
     """The rotation's result as its trail ends it (``completed_pending_cleanup``)."""
     if not rot.is_terminal:
         return TargetResult(rot.target, "in_progress", rot.rotation_id,
                             f"at step {rot.step.value}: {rot.reason or ''}", joined)
-    outcome = ending_results(reader.events(target=rot.target)).get(
+    outcome = ending_results(rt.repo.events(target=rot.target)).get(
         rot.rotation_id, rot.status.value)
-    return TargetResult(rot.target, outcome, rot.rotation_id, rot.reason, joined)
+    return TargetResult(rot.target, outcome, rot.rotation_id, rot.reason, joined,
+                        next_step=refusal_next_step(rt.config, rot))

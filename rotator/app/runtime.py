@@ -13,13 +13,22 @@ from functools import partial
 from sqlalchemy.engine import Engine
 
 from rotator.adapters.clock import SystemClock
-from rotator.adapters.count.client import CallRecord, CountProvider
+from rotator.adapters.count.client import CountProvider
+from rotator.adapters.http_provider import HttpProvider
+from rotator.adapters.keyapi.session import CallRecord
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.adapters.sql.schema import check_schema
 from rotator.adapters.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth, VaultAuth
 from rotator.adapters.vault.store import VaultStore
 from rotator.app.database import chain_key, database_engine
-from rotator.config.model import Config, VaultAppRoleAuth, VaultTokenAuth
+from rotator.config.model import (
+    Config,
+    CountProviderConfig,
+    ProviderConfig,
+    VaultAppRoleAuth,
+    VaultTokenAuth,
+)
+from rotator.config.retry import RetryPolicy
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
@@ -27,7 +36,10 @@ from rotator.core.target import TargetSpec
 from rotator.engine import crashpoints
 from rotator.redaction import remember_secret
 
-__all__ = ["Runtime", "build_runtime", "target_spec", "vault_auth"]
+__all__ = ["Provider", "Runtime", "build_provider", "build_runtime", "build_store",
+           "target_spec", "vault_auth"]
+
+Provider = CountProvider | HttpProvider
 
 
 def vault_auth(config: Config) -> VaultAuth:
@@ -73,7 +85,7 @@ class Runtime:
     engine: Engine
     repo: SqlRepository
     store: VaultStore
-    providers: dict[str, CountProvider]
+    providers: dict[str, Provider]
     keys: dict[str, Secret | None]
     clock: Clock = field(default_factory=SystemClock)
 
@@ -87,6 +99,26 @@ class Runtime:
         self.engine.dispose()
 
 
+def build_store(config: Config, retry: RetryPolicy | None = None) -> VaultStore:
+    """Vault's adapter, logged in on first use; ``retry`` replaces the config's policy."""
+    return VaultStore(
+        config.vault.url, vault_auth(config), namespace=config.vault.namespace,
+        timeout=config.vault.timeout, retry=retry or config.vault.retry,
+        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True,
+        proxy=config.vault.proxy)
+
+
+def build_provider(name: str, p: ProviderConfig, clock: Clock, *,
+                   on_call: Callable[[CallRecord], None] | None = None) -> Provider:
+    """The adapter of the provider ``name``: Count's, or the generic one for ``http``."""
+    if isinstance(p, CountProviderConfig):
+        return CountProvider(
+            p.base_url, paths=p.paths, timeout=p.timeout,
+            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True, proxy=p.proxy,
+            now=clock.now, on_call=on_call)
+    return HttpProvider(name, p, now=clock.now, on_call=on_call)
+
+
 def build_runtime(config: Config, *, require_schema: bool = True,
                   on_call: Callable[[str, CallRecord], None] | None = None,
                   clock: Clock | None = None) -> Runtime:
@@ -97,17 +129,10 @@ def build_runtime(config: Config, *, require_schema: bool = True,
     clock = clock or SystemClock()
     keys = management_keys(config)
     audit_key = chain_key(config)
-    store = VaultStore(
-        config.vault.url, vault_auth(config), namespace=config.vault.namespace,
-        timeout=config.vault.timeout, retry=config.vault.retry,
-        verify=str(config.vault.ca_bundle) if config.vault.ca_bundle else True,
-        proxy=config.vault.proxy)
+    store = build_store(config)
     providers = {
-        name: CountProvider(
-            p.base_url, paths=p.paths, timeout=p.timeout,
-            retry=p.retry, verify=str(p.ca_bundle) if p.ca_bundle else True, proxy=p.proxy,
-            now=clock.now,
-            on_call=None if on_call is None else partial(on_call, name))
+        name: build_provider(name, p, clock,
+                             on_call=None if on_call is None else partial(on_call, name))
         for name, p in config.providers.items()
     }
     engine = database_engine(config)

@@ -7,8 +7,8 @@ wrote, known from the rotation that wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from rotator.core.model import Rotation, Status, Step, StoredEvent
@@ -37,6 +37,8 @@ class TargetStatus:
     # The probes that found an old key still authenticating after its deletion: the last
     # probe of its rotation said so (``rotator verify`` probes it again).
     revoked_alive: tuple[StoredEvent, ...] = ()
+    # The last rotation was refused, having changed nothing: what to do (``next_step``).
+    next_step: str | None = None
 
     @property
     def old_key_pending(self) -> bool:
@@ -51,14 +53,20 @@ def ending_results(events: Iterable[StoredEvent]) -> dict[str, str]:
             if e.kind is EventKind.NOTE and e.action in _ENDINGS}
 
 
-def status(reader: RotationReader, targets: Iterable[str]) -> list[TargetStatus]:
+def status(reader: RotationReader, targets: Iterable[str],
+           advise: Callable[[Rotation], str | None] | None = None) -> list[TargetStatus]:
     """Each target's served key and its age, the key retiring, the in-flight rotation,
     the last ended result, queued deletions, and the old keys recorded as still
-    authenticating after their deletion."""
+    authenticating after their deletion; ``advise``: what to do about a last rotation
+    (``next_step.refusal_next_step``), when nothing is in flight."""
     running = {r.target: r for r in reader.all_running()}
     cleanups = reader.all_pending_cleanups()
-    return [_one(reader, name, running.get(name),
-                 [c.key_id for c in cleanups if c.target == name]) for name in targets]
+    found = [_one(reader, name, running.get(name),
+                  [c.key_id for c in cleanups if c.target == name]) for name in targets]
+    if advise is None:
+        return found
+    return [replace(s, next_step=advise(s.last)) if s.last and not s.in_flight else s
+            for s in found]
 
 
 def _one(reader: RotationReader, name: str, flight: Rotation | None,

@@ -65,10 +65,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "check-config": (
         "rotator check-config",
         "rotator check-config deploy/rotator.toml",
+        "rotator check-config --connect",
     ),
     "emulator": (
         "rotator emulator",
         "rotator emulator --port 0 --seed 1",
+        "rotator emulator --layout alt --seed 1",
         "rotator emulator --error-rate 0.1 --latency 0.2 --rate-limit 30",
     ),
     "demo": (

@@ -5,6 +5,7 @@ verify, a finding); 2 bad usage or config (the message names the key and the fil
 environment is not ready (database unreachable or its schema behind, target locked by
 another process; for verify, a source that could not be read and no finding otherwise);
 4 rotated, but the old key's deletion failed: it still lives, queued for cleanup.
+``check-config --connect``: 3 when Vault, a target's path or a provider failed its check.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -200,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add("check-config", "validate a config file and read the secrets it names")
     check.add_argument("file", type=Path, nargs="?", metavar="FILE",
                        help="the config to check (default: --config's)")
+    check.add_argument("--connect", action="store_true",
+                       help="also log in to Vault, read each target's path and probe each "
+                            "provider's key; exit 3 naming what failed")
     check.set_defaults(handler=_cmd_check_config)
 
     from rotator.emulator import cli as emulator_cli  # noqa: PLC0415 (keeps startup light)
@@ -419,13 +424,15 @@ def _verify_exit(findings: Sequence[Finding]) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from rotator.app.next_step import refusal_next_step  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.status import status  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
 
     rt = build_runtime(_config(args))
     try:
-        statuses = status(rt.repo, sorted(rt.config.targets))
+        statuses = status(rt.repo, sorted(rt.config.targets),
+                          advise=partial(refusal_next_step, rt.config))
         print(report.render_status(statuses, rt.clock.now()))
     finally:
         rt.close()
@@ -503,6 +510,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: secrets named by the config cannot be read", problems,
                           file=path)
     print(f"{path}: ok ({len(config.targets)} target(s), {len(config.providers)} provider(s))")
+    if not args.connect:
+        return EXIT_OK
+    from rotator.app.connect import check_connections  # noqa: PLC0415
+
+    checks = check_connections(config)
+    for c in checks:
+        print(f"{'ok' if c.ok else 'FAILED':6}  {c.subject}: {redact_text(c.detail)}")
+    failed = sum(not c.ok for c in checks)
+    if failed:
+        print(f"{failed} of {len(checks)} check(s) failed", file=sys.stderr)
+        return EXIT_NOT_READY
     return EXIT_OK
 
 

@@ -103,6 +103,8 @@ def render_progress(result: TargetResult) -> str:
             f"{_elapsed(result.elapsed)}")
     if not result.ok and result.detail:   # completed_pending_cleanup says which key
         line += f": {' '.join(redact_text(result.detail).split())}"
+    if result.next_step:
+        line += f"\n  next step: {redact_text(result.next_step)}"
     return line
 
 
@@ -138,6 +140,10 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
              for s in statuses for e in s.revoked_alive]
     if alive:
         out += "\n\n" + table(["finding", "target", "rotation", "key", "detail"], alive)
+    steps = [f"  {s.target}: {redact_text(s.next_step)}" for s in statuses if s.next_step]
+    if steps:
+        out += "\n\nnext steps (the last rotation was refused and changed nothing):\n"
+        out += "\n".join(steps)
     return out
 
 

@@ -3,7 +3,10 @@
     model.py           the whole config and ``load_config``
     base.py            the frozen base model, durations, URL checks
     daemon.py          ``[daemon]``, ``[logging]`` and the schedule tables
-    provider.py        ``CountPaths``: the Count API's path templates (``[providers.*.paths]``)
+    provider.py        ``ProviderConnection`` (every provider table's keys) and ``CountPaths``,
+                       the Count API's path templates (``[providers.*.paths]``)
+    http_provider.py   ``HttpProviderConfig``: a ``type = "http"`` provider's calls
+    json_pointer.py    RFC 6901 pointers, parsed and resolved (pure)
     retry.py           ``RetryPolicy``: attempts and delays (``[*.retry]``), used by the adapters
     locate.py          pydantic errors -> the config key, file and line they name
     secret_sources.py  a secret named by ``*_env`` or ``*_file``, read and checked

@@ -66,6 +66,10 @@ def problems_by_key(exc: ValidationError, text: str) -> dict[str, str]:
             tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
             key = f"{key}.{tag}"
             msg = "required key is missing"
+        elif err["type"] == "union_tag_invalid":     # a [providers.*] type = "nope"
+            ctx = err.get("ctx", {})
+            key = f"{key}.{str(ctx.get('discriminator', '')).strip(chr(39))}"
+            msg = f"expected one of {ctx.get('expected_tags', '')}"
         # Only msg, never err["input"]: the value may be a secret written in the wrong key.
         line = next(filter(None, (_line_of(text, k) for k in lines_of or [key])), None)
         problems[key] = f"{msg} (line {line})" if line else msg
@@ -104,7 +108,8 @@ def _key_path(loc: tuple[int | str, ...]) -> list[str]:
     for part in loc:
         text = str(part)
         if _PYDANTIC_TAG.fullmatch(text) or (
-                path[-1:] == ["auth"] and text in {"token", "approle", "kubernetes"}):
+                path[-1:] == ["auth"] and text in {"token", "approle", "kubernetes"}) or (
+                path[:1] == ["providers"] and len(path) == 2 and text in {"count", "http"}):
             continue
         path.append(text)
     return path

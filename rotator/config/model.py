@@ -34,8 +34,9 @@ from rotator.config.base import (
     refuse_plain_http,
 )
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
+from rotator.config.http_provider import HttpProviderConfig
 from rotator.config.locate import KeyedProblem, problems_by_key
-from rotator.config.provider import CountPaths
+from rotator.config.provider import CountPaths, ProviderConnection
 from rotator.config.retry import RetryPolicy
 from rotator.config.vault_addr import explain_vault_url, with_vault_addr
 from rotator.core.errors import ConfigError, UsageError
@@ -47,8 +48,10 @@ __all__ = [
     "CountProviderConfig",
     "DaemonConfig",
     "DatabaseConfig",
+    "HttpProviderConfig",
     "LoggingConfig",
     "ProbeConfig",
+    "ProviderConfig",
     "ScheduleConfig",
     "TargetConfig",
     "VaultAppRoleAuth",
@@ -59,40 +62,13 @@ __all__ = [
 ]
 
 
-class CountProviderConfig(Frozen):
+class CountProviderConfig(ProviderConnection):
     type: Literal["count"]
-    base_url: str
-    auth_mode: Literal["admin", "self"] = "admin"
-    management_key_env: str | None = None
-    management_key_file: Path | None = None
-    timeout: Duration = 10.0
-    ca_bundle: Path | None = None
-    allow_insecure_http: bool = False
-    proxy: str | None = None   # the environment's proxy variables are never read
     paths: CountPaths = CountPaths()
-    retry: RetryPolicy = RetryPolicy()
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_url(value, schemes=("https", "http"))
 
-    def _needs_secrets(self) -> bool:
-        return self.auth_mode == "admin"  # 'self' uses each account's own key from Vault
-
-    @field_validator("proxy")
-    @classmethod
-    def _proxy(cls, value: str | None) -> str | None:
-        return None if value is None else check_proxy_url(value)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CountProviderConfig:
-        given = [k for k in ("management_key_env", "management_key_file") if getattr(self, k)]
-        if self.auth_mode == "self" and given:
-            raise ValueError("auth_mode 'self' uses each account's own key from Vault; "
-                             f"remove {given[0]}")
-        refuse_plain_http(self.base_url, self.allow_insecure_http)
-        return self
+ProviderConfig = Annotated[CountProviderConfig | HttpProviderConfig,
+                           Field(discriminator="type")]
 
 
 class VaultTokenAuth(Frozen):
@@ -224,7 +200,7 @@ class Config(Frozen):
     logging: LoggingConfig = LoggingConfig()
     audit: AuditConfig | None = None
     vault: VaultConfig
-    providers: dict[str, CountProviderConfig] = Field(min_length=1)
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
     defaults: DefaultsConfig = DefaultsConfig()
     targets: dict[str, TargetConfig] = Field(min_length=1)
     source: Path | None = Field(default=None, exclude=True)

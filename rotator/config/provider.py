@@ -1,5 +1,7 @@
-"""The Count API's path templates: one frozen definition, read from ``[providers.*.paths]``
-and used by ``rotator.adapters.count.client`` to build every request.
+"""What every provider's table holds (``ProviderConnection``: where it is, how rotator
+authenticates to it, timeouts, TLS, proxy, retries), and the Count API's path templates:
+one frozen definition, read from ``[providers.*.paths]`` and used by
+``rotator.adapters.count.client`` to build every request.
 
 Each template must be absolute and may use only the placeholders its call fills in, so a
 typo is a config problem named by key and line, not a failed request at 3 a.m.
@@ -7,15 +9,59 @@ typo is a config problem named by key and line, not a failed request at 3 a.m.
 
 from __future__ import annotations
 
+from pathlib import Path
 from string import Formatter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
 
-from rotator.config.base import Frozen
+from rotator.config.base import (
+    Duration,
+    Frozen,
+    check_proxy_url,
+    check_url,
+    refuse_plain_http,
+)
+from rotator.config.retry import RetryPolicy
 from rotator.core.errors import ConfigError
 
-__all__ = ["CountPaths"]
+__all__ = ["CountPaths", "ProviderConnection"]
+
+
+class ProviderConnection(Frozen):
+    """The keys every ``[providers.NAME]`` has, whatever its ``type``."""
+
+    base_url: str
+    auth_mode: Literal["admin", "self"] = "admin"
+    management_key_env: str | None = None
+    management_key_file: Path | None = None
+    timeout: Duration = 10.0
+    ca_bundle: Path | None = None
+    allow_insecure_http: bool = False
+    proxy: str | None = None   # the environment's proxy variables are never read
+    retry: RetryPolicy = RetryPolicy()
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value, schemes=("https", "http"))
+
+    def _needs_secrets(self) -> bool:
+        return self.auth_mode == "admin"  # 'self' uses each account's own key from Vault
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy_url(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProviderConnection:
+        given = [k for k in ("management_key_env", "management_key_file") if getattr(self, k)]
+        if self.auth_mode == "self" and given:
+            raise ValueError("auth_mode 'self' uses each account's own key from Vault; "
+                             f"remove {given[0]}")
+        refuse_plain_http(self.base_url, self.allow_insecure_http)
+        return self
 
 _PLACEHOLDERS: dict[str, frozenset[str]] = {
     "service_accounts": frozenset(), "api_keys": frozenset({"service_account"}),

@@ -66,6 +66,7 @@ class FailureCode(StrEnum):
     REFUSED = "refused"
     NO_CURRENT_KEY = "no_current_key"
     VAULT_UNREADABLE = "vault_unreadable"
+    VAULT_REFUSED = "vault_refused"      # 401/403: rotator's Vault credentials or policy
     CURRENT_KEY_REJECTED = "current_key_rejected"
     CURRENT_KEY_UNPROBED = "current_key_unprobed"
     WRONG_ACCOUNT = "wrong_account"

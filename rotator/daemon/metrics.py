@@ -43,7 +43,7 @@ from prometheus_client.registry import Collector
 
 from rotator import __version__
 from rotator.adapters.clock import SYSTEM_CLOCK
-from rotator.adapters.count.client import CallRecord
+from rotator.adapters.keyapi.session import CallRecord
 from rotator.core.model import Rotation, Status
 
 __all__ = ["SWEEP_ERROR_KINDS", "DaemonMetrics", "drop_created_series", "failure_reason"]

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from rotator.emulator import alt
 from rotator.emulator.envelope import (
     ApiError,
     Reply,
@@ -73,6 +74,16 @@ class CountApi:
 
     def handle(self, request: Request) -> Reply:
         settings = self.settings
+        if settings.layout == "alt":
+            meant = alt.inbound(request)
+            if isinstance(meant, Reply):
+                self.state.record_request()
+                return meant
+            count_request, op = meant
+            return alt.outbound(self._handle(settings, count_request), op)
+        return self._handle(settings, request)
+
+    def _handle(self, settings: EmulatorSettings, request: Request) -> Reply:
         self.state.record_request()
         if settings.latency > 0:
             self._sleep(settings.latency)

@@ -94,6 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--revoke-delay", type=seconds, default=d.revoke_delay,
         help="seconds a deleted key goes on authenticating; a large value is a provider "
              "that does not revoke (default: %(default)s)")
+    add("--layout", choices=("count", "alt"), default=d.layout,
+        help="the wire layout: Count's, or 'alt', the same API under other paths, fields, "
+             "envelope and auth header, for a type = \"http\" provider (docs/emulator.md; "
+             "default: %(default)s)")
     add("--seed", type=int, default=d.seed,
         help="seed of the fault RNG and of account ids, key ids and secrets: the same seed "
              "seeds the same accounts with the same keys at every start")
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace, *, stop: threading.Event | None = None,
             error_rate=float(args.error_rate), rate_429=float(args.rate_429),
             rate_limit=args.rate_limit, rate_window=float(args.rate_window),
             reset_format=args.reset_format, propagation_delay=float(args.propagation_delay),
-            revoke_delay=float(args.revoke_delay), seed=args.seed)
+            revoke_delay=float(args.revoke_delay), seed=args.seed, layout=args.layout)
     except ValueError as exc:
         option = "--" + str(exc).split(" ", 1)[0].replace("_", "-")
         print(f"rotator emulator: error: {option}: {exc}", file=sys.stderr)
@@ -163,7 +167,7 @@ def _announce(emulator: Emulator, seeded: list[SeededAccount], out: TextIO) -> N
     print(f"  key limit {s.key_limit}, latency {s.latency:g}s, error rate {s.error_rate:g}, "
           f"429 rate {s.rate_429:g}, rate limit {s.rate_limit or 'none'} per "
           f"{s.rate_window:g}s ({s.reset_format}), propagation {s.propagation_delay:g}s, "
-          f"revoke delay {s.revoke_delay:g}s, seed {s.seed}", file=out)
+          f"revoke delay {s.revoke_delay:g}s, seed {s.seed}, layout {s.layout}", file=out)
     rows = [("ACCOUNT", "ROLE", "ACCOUNT ID", "KEY ID", "API KEY")]
     rows += [(a.name, a.role, a.account_id, a.key_id, a.secret) for a in seeded]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -32,9 +32,11 @@ from enum import StrEnum
 from typing import Any, Literal, get_args
 
 __all__ = [
+    "LAYOUTS",
     "EmulatorSettings",
     "FaultInjector",
     "FaultKind",
+    "Layout",
     "RateStatus",
     "ResetFormat",
     "rate_headers",
@@ -43,6 +45,10 @@ __all__ = [
 
 ResetFormat = Literal["delta", "epoch", "http-date"]
 RESET_FORMATS: tuple[str, ...] = get_args(ResetFormat)
+# "alt": the same semantics under other paths, field names, envelope and auth header
+# (``rotator.emulator.alt``), for the generic HTTP provider to be proven against.
+Layout = Literal["count", "alt"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 
 _RATES = ("error_rate", "rate_429")
 _DURATIONS = ("latency", "propagation_delay", "revoke_delay")
@@ -64,6 +70,7 @@ class EmulatorSettings:
     revoke_delay: float = 0.0       # a deleted key authenticates until deleted_at + this;
                                     # a large one is a provider that does not revoke
     seed: int | None = None         # seed of the fault RNG; None = unpredictable
+    layout: Layout = "count"        # the wire layout the API is served in
 
     def __post_init__(self) -> None:
         for name in _INTS:
@@ -88,6 +95,9 @@ class EmulatorSettings:
                 f"reset_format must be one of {', '.join(RESET_FORMATS)}, "
                 f"not {self.reset_format!r}"
             )
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, "
+                             f"not {self.layout!r}")
         if self.seed is not None and (isinstance(self.seed, bool)
                                       or not isinstance(self.seed, int)):
             raise ValueError(f"seed must be an integer or null, not {self.seed!r}")

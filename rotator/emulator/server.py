@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from rotator.emulator import alt
 from rotator.emulator.api import CountApi
 from rotator.emulator.control import PREFIX, TOKEN_HEADER, handle_control
 from rotator.emulator.envelope import Reply, Request, failure
@@ -179,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._write(reply)
 
     def _bearer(self) -> str | None:
+        if self.server.api.settings.layout == "alt":
+            return alt.credential(self.headers.get(alt.AUTH_HEADER))
         header = self.headers.get("Authorization", "")
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -18,6 +18,7 @@ from rotator.core.errors import (
     SecretNotFound,
     TransientError,
     Unauthorized,
+    VaultError,
     VaultUnavailable,
 )
 from rotator.core.model import FailureCode, KeyRecord, Rotation, key_name
@@ -44,7 +45,11 @@ class StepRunner(StepBase):
         except SecretNotFound as exc:
             return m.Refused(f"no key in Vault to rotate: {exc}", FailureCode.NO_CURRENT_KEY)
         except RotatorError as exc:
-            return m.Refused(f"cannot read Vault: {exc}", FailureCode.VAULT_UNREADABLE)
+            # Refused (a wrong token, a policy without this path) is the operator's to fix;
+            # unreadable (sealed, unreachable) may pass on its own.
+            refused = isinstance(exc, VaultError) and exc.context.get("status") in ("401", "403")
+            return m.Refused(f"cannot read Vault: {exc}", FailureCode.VAULT_REFUSED if refused
+                             else FailureCode.VAULT_UNREADABLE)
         try:
             who = self._provider.whoami(current.secret)
         except Unauthorized:

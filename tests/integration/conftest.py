@@ -15,9 +15,17 @@ MakeWorld = Callable[..., World]
 
 
 @pytest.fixture
+def provider_kind() -> str:
+    """The provider a world's config drives: Count's adapter. A test runs on both with
+    ``@pytest.mark.parametrize("provider_kind", PROVIDER_KINDS)``."""
+    return "count"
+
+
+@pytest.fixture
 def make_world(emulator: Emulator, openbao: OpenBao, vault_mount: str, migrated_url: str,
-               tmp_path: Path) -> MakeWorld:
+               tmp_path: Path, provider_kind: str) -> MakeWorld:
     def make(*names: str, **kw: object) -> World:
+        kw.setdefault("provider_kind", provider_kind)
         return build_world(emulator, openbao.url, openbao.root_token, vault_mount,
                            migrated_url, tmp_path, names or ("app",), **kw)  # type: ignore[arg-type]
     return make

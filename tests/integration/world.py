@@ -5,6 +5,7 @@ a config file, and a migrated database (SQLite or PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import subprocess
@@ -24,6 +25,7 @@ from rotator.core.model import TERMINAL_STATUSES, Rotation, Status
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import AuditAction, EventKind
 from rotator.emulator import Emulator, SeededAccount
+from tests.fixtures.emulator import ALT_SHAPE
 
 CONFIG = """\
 [database]
@@ -39,13 +41,13 @@ max_attempts = 3
 base_delay = "50ms"
 max_elapsed = "2s"
 
-[providers.count]
-type = "count"
+[providers.{provider}]
+type = "{provider_type}"
 base_url = "{count_url}"
 auth_mode = "{auth_mode}"
 timeout = "5s"
-{management}
-[providers.count.retry]
+{management}{shape}
+[providers.{provider}.retry]
 max_attempts = 6
 base_delay = "20ms"
 max_delay = "200ms"
@@ -62,9 +64,14 @@ interval = "50ms"
 TOKEN_AUTH = 'method = "token"\ntoken_env = "IT_VAULT_TOKEN"'
 ADMIN_MANAGEMENT = 'management_key_env = "IT_COUNT_ADMIN_KEY"'
 
+
+# The provider kinds a parametrized integration test runs on: Count's own adapter against
+# the emulator, and type = "http" against the emulator's alt layout.
+PROVIDER_KINDS = ("count", "http")
+
 TARGET = """
 [targets.{name}]
-provider = "count"
+provider = "{provider}"
 service_account = "{sa}"
 vault_mount = "{mount}"
 vault_path = "{path}"
@@ -84,6 +91,7 @@ class World:
     # The password this test process logs in with where the URL's server asks for one
     # (the CLI it starts reads the config's password_file instead).
     db_password: Secret | None = None
+    provider_kind: str = "count"   # "http": the generic provider on the alt layout
 
     @property
     def secrets_env(self) -> dict[str, str]:
@@ -118,8 +126,20 @@ class World:
         return current
 
     def whoami(self, secret: str) -> httpx.Response:
+        """The emulator's whoami, in its layout: 200 or 401 (``key_id_of`` reads it)."""
+        if self.provider_kind == "http":
+            return httpx.get(f"{self.emulator.url}/api/2/me",
+                             headers={"X-Auth-Token": f"Key {secret}"}, timeout=5)
         return httpx.get(f"{self.emulator.url}/v1/whoami",
                          headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+
+    def key_id_of(self, secret: str) -> str:
+        """The id of the key ``secret`` is, as the provider's whoami says (it must work)."""
+        who = self.whoami(secret)
+        assert who.status_code == 200, who.text
+        body = who.json()
+        return str(body["data"]["credential"] if self.provider_kind == "http"
+                   else body["result"]["key_id"])
 
     def live_key_ids(self, name: str) -> set[str]:
         account = self.accounts[name]
@@ -190,9 +210,7 @@ class World:
     def assert_invariants(self, name: str) -> None:
         """Vault's key authenticates, no key leaked, every side effect is paired."""
         _, secret, _ = self.vault_secret(name)
-        who = self.whoami(secret)
-        assert who.status_code == 200, who.text
-        served = who.json()["result"]["key_id"]
+        served = self.key_id_of(secret)
         assert self.live_key_ids(name) == {served}, "a key leaked at the provider"
         repo = self.repository()
         try:
@@ -221,10 +239,14 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 def build_world(emulator: Emulator, vault_url: str, vault_token: str, mount: str,
                 db_url: str, tmp_path: Path, names: tuple[str, ...] = ("app",), *,
                 grace: str = "300ms", probe_timeout: str = "5s",
-                auth_mode: str = "admin") -> World:
+                auth_mode: str = "admin", provider_kind: str = "count") -> World:
+    """``provider_kind`` "http": the emulator is switched to its alt layout and the config
+    drives it with a type = "http" provider."""
+    if provider_kind == "http":
+        emulator.settings = dataclasses.replace(emulator.settings, layout="alt")
     admin = emulator.seed_account("admin", role="admin")
     world = World(emulator, vault_url, vault_token, mount, db_url, tmp_path / "rotator.toml",
-                  admin)
+                  admin, provider_kind=provider_kind)
     client = hvac.Client(url=vault_url, token=vault_token)
     try:
         for name in names:
@@ -236,10 +258,12 @@ def build_world(emulator: Emulator, vault_url: str, vault_token: str, mount: str
     finally:
         client.adapter.close()
     management = ADMIN_MANAGEMENT if auth_mode == "admin" else ""
+    provider = "alt" if provider_kind == "http" else "count"
     targets = "".join(TARGET.format(name=n, sa=world.accounts[n].account_id, mount=mount,
-                                    path=f"count/{n}") for n in names)
+                                    path=f"count/{n}", provider=provider) for n in names)
     world.config_path.write_text(CONFIG.format(
         db_url=db_url, vault_url=vault_url, count_url=emulator.url, auth_mode=auth_mode,
         management=management, grace=grace, probe_timeout=probe_timeout, targets=targets,
-        auth=TOKEN_AUTH))
+        auth=TOKEN_AUTH, provider=provider, provider_type=provider_kind,
+        shape="\n" + ALT_SHAPE.rstrip() if provider_kind == "http" else ""))
     return world

@@ -17,6 +17,7 @@ from rotator.core.errors import (
     CasConflict,
     PermanentError,
     ProviderUnavailable,
+    VaultError,
     VaultUnavailable,
 )
 from rotator.core.model import AuditEvent, Failure, FailureCode, Rotation, Status, Step
@@ -37,6 +38,10 @@ def _sealed(w: World) -> None:
     w.store.fail["read"] = VaultUnavailable("sealed")
 
 
+def _token_refused(w: World) -> None:
+    w.store.fail["read"] = VaultError("permission denied", status=403)
+
+
 def _rejected(w: World) -> None:
     w.store.put(REF, REJECTED)
 
@@ -53,6 +58,8 @@ REFUSALS: dict[str, tuple[Callable[[World], None], FailureCode, str]] = {
     "no_current_key": (_no_secret, FailureCode.NO_CURRENT_KEY,
                        "no key in Vault to rotate: no secret (path=count/app)"),
     "vault_unreadable": (_sealed, FailureCode.VAULT_UNREADABLE, "cannot read Vault: sealed"),
+    "vault_refused": (_token_refused, FailureCode.VAULT_REFUSED,
+                      "cannot read Vault: permission denied (status=403)"),
     "current_key_rejected": (_rejected, FailureCode.CURRENT_KEY_REJECTED,
                              "the key in Vault (version 2) does not authenticate at the "
                              "provider; refusing to rotate: fix or re-seed it first"),

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from rotator.adapters.count.pacing import Pacer
+from rotator.adapters.keyapi.pacing import Pacer
 
 
 class Clock:

@@ -1,10 +1,11 @@
-"""Rate-limit header arithmetic for HTTP adapters: pure functions, no IO.
+"""Rate-limit header arithmetic for HTTP key providers: pure functions, no IO.
 
 Count (docs/count-api.md) sends ``RateLimit-Limit``, ``RateLimit-Remaining`` and
 ``RateLimit-Reset`` on every response, and ``Retry-After`` on a 429. ``Retry-After`` is
 delta-seconds or an HTTP date, and some servers send epoch seconds there too;
 ``RateLimit-Reset`` is delta-seconds or epoch seconds. A number above ``EPOCH_THRESHOLD``
-is epoch seconds in either. Everything here turns those into "seconds from
+is epoch seconds in either. Another provider's names for the three are given to
+``RateLimitState.from_headers``. Everything here turns those into "seconds from
 now", never negative, and turns garbage into ``None`` instead of an exception: a
 malformed header must never fail a call that otherwise worked.
 """
@@ -123,11 +124,14 @@ class RateLimitState:
         return self.remaining == 0
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str], now: datetime) -> RateLimitState:
-        """Read ``RateLimit-Limit``, ``-Remaining`` and ``-Reset`` (names case-insensitive)."""
+    def from_headers(cls, headers: Mapping[str, str], now: datetime, *,
+                     remaining: str = "RateLimit-Remaining", reset: str = "RateLimit-Reset",
+                     limit: str = "RateLimit-Limit") -> RateLimitState:
+        """Read the remaining, reset and limit headers (by default ``RateLimit-*``; names
+        are case-insensitive)."""
         lowered = {name.lower(): value for name, value in headers.items()}
         return cls(
-            remaining=_integer(lowered.get("ratelimit-remaining")),
-            reset_in=parse_ratelimit_reset(lowered.get("ratelimit-reset"), now),
-            limit=_integer(lowered.get("ratelimit-limit")),
+            remaining=_integer(lowered.get(remaining.lower())),
+            reset_in=parse_ratelimit_reset(lowered.get(reset.lower()), now),
+            limit=_integer(lowered.get(limit.lower())),
         )
