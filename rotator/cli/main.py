@@ -391,6 +391,7 @@ def rotate_exit_code(results: Sequence[TargetResult]) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from rotator.app.notify import notify_stray_keys  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.verify import chain_findings, check_targets  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
@@ -402,6 +403,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         findings = check_targets([rt.spec(n) for n in names], rt.providers, rt.store, rt.repo)
         findings += chain_findings(rt.repo.verify_chains, names)
+        # A stray key reaches the sinks that want it (delivered by the daemon), once each.
+        notify_stray_keys(rt, findings)
     finally:
         rt.close()
     print(report.render_findings(findings, len(names)))

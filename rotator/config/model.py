@@ -35,6 +35,7 @@ from rotator.config.base import (
 )
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
 from rotator.config.locate import KeyedProblem, problems_by_key
+from rotator.config.notifications import NotificationsConfig
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
 from rotator.config.vault_addr import explain_vault_url, with_vault_addr
@@ -48,6 +49,7 @@ __all__ = [
     "DaemonConfig",
     "DatabaseConfig",
     "LoggingConfig",
+    "NotificationsConfig",
     "ProbeConfig",
     "ScheduleConfig",
     "TargetConfig",
@@ -227,6 +229,7 @@ class Config(Frozen):
     providers: dict[str, CountProviderConfig] = Field(min_length=1)
     defaults: DefaultsConfig = DefaultsConfig()
     targets: dict[str, TargetConfig] = Field(min_length=1)
+    notifications: NotificationsConfig = NotificationsConfig()
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
