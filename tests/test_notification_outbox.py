@@ -13,11 +13,14 @@ from sqlalchemy import select
 from rotator.adapters.sql import SqlRepository
 from rotator.adapters.sql.schema import make_engine
 from rotator.adapters.sql.tables import rotations
-from rotator.core.errors import LeaseLost
+from rotator.core.errors import LeaseLost, ProviderUnavailable
 from rotator.core.model import AuditEvent, Failure, FailureCode, Rotation, Status, Step
 from rotator.core.notices import Notice, NoticeEvent, Route
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
+from rotator.daemon.watch import Thresholds, Watch
+from rotator.scheduling.schedule import Schedule
 from tests import writes
+from tests.test_daemon_sweep import DAY, START, Fleet
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ROUTES = (Route("ops", frozenset(NoticeEvent)),
@@ -131,3 +134,33 @@ def test_one_claim_per_row_among_racing_replicas_then_attempts_are_recorded(
     assert repo.outbox.claim("late", now + timedelta(minutes=4), 30) == []
     (again,) = repo.outbox.claim("late", now + timedelta(minutes=6), 30)
     assert (again.delivery_id, again.attempts) == (first.delivery_id, 1)
+
+
+def test_the_sweep_enqueues_overdue_and_a_key_too_old_once_each_across_restarts(
+        migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        fleet = Fleet(lambda clock: SqlRepository(engine, clock=clock, routes=ROUTES),
+                      {"app": Schedule(every=DAY, max_key_age=2 * DAY)}, grace=0)
+        repo = fleet.repo
+        assert isinstance(repo, SqlRepository)
+
+        def watching() -> None:
+            fleet.sweeper.watch = Watch(repo.outbox.enqueue, Thresholds(3600, 3600))
+
+        watching()
+        fleet.sweep()                                  # the first rotation completes
+        fleet.provider.fail["create_key"] = ProviderUnavailable("count is down")
+        for hours in (24, 26, 49, 50):                 # each due retry fails
+            fleet.at(START + timedelta(hours=hours))
+        fleet.restart()                                # a new process: nothing remembered
+        watching()
+        fleet.at(START + timedelta(hours=52))
+        events = [r.event for r in repo.outbox.rows() if r.sink == "ops"]
+        failures = len([r for r in repo.rotations("app") if r.status is not Status.COMPLETED])
+    finally:
+        engine.dispose()
+    assert failures >= 3
+    assert sorted(set(events)) == ["key_too_old", "rotation_rolled_back", "target_overdue"]
+    assert events.count("target_overdue") == events.count("key_too_old") == 1
+    assert events.count("rotation_rolled_back") == failures

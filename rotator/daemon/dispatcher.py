@@ -108,14 +108,14 @@ class Dispatcher:
             attempts = delivery.attempts + 1
             wait = backoff_seconds(attempts, policy.backoff, policy.max_backoff)
             self._metrics.notifications_failed.labels(sink=delivery.sink).inc()
-            log.warning("notification_not_delivered", sink=delivery.sink, event=delivery.event,
-                        delivery_id=delivery.delivery_id, attempts=attempts, error=str(exc),
-                        retry_in=wait)
+            log.warning("notification_not_delivered", sink=delivery.sink,
+                        notice=delivery.event, delivery_id=delivery.delivery_id,
+                        attempts=attempts, error=str(exc), retry_in=wait)
             self._outbox.failed(delivery, self._holder, str(exc),
                                 self._clock.now() + timedelta(seconds=wait))
             return
         self._metrics.notifications_delivered.labels(sink=delivery.sink).inc()
-        log.info("notification_delivered", sink=delivery.sink, event=delivery.event,
+        log.info("notification_delivered", sink=delivery.sink, notice=delivery.event,
                  delivery_id=delivery.delivery_id, attempts=delivery.attempts + 1)
         self._outbox.delivered(delivery, self._clock.now())
 
