@@ -64,6 +64,14 @@ def test_a_rolled_back_rotation_enqueues_once_per_sink_in_its_own_save(
     assert repo.outbox.pending() == {"ops": 1, "chat": 1}
 
 
+def test_a_blocked_rollback_saved_again_and_again_is_one_notice(repo: SqlRepository) -> None:
+    writes.insert_rotation(repo, _rotation())
+    blocked = _rotation(step=Step.ROLLBACK, rollback_blocked="cannot read Vault: down")
+    for _ in range(3):                 # the runner retries, saving each blocked attempt
+        writes.save_rotation(repo, blocked)
+    assert [(r.sink, r.event) for r in repo.outbox.rows()] == [("ops", "rollback_blocked")]
+
+
 def test_the_notice_and_the_state_change_commit_or_vanish_together(
         repo: SqlRepository, monkeypatch: pytest.MonkeyPatch) -> None:
     writes.insert_rotation(repo, _rotation())

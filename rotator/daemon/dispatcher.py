@@ -78,7 +78,7 @@ class Dispatcher:
             self._wake.clear()
             try:
                 while self.dispatch() and not self._stop.is_set():
-                    pass    # a full batch: there may be more due at once
+                    pass    # a full pass: there may be more due at once
             except SQLAlchemyError as exc:
                 log.warning("notify_dispatch_failed", error=type(exc).__name__)
             except Exception:
@@ -86,18 +86,22 @@ class Dispatcher:
             self._wake.wait(self._interval)
 
     def dispatch(self, limit: int = 20) -> int:
-        """One pass: claim up to ``limit`` due rows and attempt each; how many were claimed."""
-        now = self._clock.now()
+        """One pass: up to ``limit`` due rows, each claimed just before its attempt (a
+        claim covers one attempt, so it never lapses while it waits behind others); how
+        many were attempted, 0 once none is left due."""
         hold = max((p.hold_seconds for p in self._policies.values()), default=0.0)
-        claimed = self._outbox.claim(self._holder, now, hold, limit, sinks=tuple(self._sinks))
-        for delivery in claimed:
-            if self._stop.is_set():
-                break   # unsent claims lapse; the next start (or replica) sends them
-            self._attempt(delivery)
+        sinks = tuple(self._sinks)
+        attempted = 0
+        while attempted < limit and not self._stop.is_set():
+            claimed = self._outbox.claim(self._holder, self._clock.now(), hold, 1, sinks)
+            if not claimed:
+                break
+            self._attempt(claimed[0])
+            attempted += 1
         for sink, count in self._outbox.pending().items():
             if sink in self._sinks:
                 self._metrics.notifications_pending.labels(sink=sink).set(count)
-        return len(claimed) if len(claimed) >= limit else 0
+        return attempted if attempted >= limit else 0
 
     def _attempt(self, delivery: Delivery) -> None:
         sink, policy = self._sinks[delivery.sink], self._policies[delivery.sink]

@@ -31,6 +31,7 @@ from rotator.core.notices import Notice, Route, routed
 __all__ = ["Delivery", "OutboxRow", "SqlOutbox"]
 
 _T = notification_outbox
+_RACE_SLACK = 8
 # The longest error text kept: the first line of a status or an exception's type.
 _ERROR_MAX = 500
 
@@ -109,12 +110,17 @@ class SqlOutbox:
                    or_(_T.c.claimed_until.is_(None), _T.c.claimed_until <= now))
         if sinks is not None:
             due = and_(due, _T.c.sink.in_(list(sinks)))
-        query = select(_T).where(due).order_by(_T.c.next_attempt_at, _T.c.id).limit(limit)
+        # A few more candidates than asked for: rows another replica wins meanwhile are
+        # skipped, and this one claims the next instead of coming back empty.
+        query = (select(_T).where(due).order_by(_T.c.next_attempt_at, _T.c.id)
+                 .limit(limit + _RACE_SLACK))
         with self.engine.connect() as conn:
             candidates = conn.execute(query).mappings().all()
         until = now + timedelta(seconds=hold_seconds)
         claimed: list[Delivery] = []
         for row in candidates:
+            if len(claimed) == limit:
+                break
             stmt = update(_T).where(_T.c.id == row["id"], due).values(
                 claimed_by=holder, claimed_until=until)
             with self._writes, self.engine.begin() as conn:
