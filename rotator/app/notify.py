@@ -19,26 +19,40 @@ from rotator.config.model import Config
 from rotator.config.notifications import WebhookSinkConfig
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.notices import Notice, NoticeEvent
+from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
 
-__all__ = ["build_sinks", "enqueue", "notify_stray_keys", "stray_key_notice"]
+__all__ = ["build_sinks", "enqueue", "notify_stray_keys", "sink_secrets", "stray_key_notice"]
+
+
+def sink_secrets(config: Config) -> dict[str, Secret]:
+    """Each sink's secret (a webhook's HMAC key, a Slack webhook's URL), read from its one
+    source and known to the redactor from then on; ``ConfigError`` naming the key if one
+    cannot be read (``check-config`` reports it, the daemon refuses to start)."""
+    secrets: dict[str, Secret] = {}
+    for name, sink in config.notifications.sinks.items():
+        key = f"notifications.sinks.{name}"
+        if isinstance(sink, WebhookSinkConfig):
+            secret = resolve_secret(f"{key}.secret", sink.secret_env, sink.secret_file)
+        else:
+            secret = resolve_secret(f"{key}.url", sink.url_env, sink.url_file)
+        remember_secret(secret, pinned=True)
+        secrets[name] = secret
+    return secrets
 
 
 def build_sinks(config: Config) -> dict[str, Sink]:
-    """A live sink per configured name; their secrets resolved and known to the redactor."""
+    """A live sink per configured name, each with a guarded HTTP client of its own."""
+    secrets = sink_secrets(config)
     sinks: dict[str, Sink] = {}
     for name, sink in config.notifications.sinks.items():
-        key = f"notifications.sinks.{name}"
         verify: bool | str = str(sink.ca_bundle) if sink.ca_bundle else True
         if isinstance(sink, WebhookSinkConfig):
-            secret = resolve_secret(f"{key}.secret", sink.secret_env, sink.secret_file)
-            remember_secret(secret, pinned=True)
-            sinks[name] = WebhookSink(sink.url, secret, timeout=sink.timeout, verify=verify,
-                                      proxy=sink.proxy)
+            sinks[name] = WebhookSink(sink.url, secrets[name], timeout=sink.timeout,
+                                      verify=verify, proxy=sink.proxy)
         else:
-            url = resolve_secret(f"{key}.url", sink.url_env, sink.url_file)
-            remember_secret(url, pinned=True)
-            sinks[name] = SlackSink(url, timeout=sink.timeout, verify=verify, proxy=sink.proxy)
+            sinks[name] = SlackSink(secrets[name], timeout=sink.timeout, verify=verify,
+                                    proxy=sink.proxy)
     return sinks
 
 

@@ -492,12 +492,13 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from rotator.app.database import chain_key, database_password  # noqa: PLC0415
+    from rotator.app.notify import sink_secrets  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or _config_path(args.config)
     config = load_config(path)
     problems: dict[str, str] = {}
-    for check in (database_password, management_keys, vault_auth, chain_key):
+    for check in (database_password, management_keys, vault_auth, chain_key, sink_secrets):
         try:
             check(config)
         except ConfigError as exc:

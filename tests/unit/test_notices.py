@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from rotator.adapters.notify import DeliveryFailed, SlackSink, WebhookSink
+from rotator.cli.main import main
 from rotator.config.model import load_config
 from rotator.config.notifications import NotificationsConfig
 from rotator.core.errors import ConfigError
@@ -232,3 +233,16 @@ def test_a_bad_sink_is_a_config_error_naming_its_key_and_quoting_no_secret(
     assert any(k.startswith(key) and words in v for k, v in problems.items()), problems
     assert HMAC_KEY not in str(caught.value) + repr(problems)
     assert "SECRETXXXX" not in str(caught.value) + repr(problems)
+
+
+def test_check_config_names_a_sink_secret_it_cannot_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IT_UNSET_HOOK_KEY", raising=False)
+    path = tmp_path / "rotator.toml"
+    path.write_text(DATABASE_ONLY_CONFIG.format(url="sqlite:///x.db")
+                    + '[notifications.sinks.ops]\ntype = "webhook"\n'
+                    'url = "https://h.example/r"\nsecret_env = "IT_UNSET_HOOK_KEY"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "notifications.sinks.ops.secret_env" in err and "IT_UNSET_HOOK_KEY" in err
