@@ -329,9 +329,9 @@ class _Daemon:
                 log.warning("release_failed", error=type(exc).__name__)
         self.rt.close()
 
-
     def _stop_dispatcher(self) -> None:
-        """``--once`` first makes one attempt at what is due (a notice its work enqueued
+        """Stop delivering, after the attempt in progress (bounded by its sink's timeout).
+        ``--once`` first makes one attempt at what is due (a notice its work enqueued
         would otherwise wait for the next run); what is left stays in the outbox."""
         if self.opts.once and self.config.notifications.sinks and self.schema_ok:
             try:

@@ -175,3 +175,21 @@ def test_a_stray_key_verify_finds_is_enqueued_once(make_world: MakeWorld) -> Non
     (row,) = _rows(world)               # the chat sink takes rollbacks only
     assert (row.sink, row.event, row.dedupe_key, row.delivered_at) == (
         "ops", "stray_key", f"stray_key:app:{stray.key_id}", None)
+
+
+def test_run_once_delivers_what_its_failed_rotation_enqueued_before_it_exits(
+        make_world: MakeWorld) -> None:
+    world = make_world("app", probe_timeout="600ms")
+    world.emulator.settings = EmulatorSettings(propagation_delay=30)
+    receiver = Receiver()
+    receiver.up()
+    config, _port = _config(world, receiver, "once")
+    world.config_path.write_text(config.read_text())
+    try:
+        done = world.cli("run", "--once", env={"IT_WEBHOOK_SECRET": HMAC_KEY})
+    finally:
+        receiver.down()
+    assert done.returncode == 1, done.stderr[-3000:]          # the rotation rolled back
+    (hook,) = receiver.got("/hook")
+    assert hook.signed_with(HMAC_KEY) and hook.json()["event"] == "rotation_rolled_back"
+    assert all(r.delivered_at is not None for r in _rows(world))
