@@ -97,14 +97,15 @@ def routed(notices: Iterable[Notice], routes: Sequence[Route]) -> list[tuple[str
             if notice.event in route.events]
 
 
-def rotation_notices(rotation: Rotation) -> list[Notice]:
-    """What a rotation's saved state is worth telling: its bad ending or a blocked rollback.
+def rotation_notices(rotation: Rotation, at: datetime) -> list[Notice]:
+    """What a rotation's state, saved at ``at``, is worth telling: its bad ending or a
+    blocked rollback.
 
     Derived from the state alone, so the write that saves it enqueues them in its own
     transaction; saved again in the same state, the dedupe keys make them no-ops.
     """
     notices: list[Notice] = []
-    when = rotation.finished_at or rotation.started_at
+    when = rotation.finished_at or at
     failure = rotation.failure
     details: dict[str, Detail] = {
         "step": None if failure is None or failure.step is None else str(failure.step),
@@ -124,7 +125,7 @@ def rotation_notices(rotation: Rotation) -> list[Notice]:
         notices.append(Notice(
             event, rotation.target, f"{event}:{rotation.rotation_id}",
             f"rollback of {rotation.target} blocked: {rotation.rollback_blocked}",
-            rotation.started_at, rotation.rotation_id,
+            when, rotation.rotation_id,
             {**details, "blocked": rotation.rollback_blocked}))
     return notices
 

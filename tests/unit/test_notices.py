@@ -104,16 +104,19 @@ def test_a_failed_or_rolled_back_rotation_carries_one_notice_each() -> None:
     failure = Failure(Step.VERIFY, FailureCode.PROBE_FAILED, "did not authenticate")
     rolled = _rotation(status=Status.ROLLED_BACK, step=Step.DONE, failure=failure,
                        reason="verify: did not authenticate", finished_at=T0)
-    (notice,) = rotation_notices(rolled)
+    (notice,) = rotation_notices(rolled, T0)
     assert (notice.event, notice.dedupe_key) == (NoticeEvent.ROTATION_ROLLED_BACK,
                                                  "rotation_rolled_back:rot_1")
     assert notice.details["step"] == "verify" and notice.details["code"] == "probe_failed"
-    (refused,) = rotation_notices(_rotation(status=Status.FAILED, step=Step.DONE))
+    (refused,) = rotation_notices(_rotation(status=Status.FAILED, step=Step.DONE), T0)
     assert refused.event is NoticeEvent.ROTATION_FAILED
-    (blocked,) = rotation_notices(_rotation(step=Step.ROLLBACK, rollback_blocked="Vault down"))
+    later = T0 + timedelta(minutes=5)
+    (blocked,) = rotation_notices(_rotation(step=Step.ROLLBACK, rollback_blocked="Vault down"),
+                                  later)
+    assert blocked.occurred_at == later
     assert blocked.dedupe_key == "rollback_blocked:rot_1"
-    assert rotation_notices(_rotation(step=Step.GRACE)) == []
-    assert rotation_notices(_rotation(status=Status.COMPLETED, step=Step.DONE)) == []
+    assert rotation_notices(_rotation(step=Step.GRACE), T0) == []
+    assert rotation_notices(_rotation(status=Status.COMPLETED, step=Step.DONE), T0) == []
 
 
 def test_a_probe_finding_a_deleted_key_alive_is_a_notice() -> None:

@@ -258,7 +258,8 @@ class SqlRepository:
                     if ending is not None:
                         _same_target(ending.target, lease)
                         self._append_event(conn, ending, lease)
-                    self.outbox.add(conn, rotation_notices(rotation), self._clock())
+                    now = self._clock()
+                    self.outbox.add(conn, rotation_notices(rotation, now), now)
                     return
                 # Why nothing matched: a lost lease first, whatever the stored state.
                 self._require(conn, lease)
