@@ -4,6 +4,7 @@ SIGKILLed with deliveries pending delivers them after its restart. None is lost.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,20 @@ def test_run_once_delivers_what_its_failed_rotation_enqueued_before_it_exits(
     (hook,) = receiver.got("/hook")
     assert hook.signed_with(HMAC_KEY) and hook.json()["event"] == "rotation_rolled_back"
     assert all(r.delivered_at is not None for r in _rows(world))
+
+
+def test_a_rotate_from_a_shell_whose_old_key_survives_enqueues_revoked_key_alive(
+        make_world: MakeWorld) -> None:
+    world = make_world("app", grace="0s")
+    world.emulator.settings = dataclasses.replace(world.emulator.settings, revoke_delay=3600.0)
+    _, old_secret, _ = world.vault_secret("app")
+    old_key = world.whoami(old_secret).json()["result"]["key_id"]
+    config, _port = _config(world, Receiver(), "shell")
+    world.config_path.write_text(config.read_text())
+    code, _out = world.cli_here("rotate", "app")
+    assert code == 0                                  # the delete itself succeeded
+    (rotation,) = world.rotations("app")
+    (row,) = _rows(world)                             # the chat sink takes rollbacks only
+    assert (row.sink, row.event, row.dedupe_key, row.delivered_at) == (
+        "ops", "revoked_key_alive", f"revoked_key_alive:{rotation.rotation_id}:{old_key}",
+        None)
