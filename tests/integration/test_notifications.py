@@ -4,7 +4,6 @@ SIGKILLed with deliveries pending delivers them after its restart. None is lost.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from rotator.emulator import EmulatorSettings
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, metric, wait_for
 from tests.integration.receiver import Receiver
+from tests.integration.test_revoked_probe import surviving_old_key
 from tests.integration.world import World
 
 pytestmark = pytest.mark.integration
@@ -199,9 +199,7 @@ def test_run_once_delivers_what_its_failed_rotation_enqueued_before_it_exits(
 def test_a_rotate_from_a_shell_whose_old_key_survives_enqueues_revoked_key_alive(
         make_world: MakeWorld) -> None:
     world = make_world("app", grace="0s")
-    world.emulator.settings = dataclasses.replace(world.emulator.settings, revoke_delay=3600.0)
-    _, old_secret, _ = world.vault_secret("app")
-    old_key = world.whoami(old_secret).json()["result"]["key_id"]
+    old_key = surviving_old_key(world)
     config, _port = _config(world, Receiver(), "shell")
     world.config_path.write_text(config.read_text())
     code, _out = world.cli_here("rotate", "app")
