@@ -35,14 +35,15 @@ from rotator.core.model import AuditEvent, Rotation, Status
 from rotator.core.vocabulary import EventKind
 from tests.support import DATABASE_ONLY_CONFIG
 
-ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups"}
+ROTATOR_TABLES = {"rotations", "rotation_events", "leases", "pending_cleanups",
+                  "notification_outbox"}
 
 SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -321,16 +322,16 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0006_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0007_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    monkeypatch.setattr(schema, "SCHEMA_HEAD", "0006")   # a newer rotator's code
-    assert head_revision() == "0006"
+    monkeypatch.setattr(schema, "SCHEMA_HEAD", "0007")   # a newer rotator's code
+    assert head_revision() == "0007"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0005, this rotator needs 0006: run `rotator db upgrade`$",
+        match=r"^database schema is at 0006, this rotator needs 0007: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0006"
+    assert upgrade(migrated_url) == "0007"
     _check(migrated_url)
 
 

@@ -48,7 +48,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from rotator.core.errors import ConfigError
 
 __all__ = ["MAX_BODY_BYTES", "ResponseRefused", "body_within_cap", "provider_client",
-           "vault_client"]
+           "vault_client", "webhook_client"]
 
 MAX_BODY_BYTES = 1 << 20  # a larger answer is off contract; it is not read any further
 _CHUNK = 65536
@@ -237,6 +237,21 @@ def provider_client(*, service: str, base_url: str, timeout: float, verify: bool
                         transport=_GuardedTransport(transport, timeout, service),
                         follow_redirects=False, trust_env=False,
                         headers={**headers, **_IDENTITY})
+
+
+def webhook_client(*, timeout: float, verify: bool | str, proxy: str | None = None,
+                   transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An httpx client for a notification sink, under the same guard as Count's (no
+    redirect followed, per-attempt deadline, capped body, nothing from the environment).
+    No base URL: each sink posts to its own, which may hold its credential."""
+    if transport is None:
+        tls: bool | ssl.SSLContext = _ca_bundle(verify, "webhook") if isinstance(
+            verify, str) else verify
+        transport = httpx.HTTPTransport(verify=tls, proxy=proxy, trust_env=False,
+                                        limits=httpx.Limits(max_keepalive_connections=0))
+    return httpx.Client(timeout=httpx.Timeout(timeout),
+                        transport=_GuardedTransport(transport, timeout, "webhook"),
+                        follow_redirects=False, trust_env=False, headers=dict(_IDENTITY))
 
 
 # --- Vault: hvac over requests -----------------------------------------------------------

@@ -145,7 +145,8 @@ def build_runtime(config: Config, *, require_schema: bool = True,
         for provider in providers.values():
             provider.close()
         raise
-    repo = SqlRepository(engine, clock=clock.now, chain_key=audit_key)
+    repo = SqlRepository(engine, clock=clock.now, chain_key=audit_key,
+                         routes=config.notifications.routes())
     crashpoints.guard_pauses(repo.writes_held())
     return Runtime(config=config, engine=engine, repo=repo, store=store, providers=providers,
                    keys=keys, clock=clock)

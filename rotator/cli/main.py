@@ -396,6 +396,7 @@ def rotate_exit_code(results: Sequence[TargetResult]) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from rotator.app.notify import notify_stray_keys  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.verify import chain_findings, check_targets  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
@@ -407,6 +408,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     try:
         findings = check_targets([rt.spec(n) for n in names], rt.providers, rt.store, rt.repo)
         findings += chain_findings(rt.repo.verify_chains, names)
+        # A stray key reaches the sinks that want it (delivered by the daemon), once each.
+        notify_stray_keys(rt, findings)
     finally:
         rt.close()
     print(report.render_findings(findings, len(names)))
@@ -496,12 +499,13 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from rotator.app.database import chain_key, database_password  # noqa: PLC0415
+    from rotator.app.notify import sink_secrets  # noqa: PLC0415
     from rotator.app.runtime import management_keys, vault_auth  # noqa: PLC0415
 
     path = args.file or _config_path(args.config)
     config = load_config(path)
     problems: dict[str, str] = {}
-    for check in (database_password, management_keys, vault_auth, chain_key):
+    for check in (database_password, management_keys, vault_auth, chain_key, sink_secrets):
         try:
             check(config)
         except ConfigError as exc:

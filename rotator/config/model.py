@@ -36,6 +36,7 @@ from rotator.config.base import (
 from rotator.config.daemon import DaemonConfig, LoggingConfig, ScheduleConfig, resolve_schedule
 from rotator.config.http_provider import HttpProviderConfig
 from rotator.config.locate import KeyedProblem, problems_by_key
+from rotator.config.notifications import NotificationsConfig
 from rotator.config.provider import CountPaths, ProviderConnection
 from rotator.config.retry import RetryPolicy
 from rotator.config.vault_addr import explain_vault_url, with_vault_addr
@@ -50,6 +51,7 @@ __all__ = [
     "DatabaseConfig",
     "HttpProviderConfig",
     "LoggingConfig",
+    "NotificationsConfig",
     "ProbeConfig",
     "ProviderConfig",
     "ScheduleConfig",
@@ -203,6 +205,7 @@ class Config(Frozen):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     defaults: DefaultsConfig = DefaultsConfig()
     targets: dict[str, TargetConfig] = Field(min_length=1)
+    notifications: NotificationsConfig = NotificationsConfig()
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

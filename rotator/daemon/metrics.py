@@ -16,6 +16,10 @@
     rotator_ready                                         1 when /readyz would say ready
     rotator_sweep_errors_total{kind}                      a sweep that could not finish
     rotator_sweep_duration_seconds                        histogram, one sample per sweep
+    rotator_notifications_attempted_total{sink}           delivery attempts
+    rotator_notifications_failed_total{sink}              attempts that failed (retried)
+    rotator_notifications_delivered_total{sink}           notifications delivered
+    rotator_notifications_pending{sink}                   outbox rows not delivered yet
 
 Every configured target has its ``completed`` and ``failures`` series at 0 from start
 (``declare_targets``), so ``increase()`` sees the first failure (a series born at 1 shows
@@ -194,6 +198,17 @@ class DaemonMetrics:
         self.sweep_seconds = Histogram("rotator_sweep_duration_seconds",
                                        "Time one sweep for due work took (failed ones too)",
                                        buckets=_SWEEP_BUCKETS, registry=r)
+        notices = (("attempted", "Notification delivery attempts"),
+                   ("failed", "Notification delivery attempts that failed (retried later)"),
+                   ("delivered", "Notifications delivered"))
+        self.notifications_attempted, self.notifications_failed, \
+            self.notifications_delivered = (
+                Counter(f"rotator_notifications_{name}", doc, ["sink"], registry=r)
+                for name, doc in notices)
+        self.notifications_pending = Gauge(
+            "rotator_notifications_pending",
+            "Notifications in the outbox not delivered yet (any replica's)", ["sink"],
+            registry=r)
         build = Gauge("rotator_build_info", "The running rotator's version", ["version"],
                       registry=r)
         build.labels(version=__version__).set(1)
@@ -208,6 +223,14 @@ class DaemonMetrics:
         for target in targets:
             self.completed.declare(target)
             self.failures.declare(target)
+
+    def declare_sinks(self, sinks: Iterable[str]) -> None:
+        """Each sink's notification series, at 0 until it first counts."""
+        for sink in sinks:
+            for family in (self.notifications_attempted, self.notifications_failed,
+                           self.notifications_delivered):
+                family.labels(sink=sink)
+            self.notifications_pending.labels(sink=sink).set(0)
 
     # --- the runner's RunObserver -------------------------------------------------------
 

@@ -26,17 +26,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from rotator.adapters.clock import SystemClock
 from rotator.adapters.sql.backend import is_sqlite
 from rotator.adapters.sql.schema import check_schema
+from rotator.app.notify import build_sinks
 from rotator.app.operations import holder_id, renew_vault_token
 from rotator.app.runtime import Runtime, build_runtime
 from rotator.config.model import Config
 from rotator.core.errors import ConfigError, SchemaError
 from rotator.core.model import Status
 from rotator.daemon.claim import DAEMON_LEASE, take_sqlite_claim
+from rotator.daemon.dispatcher import Dispatcher, SinkPolicy
 from rotator.daemon.http import HealthServer
 from rotator.daemon.metrics import DaemonMetrics, drop_created_series
 from rotator.daemon.readiness import Readiness
 from rotator.daemon.sweep import Outcome, Sweeper
 from rotator.daemon.waker import Waker, quiet_scheduler_logs
+from rotator.daemon.watch import Thresholds, Watch
 from rotator.daemon.workers import LeaseHeartbeat, WorkerPool
 from rotator.engine.runner import Runner
 
@@ -73,13 +76,17 @@ class _Daemon:
                              heartbeat=lambda: renew_vault_token(self.rt),
                              observer=self.metrics, stopping=stop.is_set)
         self.waker = Waker(self.tick, config.daemon.poll_interval, now=self.rt.clock.now)
-        self.pool = WorkerPool(config.daemon.workers, on_done=self.waker.wake_now)
+        self.dispatcher = self._dispatcher()
+        self.pool = WorkerPool(config.daemon.workers, on_done=self._work_done)
+        notifications = config.notifications
+        watch = Watch(self.rt.repo.outbox.enqueue,
+                      Thresholds(notifications.stuck_after, notifications.overdue_after))
         self.sweeper = Sweeper(
             repo=self.rt.repo, runner=self.runner, pool=self.pool, clock=self.rt.clock,
             metrics=self.metrics, specs=self.rt.spec, actor=opts.actor,
             schedules={name: config.schedule_for(name) for name in config.targets},
             wake_at=self.waker.wake_at, anchor=self.log_chain_head,
-            wait_for_workers=opts.once, stopping=stop.is_set)
+            wait_for_workers=opts.once, stopping=stop.is_set, watch=watch)
         extra = (DAEMON_LEASE,) if self.single_replica else ()
         self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
                                         lambda: (*self.pool.busy(), *extra),
@@ -87,6 +94,24 @@ class _Daemon:
         self.claimed = False
         self.readiness = Readiness(self.rt.engine, self.rt.store.is_ready,
                                    more={"replica": self._claim_check})
+
+    def _dispatcher(self) -> Dispatcher:
+        notifications = self.config.notifications
+        try:
+            sinks = build_sinks(self.config)
+        except BaseException:
+            self.rt.close()
+            raise
+        policies = {name: SinkPolicy(sink.timeout, sink.backoff, sink.max_backoff)
+                    for name, sink in notifications.sinks.items()}
+        return Dispatcher(self.rt.repo.outbox, sinks, policies, holder=self.holder,
+                          clock=self.rt.clock, metrics=self.metrics,
+                          interval=notifications.dispatch_interval)
+
+    def _work_done(self) -> None:
+        """A piece of work ended: sweep again, and deliver what it may have enqueued."""
+        self.waker.wake_now()
+        self.dispatcher.wake()
 
     def log_chain_head(self, target: str) -> None:
         """Log the head of ``target``'s audit chain: an anchor kept outside the database,
@@ -202,6 +227,7 @@ class _Daemon:
             self.rt.close()
             return
         self.heartbeat.start()
+        self.dispatcher.start()
         self.waker.start()
         log.info("daemon_started", listen=f"{daemon_cfg.host}:{server.port}",
                  holder=self.holder, targets=len(self.config.targets),
@@ -223,6 +249,7 @@ class _Daemon:
             self._interrupted()
             return
         self.heartbeat.start()
+        self.dispatcher.start()
         only: set[str] | None = None
         finished = False
         while not self.stop.is_set():
@@ -293,6 +320,7 @@ class _Daemon:
             log.error("shutdown_deadline_passed", busy=sorted(self.pool.busy()),
                       detail="their leases lapse on their own; the next start resumes them")
             return
+        self._stop_dispatcher()
         self.heartbeat.stop()
         if self.single_replica:
             try:
@@ -300,6 +328,18 @@ class _Daemon:
             except SQLAlchemyError as exc:
                 log.warning("release_failed", error=type(exc).__name__)
         self.rt.close()
+
+    def _stop_dispatcher(self) -> None:
+        """Stop delivering, after the attempt in progress (bounded by its sink's timeout).
+        ``--once`` first makes one attempt at what is due (a notice its work enqueued
+        would otherwise wait for the next run); what is left stays in the outbox."""
+        if self.opts.once and self.config.notifications.sinks and self.schema_ok:
+            try:
+                self.dispatcher.dispatch()
+            except SQLAlchemyError as exc:
+                log.warning("notify_dispatch_failed", error=type(exc).__name__)
+        self.dispatcher.stop(self.config.daemon.shutdown_timeout)
+        self.dispatcher.close()
 
 
 def _succeeded(outcome: Outcome) -> bool:

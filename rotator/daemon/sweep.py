@@ -81,6 +81,10 @@ class Sweeper:
     # next sweep that a run which exits never has.
     wait_for_workers: bool = False
     stopping: Callable[[], bool] = lambda: False
+    # Told each target decided, with what the sweep read of it: the daemon's ``Watch``
+    # enqueues the notices of a rotation stuck, a target overdue, a key too old.
+    watch: Callable[[str, Schedule, ScheduleFacts, Rotation | None, datetime], None] = (
+        lambda _target, _schedule, _facts, _running, _now: None)
     # Only the latest outcome per target is kept (what --once decides on): one entry per
     # configured target however long the daemon runs.
     _outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -194,6 +198,7 @@ class Sweeper:
                 now: datetime) -> planner.Decision:
         """Decide one target, dispatch its work, and note when it needs its next look."""
         self.metrics.ages.set(name, facts.last_completed)
+        self.watch(name, schedule, facts, running, now)
         decision = planner.decide(name, schedule, facts, running, cleanups, now)
         if decision.due is not None:
             self.metrics.next_due.set(name, decision.due.at.timestamp())

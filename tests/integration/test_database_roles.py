@@ -98,7 +98,7 @@ def _refused(url: str, statement: str) -> str:
 def test_the_runtime_role_rotates_but_cannot_rewrite_the_audit_trail(
         roles: Roles, emulator: Emulator, openbao: OpenBao, vault_mount: str,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert upgrade(roles.url(roles.owner)) == "0005"
+    assert upgrade(roles.url(roles.owner)) == "0006"
     # As deploy/kubernetes and deploy/compose do it: one URL, the user from PGUSER.
     monkeypatch.setenv("PGUSER", roles.runtime)
     runtime = roles.url(None)

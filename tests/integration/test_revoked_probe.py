@@ -38,12 +38,19 @@ def test_a_real_rotation_records_the_old_key_refused(make_world: MakeWorld) -> N
     w.assert_invariants("app")
 
 
+def surviving_old_key(w: World, target: str = "app") -> str:
+    """Make the emulator a provider that does not revoke (deleted keys go on
+    authenticating); the id of the key Vault serves ``target`` now."""
+    w.emulator.settings = dataclasses.replace(w.emulator.settings, revoke_delay=3600.0)
+    _, old_secret, _ = w.vault_secret(target)
+    key_id: str = w.whoami(old_secret).json()["result"]["key_id"]
+    return key_id
+
+
 def test_a_provider_that_did_not_revoke_is_found_by_verify_and_status(
         make_world: MakeWorld) -> None:
     w = make_world("app", grace="0s")
-    w.emulator.settings = dataclasses.replace(w.emulator.settings, revoke_delay=3600.0)
-    _, old_secret, _ = w.vault_secret("app")
-    old_key = w.whoami(old_secret).json()["result"]["key_id"]
+    old_key = surviving_old_key(w)
     rotated = w.cli("rotate", "app")
     assert rotated.returncode == 0, rotated.stderr        # the delete itself succeeded
     loud = [json.loads(line) for line in rotated.stderr.splitlines()

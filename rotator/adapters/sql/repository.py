@@ -42,6 +42,7 @@ from sqlalchemy.sql import Select
 from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.sql import queries
 from rotator.adapters.sql.backend import SQLITE, SUPPORTED, backend
+from rotator.adapters.sql.outbox import SqlOutbox
 from rotator.adapters.sql.queries import rotation_from_row
 from rotator.adapters.sql.tables import (
     FINISHED_MESSAGE,
@@ -53,6 +54,7 @@ from rotator.adapters.sql.tables import (
 from rotator.core.audit_chain import ChainReport, chain_hash, walk_chains
 from rotator.core.errors import LeaseHeld, LeaseLost, RotationFinished
 from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
+from rotator.core.notices import Route, revoked_alive_notice, rotation_notices
 from rotator.core.ports import Lease, PendingCleanup
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import EventKind
@@ -178,12 +180,15 @@ class SqlRepository:
     ``clock`` supplies ``updated_at`` and the default ``at`` of audit rows (timezone-aware
     UTC); lease and cleanup methods take ``now`` explicitly, as the port says.
     ``chain_key``, if given, keys the audit chain (``hmac-sha256``): rows written with it
-    verify only with it.
+    verify only with it. ``routes``: the notification sinks and their events; a rotation
+    saved failed, rolled back or with its rollback blocked, and a probe that finds a
+    deleted key alive, add their notices to ``outbox`` in the same transaction.
     """
 
     def __init__(self, engine: Engine,
                  clock: Callable[[], datetime] = SYSTEM_CLOCK.now,
-                 chain_key: Secret | None = None) -> None:
+                 chain_key: Secret | None = None,
+                 routes: tuple[Route, ...] = ()) -> None:
         self.engine = engine
         self._clock = clock
         self._chain_key = None if chain_key is None else chain_key.reveal().encode("utf-8")
@@ -198,6 +203,7 @@ class SqlRepository:
         # process is still the busy timeout's and the chain index's to settle.
         self._writes: AbstractContextManager[Any] = (
             threading.RLock() if name == SQLITE else nullcontext())
+        self.outbox = SqlOutbox(engine, routes, self._writes)
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -267,6 +273,8 @@ class SqlRepository:
                         self._append_event(conn, event, lease)
                     if renew_until is not None:
                         conn.execute(_renewal(lease, renew_until))
+                    now = self._clock()
+                    self.outbox.add(conn, rotation_notices(rotation, now), now)
                     return
                 # Why nothing matched: a lost lease first, whatever the stored state.
                 self._require(conn, lease)
@@ -372,10 +380,17 @@ class SqlRepository:
     def _append_event(self, conn: Connection, event: AuditEvent, lease: Lease) -> bool:
         """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost.
 
-        The transaction must have begun with ``_lock_chain``.
+        The transaction must have begun with ``_lock_chain``. A row that says a revoked
+        key still authenticates enqueues its notice in the same transaction.
         """
         values = self._chained(conn, self._event_values(event, lease))
-        return conn.execute(_fenced_insert(rotation_events, values, lease)).first() is not None
+        if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
+            return False
+        now = self._clock()
+        notice = revoked_alive_notice(event, now)
+        if notice is not None:
+            self.outbox.add(conn, [notice], now)
+        return True
 
     def _chained(self, conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` with the place and hash that link them after the target's head."""

@@ -8,6 +8,9 @@
                        to the target's event before it by a hash (``chain_hash``)
     leases             who is rotating a target, until when, and the lease's generation
     pending_cleanups   keys to delete on the next pass (a revoke that could not finish)
+    notification_outbox  one row per notice and sink, until delivered (revision 0006,
+                       docs/notifications.md); the body is built from ``notice``, which
+                       holds ids and reasons, never key material
     audit_* (views)    the auditor's questions (revision 0005, docs/audit.md); not mirrored
                        here: nothing of rotator's reads them
 
@@ -45,6 +48,7 @@ __all__ = [
     "UtcDateTime",
     "leases",
     "metadata",
+    "notification_outbox",
     "pending_cleanups",
     "rotation_events",
     "rotations",
@@ -205,3 +209,31 @@ Index(
     sqlite_where=text("resolved_at IS NULL"),
     postgresql_where=text("resolved_at IS NULL"),
 )
+
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # What the receiver de-duplicates by: the same for every attempt of this row.
+    Column("delivery_id", String(64), nullable=False, unique=True),
+    Column("sink", String(_ID), nullable=False),
+    Column("dedupe_key", String(400), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("target", String(_ID), nullable=False),
+    Column("rotation_id", String(_ID)),
+    Column("notice", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    # A dispatcher sending the row holds it until then: another replica leaves it alone.
+    Column("claimed_by", String(_ID)),
+    Column("claimed_until", UtcDateTime),
+    Column("last_error", Text),
+    Column("delivered_at", UtcDateTime),
+)
+
+# One row per sink and condition: a notice enqueued again (every sweep) is a no-op.
+Index("uq_notification_outbox_dedupe", notification_outbox.c.sink,
+      notification_outbox.c.dedupe_key, unique=True)
+Index("ix_notification_outbox_due", notification_outbox.c.delivered_at,
+      notification_outbox.c.next_attempt_at)
