@@ -139,6 +139,8 @@ def _delete(rt: Runtime, spec: TargetSpec, found: list[StrayKey], lease: Lease,
 
     deleter = StrayDeleter(rt.providers[spec.provider], rt.repo, rt.clock, lease, confirm,
                            run_id=run_id, service_account=spec.service_account, actor=actor)
+    if rt.repo.has_open_intent(spec.name):
+        deleter.close_interrupted(rt.repo.events(target=spec.name))
     done: list[StrayKey] = []
     for stray in found:
         if stray.outcome != "found":

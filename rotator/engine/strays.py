@@ -13,13 +13,14 @@ invariant of a rotation ever counts them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 
-from rotator.core.model import KeyRecord, Rotation, Step
+from rotator.core.model import KeyRecord, Rotation, Step, StoredEvent
 from rotator.core.ports import Clock, Deletion, KeyProvider, Lease, RotationRepository
 from rotator.core.secret import Secret
-from rotator.core.vocabulary import AuditAction
+from rotator.core.vocabulary import AuditAction, EventKind
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.step_base import deletion_result
 
@@ -45,6 +46,16 @@ class StrayDeleter:
             rotation_id=run_id, target=lease.target, service_account=service_account,
             trigger=RECONCILE_TRIGGER, actor=actor, grace_seconds=0.0,
             started_at=clock.now(), step=Step.DONE)
+
+    def close_interrupted(self, events: Iterable[StoredEvent]) -> int:
+        """Give an ``unknown`` outcome to the deletions an earlier run left undecided (the
+        process killed mid-call), so that the target keeps no open intent, which every
+        later take-over of its lease would wait out; returns how many were closed."""
+        closed = {e.op_id for e in events if e.kind is EventKind.OUTCOME}
+        runs = sorted({e.rotation_id for e in events if e.action == AuditAction.DELETE_STRAY
+                       and e.kind is EventKind.INTENT and e.op_id not in closed})
+        return sum(self._trail.close_open_intents(replace(self._run, rotation_id=run))
+                   for run in runs)
 
     def delete(self, key: KeyRecord, why: str, auth: Secret) -> Deletion:
         """Delete ``key``; a ``RotatorError`` (its outcome row written) if it failed."""
