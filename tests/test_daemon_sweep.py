@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from rotator.core.model import ScheduleFacts, Status, Step
 from rotator.core.ports import SecretRef
@@ -370,3 +371,20 @@ def test_a_queued_deletion_and_a_due_rotation_of_one_target_both_run_in_one_swee
     assert pool.join(10)
     assert f.repo.all_pending_cleanups() == []
     assert len(_completed(f, "app")) == 2
+
+
+def test_a_target_dropped_from_the_config_mid_rotation_is_warned_of_once_and_left_alone(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=30 * DAY), "gone": Schedule(every=30 * DAY)}, grace=600)
+    f.sweep()
+    rot = f.repo.running_rotation("gone")
+    assert rot is not None and rot.step is Step.GRACE and rot.grace_ends_at is not None
+    del f.schedules["gone"]
+    f.restart()
+    with capture_logs() as logs:
+        f.at(rot.grace_ends_at + timedelta(seconds=1))     # its grace is over: still not run
+        f.sweep()
+    said = [e for e in logs if e["event"] == "orphan_target"]
+    assert [(e["target"], e["rotation_id"], e["step"]) for e in said] == [
+        ("gone", rot.rotation_id, "grace")]
+    assert f.repo.get_rotation(rot.rotation_id) == rot

@@ -86,6 +86,7 @@ class Sweeper:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next_look: dict[str, datetime] = field(default_factory=dict)   # see FULL_SWEEP_EVERY
     _full_at: datetime | None = None
+    _orphans_said: set[str] = field(default_factory=set)   # logged once per process
 
     def request(self, targets: Iterable[str]) -> None:
         """Rotate these now (``--rotate``): kept until a worker has run them."""
@@ -105,6 +106,7 @@ class Sweeper:
         """Dispatch what is due now; return when the next sweep is needed (None: no timer)."""
         now = self.clock.now()
         running, cleanups = self._in_flight()
+        self._say_orphans(running, cleanups)
         manual = self.manual_pending()
         look, later = self._to_look(now, set(running) | set(cleanups) | manual, only, manual)
         history = self._history(look)
@@ -199,6 +201,20 @@ class Sweeper:
             cleanups[cleanup.target] = cleanups.get(cleanup.target, 0) + 1
         self.metrics.in_flight.set(len(running))
         return running, cleanups
+
+    def _say_orphans(self, running: dict[str, Rotation], cleanups: dict[str, int]) -> None:
+        """Warn, once per process, of work SQL holds for a target no longer configured:
+        no sweep can finish it (SQL keeps neither its provider nor its Vault path)."""
+        for name in sorted((running.keys() | cleanups.keys()) - self.schedules.keys()
+                           - self._orphans_said):
+            self._orphans_said.add(name)
+            rot = running.get(name)
+            log.warning("orphan_target", target=name,
+                        rotation_id=None if rot is None else rot.rotation_id,
+                        step=None if rot is None else rot.step.value,
+                        queued_deletions=cleanups.get(name, 0),
+                        detail="no longer in the config: its work cannot be finished until "
+                               "it is put back; `rotator status` says what to do")
 
     def _await_room(self, target: str) -> bool | None:
         """Wait until a worker can take ``target``: whether that took a wait; ``None`` if
