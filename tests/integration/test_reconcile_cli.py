@@ -35,7 +35,7 @@ def _secrets(world: World) -> list[str]:
 def test_a_stray_key_is_found_fixed_and_audited_and_orphans_are_reported(
         make_world: MakeWorld) -> None:
     world = make_world("app", "other", grace="0s")
-    assert world.cli("rotate", "app").returncode == 0
+    assert world.cli_here("rotate", "app")[0] == 0
     _parked_in_grace(world, "other")
     account = world.accounts["app"].account_id
     stray = world.emulator.state.create_key(account, "made-by-hand", key_limit=5)
@@ -68,24 +68,23 @@ def test_a_stray_key_is_found_fixed_and_audited_and_orphans_are_reported(
     assert rows[0].rotation_id == rows[1].rotation_id and rows[0].rotation_id.startswith("rec_")
     assert "rotator reconcile --fix by " in (rows[0].detail or "")
     assert "'made-by-hand'" in (rows[0].detail or "") and rows[1].result == "ok"
-    assert world.cli("reconcile").returncode == 0
-    assert world.cli("audit", "verify").returncode == 0
+    assert world.cli_here("reconcile")[0] == 0               # nothing left to do
 
     # "other" leaves the config with its rotation in flight: an orphan, said everywhere.
     text = world.config_path.read_text()
     world.config_path.write_text(text[: text.index("\n[targets.other]")] + "\n")
     status = world.cli("status")
     assert status.returncode == 0, status.stderr[-2000:]
-    verify = world.cli("verify")
-    reconciled = world.cli("reconcile")
-    for result in (status, verify, reconciled):
-        assert re.search(rf"^orphan\s+other\s+{parked.rotation_id}\s", result.stdout,
-                         re.MULTILINE), result.stdout
-        assert "target 'other' is no longer in the config" in result.stdout
-        assert "put [targets.other] back" in result.stdout
-    assert verify.returncode == 1 and reconciled.returncode == 1
-    assert world.cli("verify", "app").returncode == 0         # a target list narrows it
-    output = "".join(r.stdout + r.stderr for r in (found, fixed, status, verify, reconciled))
+    verify, reconciled = world.cli_here("verify"), world.cli_here("reconcile")
+    assert verify[0] == 1 and reconciled[0] == 1
+    for stdout in (status.stdout, verify[1], reconciled[1]):
+        assert re.search(rf"^orphan\s+other\s+{parked.rotation_id}\s", stdout,
+                         re.MULTILINE), stdout
+        assert "target 'other' is no longer in the config" in stdout
+        assert "put [targets.other] back" in stdout
+    assert world.cli_here("verify", "app")[0] == 0           # a target list narrows it
+    output = "".join(r.stdout + r.stderr for r in (found, fixed, status)) + verify[1] \
+        + reconciled[1]
     assert not [s for s in _secrets(world) if s in output]
 
 
@@ -129,7 +128,7 @@ def test_the_key_vault_serves_and_the_key_in_grace_are_never_deleted(
 def test_a_wrong_vault_token_could_not_check_and_deletes_nothing(
         make_world: MakeWorld) -> None:
     world = make_world("app", grace="0s")
-    assert world.cli("rotate", "app").returncode == 0
+    assert world.cli_here("rotate", "app")[0] == 0
     stray = world.emulator.state.create_key(world.accounts["app"].account_id, "by-hand",
                                             key_limit=5)
     before = world.live_key_ids("app")
