@@ -143,3 +143,26 @@ def test_a_wrong_vault_token_could_not_check_and_deletes_nothing(
         "checked: nothing of them was called stray or deleted")
     assert world.live_key_ids("app") == before
     assert "hvs.not-a-token" not in result.stdout + result.stderr
+
+
+def test_a_key_another_target_of_the_account_serves_is_not_stray_to_the_one_named(
+        make_world: MakeWorld) -> None:
+    world = make_world("app", "twin")
+    account = world.accounts["app"].account_id
+    # "twin" rotates a second key of app's service account, at a Vault path of its own.
+    twin_key = world.emulator.state.create_key(account, "twin's", key_limit=5)
+    client = world.vault()
+    try:
+        client.secrets.kv.v2.create_or_update_secret(
+            path="count/twin", secret={"api_key": twin_key.secret}, mount_point=world.mount)
+    finally:
+        client.adapter.close()
+    text = world.config_path.read_text()
+    world.config_path.write_text(text.replace(world.accounts["twin"].account_id, account))
+    stray = world.emulator.state.create_key(account, "by-hand", key_limit=5)
+
+    fixed = world.cli("reconcile", "app", "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-2000:]
+    assert "1 stray key(s) in 1 target(s): 1 deleted, 0 left" in fixed.stdout
+    assert world.live_key_ids("app") == {world.accounts["app"].key_id, twin_key.key_id}
+    assert stray.key_id not in world.live_key_ids("app")
