@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
+from structlog.testing import capture_logs
 
 from rotator.adapters.sql.repository import SqlRepository
 from rotator.core.model import ScheduleFacts, Status, Step
@@ -432,3 +433,20 @@ def test_a_rotation_writes_a_transaction_a_step_and_three_a_side_effect(
     lease = 2              # taken, released
     started = 2            # the rotation's row, then its first note
     assert len(commits) == steps + 3 * effects + lease + started
+
+
+def test_a_target_dropped_from_the_config_mid_rotation_is_warned_of_once_and_left_alone(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=30 * DAY), "gone": Schedule(every=30 * DAY)}, grace=600)
+    f.sweep()
+    rot = f.repo.running_rotation("gone")
+    assert rot is not None and rot.step is Step.GRACE and rot.grace_ends_at is not None
+    del f.schedules["gone"]
+    f.restart()
+    with capture_logs() as logs:
+        f.at(rot.grace_ends_at + timedelta(seconds=1))     # its grace is over: still not run
+        f.sweep()
+    said = [e for e in logs if e["event"] == "orphan_target"]
+    assert [(e["target"], e["rotation_id"], e["step"]) for e in said] == [
+        ("gone", rot.rotation_id, "grace")]
+    assert f.repo.get_rotation(rot.rotation_id) == rot

@@ -10,10 +10,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from rotator.app.orphans import orphans
 from rotator.app.status import status
 from rotator.core.errors import ProviderUnavailable
 from rotator.core.model import Status, Step
 from rotator.core.vocabulary import AuditResult
+from tests.fakes import Crash
 from tests.fixtures.databases import StateStore
 from tests.test_invariants import Setup
 
@@ -42,6 +44,29 @@ def test_in_grace_the_new_key_is_current_and_the_old_one_retires(world: Setup) -
     assert st.last is not None and st.last.rotation_id == failed.rotation_id
     assert st.last_result == failed.status.value
     assert not st.old_key_pending
+    assert st.step_since == st.key_since
+    assert st.step_why == ("waiting for the grace window to end at "
+                           f"{flight.grace_ends_at:%Y-%m-%d %H:%M:%S} UTC")
+    # Dropped from the config, the target's rotation is an orphan; configured, it is not.
+    [orphan] = orphans(world.repo, [])
+    assert (orphan.target, orphan.rotation_id, orphan.key_id) == ("app", flight.rotation_id,
+                                                                  None)
+    assert "SQL keeps neither its provider nor its Vault path" in orphan.detail
+    assert orphans(world.repo, ["app"]) == []
+
+
+def test_a_rotation_cut_short_mid_call_says_since_when_and_that_its_outcome_is_unknown(
+        world: Setup) -> None:
+    world.provider.crash_at = "create_key:after"
+    with pytest.raises(Crash):
+        world.runner().rotate(world.spec)
+    world.clock.sleep(90)
+    (st,) = status(world.repo, ["app"])
+    assert st.in_flight is not None and st.in_flight.step is Step.CREATE
+    [intent] = [e for e in world.repo.events(target="app") if e.action == "create_key"]
+    assert st.step_since == intent.at
+    assert st.step_why is not None and st.step_why.startswith(
+        f"create_key started at {intent.at:%Y-%m-%d %H:%M:%S} UTC, its outcome not recorded")
 
 
 def test_a_completion_whose_old_key_is_queued_is_pending_until_cleaned(world: Setup) -> None:

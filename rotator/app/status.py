@@ -39,6 +39,10 @@ class TargetStatus:
     revoked_alive: tuple[StoredEvent, ...] = ()
     # The last rotation was refused, having changed nothing: what to do (``next_step``).
     next_step: str | None = None
+    # The in-flight rotation: since when it has sat in its step, and why (its grace
+    # deadline, its blocked rollback, or the last thing its trail recorded).
+    step_since: datetime | None = None
+    step_why: str | None = None
 
     @property
     def old_key_pending(self) -> bool:
@@ -88,10 +92,43 @@ def _one(reader: RotationReader, name: str, flight: Rotation | None,
     elif (last is not None and last_result == AuditResult.COMPLETED_PENDING_CLEANUP
           and last.old_key_id in queued):
         retiring = last.old_key_id
+    step_since, step_why = (None, None) if flight is None else _in_step(flight, events)
     return TargetStatus(
         target=name, current_key_id=current, key_since=since, retiring_key_id=retiring,
         retiring_at=due, in_flight=flight, last=last, last_result=last_result,
-        pending_cleanups=len(queued), revoked_alive=_revoked_alive(events))
+        pending_cleanups=len(queued), revoked_alive=_revoked_alive(events),
+        step_since=step_since, step_why=step_why)
+
+
+def _in_step(flight: Rotation, events: Iterable[StoredEvent]) -> tuple[datetime, str]:
+    """Since when ``flight`` has been in its step, and why it is still there.
+
+    A step is entered right after the last row of the step before it (rows carry the
+    step they were written at); the grace window's start is exact, from its deadline.
+    """
+    own = [e for e in events if e.rotation_id == flight.rotation_id]
+    here = [e for e in own if e.step == flight.step.value]
+    if flight.step is Step.GRACE and flight.grace_ends_at is not None:
+        since = flight.grace_ends_at - timedelta(seconds=flight.grace_seconds)
+        return since, f"waiting for the grace window to end at {_at(flight.grace_ends_at)}"
+    since = here[0].at if here else own[-1].at if own else flight.started_at
+    if flight.step is Step.ROLLBACK and flight.rollback_blocked:
+        return since, f"rollback blocked, retried on every run: {flight.rollback_blocked}"
+    if not own:
+        return since, "nothing recorded yet"
+    last = own[-1]
+    if last.kind is EventKind.INTENT:
+        return since, (f"{last.action} started at {_at(last.at)}, its outcome not recorded: "
+                       "the process driving it may have stopped (the next run resumes it)")
+    said = f": {last.detail}" if last.detail else ""
+    if last.result == AuditResult.ERROR:
+        return since, f"retrying after {last.action} failed at {_at(last.at)}{said}"
+    result = f" {last.result}" if last.result else ""
+    return since, f"last: {last.action}{result} at {_at(last.at)}{said}"
+
+
+def _at(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _revoked_alive(events: Iterable[StoredEvent]) -> tuple[StoredEvent, ...]:

@@ -38,6 +38,8 @@ disagree with the invariants of docs/architecture.md:
                                  the status, and the next step. Nothing is derived from the
                                  missing read: a target whose served key is unknown gets no
                                  vault_key_dead, and its account no leaked_key
+    orphan                       a running rotation or a queued deletion of a target no
+                                 longer in the config (``app.orphans``): it cannot finish
 
 Reads only: it never changes anything, so operators can run it at any time.
 """
@@ -49,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rotator.app.orphans import Orphan
 from rotator.core.audit_chain import ChainReport, KeyRequired
 from rotator.core.errors import (
     ProviderUnavailable,
@@ -58,12 +61,13 @@ from rotator.core.errors import (
     VaultError,
     VaultUnavailable,
 )
-from rotator.core.model import Rotation, Status, Step, StoredEvent
+from rotator.core.model import KeyRecord, Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind, VaultMetadataKey
 
-__all__ = ["Finding", "FindingKind", "chain_findings", "check_targets"]
+__all__ = ["Finding", "FindingKind", "TargetReads", "chain_findings", "check_targets",
+           "orphan_findings", "read_target"]
 
 
 class FindingKind(StrEnum):
@@ -81,6 +85,7 @@ class FindingKind(StrEnum):
     AUDIT_CHAIN = "audit_chain"
     VAULT_SECRET_MISSING = "vault_secret_missing"  # noqa: S105 (a finding, no password)
     COULD_NOT_CHECK = "could_not_check"
+    ORPHAN = "orphan"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,12 @@ def check_targets(specs: Iterable[TargetSpec], providers: Mapping[str, KeyProvid
     return findings
 
 
+def orphan_findings(found: Iterable[Orphan]) -> list[Finding]:
+    """Each orphaned rotation or queued deletion, with what to do about it."""
+    return [Finding(FindingKind.ORPHAN, o.target, o.detail, o.rotation_id, o.key_id)
+            for o in found]
+
+
 def chain_findings(walk: Callable[[str], ChainReport],
                    targets: Iterable[str]) -> list[Finding]:
     """The first broken link of each target's audit chain, ``walk`` walking one target."""
@@ -142,12 +153,30 @@ def chain_findings(walk: Callable[[str], ChainReport],
     return findings
 
 
-def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
-               repo: RotationReader) -> tuple[list[Finding], set[str] | None,
-                                               dict[str, str] | None]:
-    """Findings of one target, the key ids it accounts for (``None`` when the key Vault
-    serves is unknown), and its account's live keys (``None`` when they could not be
-    listed)."""
+@dataclass(frozen=True, slots=True)
+class TargetReads:
+    """What verify and reconcile read of one target from Vault, the provider and SQL.
+
+    ``findings``: what the reads themselves found (``could_not_check``,
+    ``vault_secret_missing``, ``vault_key_dead``, ``previous_key_dead_in_grace``).
+    ``in_use``: the key ids the target accounts for (Vault's, its running rotation's, its
+    queued cleanups), ``None`` when the key Vault serves is unknown. ``keys``: its
+    account's live keys, ``None`` when they could not be listed.
+    """
+
+    findings: list[Finding]
+    in_use: frozenset[str] | None
+    keys: tuple[KeyRecord, ...] | None
+    rotations: list[Rotation]
+
+    @property
+    def vault_key_dead(self) -> bool:
+        return any(f.kind is FindingKind.VAULT_KEY_DEAD for f in self.findings)
+
+
+def read_target(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
+                repo: RotationReader) -> TargetReads:
+    """One target's reads; nothing is derived from a read that failed (see ``TargetReads``)."""
     findings: list[Finding] = []
     in_use: set[str] = set()
     rotations = repo.rotations(spec.name)
@@ -186,33 +215,44 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
             findings += _previous_in_grace(spec, provider, store, running, current.version,
                                            current.custom_metadata)
 
-    keys: dict[str, str] | None = None
+    keys: tuple[KeyRecord, ...] | None = None
     auth = spec.management_key or served_secret
     if auth is not None:
         try:
-            listing = provider.list_keys(spec.service_account, auth)
-            keys = {k.key_id: k.name for k in listing.keys}
+            keys = tuple(provider.list_keys(spec.service_account, auth).keys)
         except RotatorError as exc:
             findings.append(_could_not_check(
                 spec, f"the provider's keys of {spec.service_account}", exc))
+    return TargetReads(findings, frozenset(in_use) if served_known else None, keys,
+                       rotations)
 
+
+def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
+               repo: RotationReader) -> tuple[list[Finding], frozenset[str] | None,
+                                               dict[str, str] | None]:
+    """Findings of one target, the key ids it accounts for (``None`` when the key Vault
+    serves is unknown), and its account's live keys (``None`` when they could not be
+    listed)."""
+    reads = read_target(spec, provider, store, repo)
+    findings = list(reads.findings)
     by_rotation: dict[str, list[StoredEvent]] = defaultdict(list)
     events = repo.events(target=spec.name)
     for event in events:
         by_rotation[event.rotation_id].append(event)
     findings += _stale_writers(spec.name, events)
-    for rot in rotations:
+    for rot in reads.rotations:
         findings += _audit_findings(rot, by_rotation.get(rot.rotation_id, []))
         findings += _revoked_alive(spec, provider, store, rot,
                                    by_rotation.get(rot.rotation_id, []))
-    return findings, in_use if served_known else None, keys
+    keys = None if reads.keys is None else {k.key_id: k.name for k in reads.keys}
+    return findings, reads.in_use, keys
 
 
 def _could_not_check(spec: TargetSpec, what: str, exc: RotatorError) -> Finding:
     """``what`` could not be read: the error (with its status) and what to do next."""
     return Finding(FindingKind.COULD_NOT_CHECK, spec.name,
                    f"could not read {what}: {exc}; nothing is concluded from it: "
-                   f"{_next_step(spec, exc)}, then run verify again")
+                   f"{_next_step(spec, exc)}, then run the command again")
 
 
 def _next_step(spec: TargetSpec, exc: RotatorError) -> str:

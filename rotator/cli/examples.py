@@ -33,6 +33,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "rotator status",
         "rotator --config prod.toml status",
     ),
+    "reconcile": (
+        "rotator reconcile",
+        "rotator reconcile billing-export --fix",
+    ),
+    "cancel": (
+        "rotator cancel billing-export --reason 'provider outage; retry tomorrow'",
+        "rotator --config prod.toml cancel ci-deployer --reason 'wrong service account'",
+    ),
     "audit": (
         "rotator audit billing-export --since 7d",
         "rotator audit verify",

@@ -1,10 +1,13 @@
 """The ``rotator`` command line: it parses, then calls the service functions. Nothing more.
 
 Exit codes: 0 success; 1 a rotation failed, rolled back or is still in progress (for
-verify, a finding); 2 bad usage or config (the message names the key and the file); 3 the
-environment is not ready (database unreachable or its schema behind, target locked by
-another process; for verify, a source that could not be read and no finding otherwise);
-4 rotated, but the old key's deletion failed: it still lives, queued for cleanup.
+verify, a finding; for reconcile, a stray key left or an orphan; for cancel, a rollback
+that is blocked and left to the next run); 2 bad usage or config (the message names the
+key and the file); 3 the environment is not ready (database unreachable or its schema
+behind, target locked by another process; for verify and reconcile, a source that could
+not be read and no finding otherwise); 4 rotated, but the old key's deletion failed: it
+still lives, queued for cleanup; 5 (cancel) refused, nothing changed: no rotation in
+flight, or rolling it back is not safe now.
 ``check-config --connect``: 3 when Vault, a target's path or a provider failed its check.
 """
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_READY, EXIT_OLD_KEY_LIVE = 0, 1, 2, 3, 4
+EXIT_REFUSED = 5
 
 log = structlog.get_logger("rotator.cli")
 
@@ -187,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add("status", "each target's key, age and last result")
     status.set_defaults(handler=_cmd_status)
 
+    _add_repairs(commands)
+
     audit = commands.add(
         "audit", "the audit trail: show it, verify its chain, export it",
         description="`rotator audit [TARGET]` means `rotator audit show [TARGET]`; to show "
@@ -222,6 +228,34 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"the shell to complete for: {', '.join(SHELLS)}")
     completion.set_defaults(handler=_cmd_completion)
     return parser
+
+
+def _add_repairs(commands: _Commands) -> None:
+    """``reconcile`` and ``cancel``: what an operator runs when something is left over."""
+    reconcile = commands.add(
+        "reconcile", "list keys at the provider that no rotation accounts for",
+        description="A key is stray when it is not the key Vault serves for any target of "
+                    "its account, not in a grace window, not used by a running rotation and "
+                    "not queued for cleanup. A target whose Vault key or provider keys cannot "
+                    "be read is 'could not check': nothing of it is called stray or deleted.")
+    reconcile.add_argument("targets", nargs="*", metavar="TARGET",
+                           help="default: every target (and then the work of targets no "
+                                "longer in the config is reported too)")
+    reconcile.add_argument("--fix", action="store_true",
+                           help="delete the stray keys, each recorded in the audit trail, "
+                                "under the leases of the account's targets")
+    reconcile.set_defaults(handler=_cmd_reconcile)
+
+    cancel = commands.add(
+        "cancel", "roll back a target's in-flight rotation, when that is safe",
+        description="Refused (exit 5, nothing changed) once the new key is in Vault, where "
+                    "consumers may already read it: let that rotation finish instead. Who "
+                    "asked and why are recorded in the audit trail.")
+    cancel.add_argument("target", metavar="TARGET", help="a target of the config's [targets]")
+    cancel.add_argument("--reason", type=_reason, required=True, metavar="TEXT",
+                        help="why: recorded in the audit trail (one line, at most "
+                             f"{MANUAL_REASON_LIMIT} characters)")
+    cancel.set_defaults(handler=_cmd_cancel)
 
 
 # The actions of ``rotator audit``; any other word after it is a target to show.
@@ -397,8 +431,13 @@ def rotate_exit_code(results: Sequence[TargetResult]) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from rotator.app.notify import notify_stray_keys  # noqa: PLC0415
+    from rotator.app.orphans import orphans  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
-    from rotator.app.verify import chain_findings, check_targets  # noqa: PLC0415
+    from rotator.app.verify import (  # noqa: PLC0415
+        chain_findings,
+        check_targets,
+        orphan_findings,
+    )
     from rotator.cli import render as report  # noqa: PLC0415
 
     config = _config(args)
@@ -410,6 +449,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         findings += chain_findings(rt.repo.verify_chains, names)
         # A stray key reaches the sinks that want it (delivered by the daemon), once each.
         notify_stray_keys(rt, findings)
+        if not args.targets:        # a target list narrows the check to those targets
+            findings += orphan_findings(orphans(rt.repo, config.targets))
     finally:
         rt.close()
     print(report.render_findings(findings, len(names)))
@@ -428,6 +469,7 @@ def _verify_exit(findings: Sequence[Finding]) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from rotator.app.next_step import refusal_next_step  # noqa: PLC0415
+    from rotator.app.orphans import orphans  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.status import status  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
@@ -436,7 +478,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     try:
         statuses = status(rt.repo, sorted(rt.config.targets),
                           advise=partial(refusal_next_step, rt.config))
-        print(report.render_status(statuses, rt.clock.now()))
+        print(report.render_status(statuses, rt.clock.now(),
+                                   orphans(rt.repo, rt.config.targets)))
     finally:
         rt.close()
     # Like verify's findings: an old key the provider did not revoke needs an operator;
@@ -444,6 +487,59 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if any(s.revoked_alive for s in statuses):
         return EXIT_FAILED
     return EXIT_OLD_KEY_LIVE if any(s.old_key_pending for s in statuses) else EXIT_OK
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from rotator.app.operations import holder_id, whoami_actor  # noqa: PLC0415
+    from rotator.app.reconcile import reconcile  # noqa: PLC0415
+    from rotator.app.runtime import build_runtime  # noqa: PLC0415
+    from rotator.cli import render as report  # noqa: PLC0415
+
+    config = _config(args)
+    names = list(dict.fromkeys(args.targets)) or sorted(config.targets)
+    config.require_targets(names)
+    rt = build_runtime(config)
+    try:
+        result = reconcile(rt, names, fix=args.fix, actor=whoami_actor(), holder=holder_id(),
+                           with_orphans=not args.targets)
+        print(report.render_reconcile(result, rt.clock.now(), args.fix))
+    finally:
+        rt.close()
+    # As verify: what is wrong first (a stray key left, an orphan), then what could not
+    # be read (nothing proven either way), then clean.
+    if any(s.remains for s in result.strays) or result.orphans:
+        return EXIT_FAILED
+    return EXIT_NOT_READY if result.unchecked else EXIT_OK
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from rotator.app.cancel import cancel_rotation  # noqa: PLC0415
+    from rotator.app.in_flight import describe_in_flight  # noqa: PLC0415
+    from rotator.app.operations import whoami_actor  # noqa: PLC0415
+    from rotator.app.runtime import build_runtime  # noqa: PLC0415
+
+    config = _config(args)
+    config.require_targets([args.target])
+    rt = build_runtime(config)
+    try:
+        result = cancel_rotation(rt, args.target, actor=whoami_actor(), reason=args.reason)
+    finally:
+        rt.close()
+    rot = result.rotation
+    if result.refused is not None:
+        what = "" if rot is None else f" {describe_in_flight(rot)}"
+        print(f"rotator: {args.target}: not cancelled{what}: {redact_text(result.refused)}",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    assert rot is not None
+    if not rot.is_terminal:
+        print(f"rotator: {args.target}: rotation {rot.rotation_id} is rolling back, but the "
+              f"rollback is blocked: {redact_text(rot.rollback_blocked or '')}; the next run "
+              f"(or `rotator rotate {args.target}`) retries it", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.target}: rotation {rot.rotation_id} cancelled: {rot.status.value}"
+          + (f" ({redact_text(rot.reason)})" if rot.reason else ""))
+    return EXIT_OK
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from rotator.app.operations import TargetResult
+from rotator.app.orphans import Orphan
+from rotator.app.reconcile import ReconcileReport
 from rotator.app.status import TargetStatus
 from rotator.app.verify import Finding, FindingKind
 from rotator.core.audit_chain import ChainReport
@@ -19,7 +21,8 @@ from rotator.core.model import StoredEvent
 from rotator.redaction import redact_text
 
 __all__ = ["export_lines", "render_chain_report", "render_events", "render_findings",
-           "render_progress", "render_status", "render_summary", "table"]
+           "render_orphans", "render_progress", "render_reconcile", "render_status",
+           "render_summary", "table"]
 
 _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
                   "fingerprint", "vault_version", "request_id", "detail"]
@@ -124,7 +127,8 @@ def _elapsed(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else format_duration(seconds)
 
 
-def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
+def render_status(statuses: Sequence[TargetStatus], now: datetime,
+                  orphaned: Sequence[Orphan] = ()) -> str:
     rows = []
     for s in statuses:
         age = format_duration((now - s.key_since).total_seconds()) if s.key_since else None
@@ -144,7 +148,54 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime) -> str:
     if steps:
         out += "\n\nnext steps (the last rotation was refused and changed nothing):\n"
         out += "\n".join(steps)
+    # The rotation id first: a row of the table above starts with its target.
+    stuck = [[s.in_flight.rotation_id, s.target, s.in_flight.step.value,
+              _since(s.step_since, now), s.step_why]
+             for s in statuses if s.in_flight is not None]
+    if stuck:
+        out += "\n\n" + table(["in flight", "target", "step", "in step for", "why"], stuck)
+    if orphaned:
+        out += "\n\n" + render_orphans(orphaned)
     return out
+
+
+def _since(when: datetime | None, now: datetime) -> str | None:
+    return None if when is None else format_duration(max(0.0, (now - when).total_seconds()))
+
+
+def render_orphans(orphaned: Sequence[Orphan]) -> str:
+    """Work SQL holds for targets no longer in the config, and what to do about it."""
+    rows = [["orphan", o.target, o.rotation_id, o.key_id, o.detail] for o in orphaned]
+    return table(["finding", "target", "rotation", "key", "detail"], rows)
+
+
+def render_reconcile(report: ReconcileReport, now: datetime, fix: bool) -> str:
+    """The stray keys (with what ``--fix`` did), the targets not checked, the orphans."""
+    parts = []
+    if report.strays:
+        rows = [[s.target, s.service_account, s.key.key_id, s.key.name,
+                 _since(s.key.created_at, now), _cell(s.key.last_used_at)
+                 if s.key.last_used_at else "never", s.outcome, s.note]
+                for s in report.strays]
+        parts.append(table(["target", "account", "key", "name", "age", "last used",
+                            "result", "note"], rows))
+    if report.unchecked:
+        parts.append(table(["could not check", "reason"],
+                           [[u.target, u.reason] for u in report.unchecked]))
+    if report.orphans:
+        parts.append(render_orphans(report.orphans))
+    left = sum(s.remains for s in report.strays)
+    gone = len(report.strays) - left
+    summary = (f"{len(report.strays)} stray key(s) in {report.checked} target(s)"
+               + (f": {gone} deleted, {left} left" if fix else "")
+               + (f"; {len(report.unchecked)} target(s) could not be checked: nothing of "
+                  "them was called stray or deleted" if report.unchecked else "")
+               + (f"; {len(report.orphans)} orphan(s)" if report.orphans else ""))
+    if not report.strays and not report.unchecked and not report.orphans:
+        summary = f"ok: {report.checked} target(s) checked, no stray key"
+    elif report.strays and not fix and left:
+        summary += " (rotator reconcile --fix deletes them)"
+    return "\n\n".join([*parts, summary])
 
 
 def _retiring(s: TargetStatus) -> str | None:

@@ -38,6 +38,8 @@ __all__ = [
     "Stored",
     "Verified",
     "advance",
+    "cancel_refusal",
+    "cancelled",
     "deletable_when_full",
     "next_action",
     "vault_holds_new_key",
@@ -208,6 +210,34 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
         f"{type(outcome).__name__} cannot follow step {step.value} "
         f"of rotation {rotation.rotation_id}"
     )
+
+
+def cancel_refusal(rotation: Rotation) -> str | None:
+    """Why ``rotator cancel`` must not roll ``rotation`` back now; ``None`` when its step
+    allows it (the caller still checks that Vault does not hold the new key).
+
+    From grace on, the new key is in Vault and consumers may already have switched to it:
+    a rollback would delete a key in use, so the rotation is let finish instead.
+    """
+    if rotation.is_terminal:
+        return f"it has already ended ({rotation.status.value})"
+    if rotation.step in (Step.GRACE, Step.REVOKE):
+        return (f"its new key {rotation.new_key_id} is in Vault (version "
+                f"{rotation.new_version}) and consumers may already use it; rolling back "
+                "now would delete a key in use: let it finish (`rotator rotate "
+                f"{rotation.target}` joins it and sees it to its end), then rotate again if "
+                "the new key is unwanted")
+    if rotation.step is Step.ROLLBACK:
+        why = f" (blocked: {rotation.rollback_blocked})" if rotation.rollback_blocked else ""
+        return (f"it is rolling back already{why}; the next run retries it (`rotator rotate "
+                f"{rotation.target}` does so now)")
+    return None
+
+
+def cancelled(rotation: Rotation, actor: str, reason: str) -> Rotation:
+    """``rotation`` sent to its rollback by an operator: who and why become its failure."""
+    return _roll_back(rotation, Failure(rotation.step, FailureCode.CANCELLED,
+                                        f"cancelled by {actor}: {reason}"))
 
 
 def _start_over(rotation: Rotation) -> Rotation:

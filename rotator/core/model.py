@@ -83,6 +83,7 @@ class FailureCode(StrEnum):
     # not one action's failure
     SECRET_LOST_TOO_OFTEN = "secret_lost_too_often"  # noqa: S105  (restarts before store)
     UNRECORDED = "unrecorded"      # a row from before failures were stored as fields
+    CANCELLED = "cancelled"        # an operator's `rotator cancel` rolled it back
 
     @property
     def names_step(self) -> bool:

@@ -40,6 +40,7 @@ class AuditAction(StrEnum):
     GRACE_OVER = "grace_over"
     CLEANUP_QUEUED = "cleanup_queued"  # the old key's delete deferred to the queue
     PROBE_REVOKED = "probe_revoked"    # the old key probed once it was deleted
+    CANCEL = "cancel"                  # `rotator cancel`: who asked and why (ok, refused)
     # side effects: an intent row, then an outcome row
     CREATE_KEY = "create_key"
     DELETE_KEY = "delete_key"          # a key of ours that must not live (left, stale)
@@ -47,6 +48,7 @@ class AuditAction(StrEnum):
     CLEANUP_KEY = "cleanup_key"        # a queued deletion (also a note when kept)
     VAULT_WRITE = "vault_write"
     VAULT_RESTORE = "vault_restore"    # a rollback puts the previous version back
+    DELETE_STRAY = "delete_stray"      # `rotator reconcile --fix`: a key nothing accounts for
     # the last note of a rotation: its final status, spelt as ``Status``
     COMPLETED = "completed"
     ROLLED_BACK = "rolled_back"

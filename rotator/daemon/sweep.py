@@ -99,6 +99,7 @@ class Sweeper:
     # Looked at by the next sweep whatever the time: their schedule just moved.
     _look_next: set[str] = field(default_factory=set)
     _full_at: datetime | None = None
+    _orphans_said: set[str] = field(default_factory=set)   # logged once per process
 
     def request(self, targets: Iterable[str]) -> None:
         """Rotate these now (``--rotate``): kept until a worker has run them."""
@@ -118,6 +119,7 @@ class Sweeper:
         """Dispatch what is due now; return when the next sweep is needed (None: no timer)."""
         now = self.clock.now()
         running, cleanups = self._in_flight()
+        self._say_orphans(running, cleanups)
         manual = self.manual_pending()
         look, wake = self._to_look(now, set(running) | set(cleanups) | manual, only, manual)
         history = self._history(look)
@@ -248,6 +250,22 @@ class Sweeper:
             cleanups[cleanup.target] = cleanups.get(cleanup.target, 0) + 1
         self.metrics.in_flight.set(len(running))
         return running, cleanups
+
+    def _say_orphans(self, running: dict[str, Rotation], cleanups: dict[str, int]) -> None:
+        """Warn, once per process, of work SQL holds for a target no longer configured:
+        no sweep can finish it (SQL keeps neither its provider nor its Vault path)."""
+        # By the work in flight, not by the fleet (see FULL_SWEEP_EVERY).
+        unknown = {name for name in running.keys() | cleanups.keys()
+                   if name not in self.schedules}
+        for name in sorted(unknown - self._orphans_said):
+            self._orphans_said.add(name)
+            rot = running.get(name)
+            log.warning("orphan_target", target=name,
+                        rotation_id=None if rot is None else rot.rotation_id,
+                        step=None if rot is None else rot.step.value,
+                        queued_deletions=cleanups.get(name, 0),
+                        detail="no longer in the config: its work cannot be finished until "
+                               "it is put back; `rotator status` says what to do")
 
     def _await_room(self, target: str) -> bool | None:
         """Wait until a worker can take ``target``: whether that took a wait; ``None`` if

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
 from rotator.core import machine as m
-from rotator.core.errors import LeaseHeld, LeaseLost
+from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError, SecretNotFound
 from rotator.core.manual_reason import check_manual_reason
 from rotator.core.model import Rotation, Status
 from rotator.core.ports import (
@@ -37,13 +38,13 @@ from rotator.core.ports import (
 )
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
-from rotator.core.vocabulary import AuditAction
+from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.crashpoints import STARTED, crash_point, step_point
 from rotator.engine.steps import StepRunner
 from rotator.engine.unwind import Unwinder
 
-__all__ = ["RotationReport", "Runner", "new_rotation_id"]
+__all__ = ["CancelReport", "RotationReport", "Runner", "new_rotation_id"]
 
 log = structlog.get_logger("rotator.runner")
 
@@ -62,6 +63,23 @@ class RotationReport:
     resumed: bool
     cleaned: int = 0
     cleanup_pending: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReport:
+    """What ``Runner.cancel`` did: ``refused`` says why it changed nothing (``rotation``
+    None: nothing was in flight); else ``rotation`` is the state its rollback reached."""
+
+    rotation: Rotation | None
+    refused: str | None = None
+
+
+@dataclass(slots=True)
+class _Held:
+    """One holding of a target's lease, and the rotation it works on (once known)."""
+
+    lease: Lease
+    rot: Rotation | None = None
 
 
 class _Unobserved:
@@ -128,19 +146,15 @@ class Runner:
         read (the daemon's "this target is due") cannot start a second rotation after
         another replica has just finished one. ``None``: nothing was started or resumed.
         """
-        lease = self._acquire(spec, lease_wait)
-        structlog.contextvars.bind_contextvars(target=spec.name)
-        rot: Rotation | None = None
-        try:
-            self._settle(lease)
-            trail, steps, unwind = self._workers(spec, lease)
+        with self._holding(spec, lease_wait) as held:
+            trail, steps, unwind = self._workers(spec, held.lease)
             cleaned, pending = unwind.cleanup(spec)
-            rot = self._repo.running_rotation(spec.name)
+            rot = held.rot = self._repo.running_rotation(spec.name)
             resumed = rot is not None and rot.rotation_id not in self._driven
             if rot is None:
                 if start_if is not None and not start_if():
                     return None
-                rot = self._start(spec, trail, trigger, actor, grace, reason)
+                rot = held.rot = self._start(spec, trail, trigger, actor, grace, reason)
             else:
                 # Nothing of this rotation runs now (we hold the lease), so an intent with
                 # no outcome was cut short: by a crash, or by an error in this very process
@@ -152,29 +166,77 @@ class Runner:
             self._driven.add(rot.rotation_id)
             rot = self._drive(rot, spec, trail, steps, unwind, wait)
             return RotationReport(rot, resumed, cleaned, pending)
-        except LeaseLost:
-            self._lost(lease, rot)
-            raise
-        finally:
-            self._repo.release_lease(spec.name, self._holder)
-            structlog.contextvars.unbind_contextvars("target", "rotation_id")
+
+    def cancel(self, spec: TargetSpec, *, actor: str, reason: str) -> CancelReport:
+        """Roll the target's in-flight rotation back, if that is safe now.
+
+        Under the lease (``LeaseHeld`` at once if a live process holds it: it may be in
+        the middle of a step), so nothing else moves the rotation meanwhile. Refused,
+        changing nothing but a note, from grace on (``machine.cancel_refusal``) and
+        whenever Vault holds, or may hold, the new key: the rollback would otherwise
+        restore the old version under consumers that read the new one.
+        """
+        with self._holding(spec, 0.0) as held:
+            trail, steps, unwind = self._workers(spec, held.lease)
+            rot = held.rot = self._repo.running_rotation(spec.name)
+            if rot is None:
+                return CancelReport(None, "no rotation of this target is in flight")
+            trail.close_open_intents(rot)
+            asked = f"cancel asked by {actor}: {reason}"
+            refused = m.cancel_refusal(rot) or self._vault_refusal(rot, spec)
+            if refused is not None:
+                trail.note(rot, AuditAction.CANCEL, result=AuditResult.REFUSED,
+                           key_id=rot.new_key_id, detail=f"{asked}; refused: {refused}")
+                log.warning("cancel_refused", rotation_id=rot.rotation_id, reason=refused)
+                return CancelReport(rot, refused)
+            trail.note(rot, AuditAction.CANCEL, key_id=rot.new_key_id,
+                       detail=f"{asked}; rolling back from step {rot.step.value}")
+            rot = m.cancelled(rot, actor, reason)
+            self._repo.save_rotation(rot, held.lease)
+            self._fresh.pop(rot.rotation_id, None)
+            self._driven.add(rot.rotation_id)
+            return CancelReport(self._drive(rot, spec, trail, steps, unwind, wait=True))
+
+    def _vault_refusal(self, rot: Rotation, spec: TargetSpec) -> str | None:
+        """Why Vault forbids the rollback: it holds the new key, or cannot say."""
+        try:
+            current = self._store.read_current(spec.ref)
+        except SecretNotFound:
+            return None
+        except RotatorError as exc:
+            return (f"cannot read Vault to tell whether it serves the new key: {exc}; fix "
+                    "the access and cancel again")
+        if m.vault_holds_new_key(rot, current.version, current.secret.fingerprint,
+                                 current.custom_metadata.get(VaultMetadataKey.ROTATION_ID)):
+            return (f"Vault already holds its new key {rot.new_key_id} (version "
+                    f"{current.version}) and consumers may have read it; let it finish "
+                    f"(`rotator rotate {rot.target}` joins it and sees it to its end)")
+        return None
 
     def cleanup(self, spec: TargetSpec) -> tuple[int, int] | None:
         """Retry the target's queued key deletions; ``None`` if another process holds it."""
         try:
-            lease = self._acquire(spec, 0.0)
+            with self._holding(spec, 0.0) as held:
+                return self._workers(spec, held.lease)[2].cleanup(spec)
         except LeaseHeld:
             return None
+
+    @contextmanager
+    def _holding(self, spec: TargetSpec, lease_wait: float) -> Iterator[_Held]:
+        """The target's lease, taken (``LeaseHeld`` if another holder keeps it past
+        ``lease_wait``), settled after a take-over, and released however the work ends;
+        on ``LeaseLost`` the work stops, forgetting what only this holding knew."""
+        held = _Held(self._acquire(spec, lease_wait))
         structlog.contextvars.bind_contextvars(target=spec.name)
         try:
-            self._settle(lease)
-            return self._workers(spec, lease)[2].cleanup(spec)
+            self._settle(held.lease)
+            yield held
         except LeaseLost:
-            self._lost(lease, None)
+            self._lost(held.lease, held.rot)
             raise
         finally:
             self._repo.release_lease(spec.name, self._holder)
-            structlog.contextvars.unbind_contextvars("target")
+            structlog.contextvars.unbind_contextvars("target", "rotation_id")
 
     def _acquire(self, spec: TargetSpec, lease_wait: float) -> Lease:
         deadline = self._clock.now().timestamp() + lease_wait

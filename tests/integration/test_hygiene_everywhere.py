@@ -156,6 +156,7 @@ def test_no_secret_in_any_output_log_metric_or_table(make_world: MakeWorld) -> N
     # Reading the history, and the database itself.
     out.cli("status", "status")
     out.cli("status", "status", fmt="console")
+    out.cli("reconcile", "reconcile", "--fix", code=None)
     for fmt in ("table", "json", "csv"):
         out.cli(f"audit {fmt}", "audit", "--format", fmt)
     out.cli("audit one", "audit", "one", "--format", "json", "--since", "1d")

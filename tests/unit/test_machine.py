@@ -9,7 +9,7 @@ import pytest
 
 from rotator.core import machine as m
 from rotator.core.machine import Action
-from rotator.core.model import Failure, KeyRecord, Rotation, Status, Step, key_name
+from rotator.core.model import Failure, FailureCode, KeyRecord, Rotation, Status, Step, key_name
 from tests.fakes import T0
 
 
@@ -188,3 +188,28 @@ def test_vault_holds_new_key_needs_fingerprint_and_newer_version() -> None:
 def test_key_name_fits_the_limit_and_keeps_the_rotation_id() -> None:
     name = key_name("t" * 200, "rot_20261127T000000_abcdef")
     assert len(name) == 100 and name.endswith(":rot_20261127T000000_abcdef")
+
+
+@pytest.mark.parametrize("step", [Step.PLAN, Step.CREATE, Step.VERIFY, Step.STORE])
+def test_a_cancel_before_grace_rolls_back_naming_who_and_why(step: Step) -> None:
+    running = rot(step)
+    assert m.cancel_refusal(running) is None
+    nxt = m.cancelled(running, "alice@host", "provider outage")
+    assert nxt.step is Step.ROLLBACK and nxt.status is Status.RUNNING
+    assert nxt.failure == Failure(step, FailureCode.CANCELLED,
+                                  "cancelled by alice@host: provider outage")
+    assert nxt.reason == "cancelled by alice@host: provider outage"
+    done = m.advance(nxt, m.RolledBack(), T0)
+    assert done.status is Status.ROLLED_BACK and done.reason == nxt.reason
+
+
+@pytest.mark.parametrize(("running", "words"), [
+    (rot(Step.GRACE, new_key_id="key_new", new_version=4), "is in Vault (version 4)"),
+    (rot(Step.REVOKE, new_key_id="key_new", new_version=4), "let it finish"),
+    (rot(Step.ROLLBACK, rollback_blocked="Vault sealed"), "blocked: Vault sealed"),
+    (rot(Step.DONE, status=Status.COMPLETED), "already ended (completed)"),
+])
+def test_a_cancel_is_refused_once_the_new_key_may_be_served(running: Rotation,
+                                                             words: str) -> None:
+    refusal = m.cancel_refusal(running)
+    assert refusal is not None and words in refusal

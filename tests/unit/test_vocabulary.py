@@ -47,9 +47,10 @@ def test_audit_actions_keep_their_values() -> None:
         "STARTED": "started", "PLAN": "plan", "PROBE": "probe",
         "SECRET_LOST": "secret_lost", "READ_BACK": "read_back", "GRACE_OVER": "grace_over",
         "CLEANUP_QUEUED": "cleanup_queued", "PROBE_REVOKED": "probe_revoked",
-        "CREATE_KEY": "create_key",
+        "CANCEL": "cancel", "CREATE_KEY": "create_key",
         "DELETE_KEY": "delete_key", "REVOKE_KEY": "revoke_key", "CLEANUP_KEY": "cleanup_key",
         "VAULT_WRITE": "vault_write", "VAULT_RESTORE": "vault_restore",
+        "DELETE_STRAY": "delete_stray",
         "COMPLETED": "completed", "ROLLED_BACK": "rolled_back", "FAILED": "failed",
     }
 
@@ -117,8 +118,9 @@ def old_rows(tmp_path: Path) -> SqlRepository:
     return SqlRepository(engine)
 
 
-# Words added after the fixture's rows were written: the probe of a deleted old key.
-_NEWER_ACTIONS = {AuditAction.PROBE_REVOKED}
+# Words added after the fixture's rows were written: the probe of a deleted old key, a
+# cancel, and the deletion of a stray key.
+_NEWER_ACTIONS = {AuditAction.PROBE_REVOKED, AuditAction.CANCEL, AuditAction.DELETE_STRAY}
 _NEWER_RESULTS = {AuditResult.REFUSED, AuditResult.STILL_VALID,
                   AuditResult.COMPLETED_PENDING_CLEANUP}
 
