@@ -60,6 +60,7 @@ from rotator.core.errors import (
 )
 from rotator.core.model import Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
+from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind, VaultMetadataKey
 
@@ -142,6 +143,21 @@ def chain_findings(walk: Callable[[str], ChainReport],
     return findings
 
 
+def _management_auth(spec: TargetSpec, store: SecretStore,
+                     findings: list[Finding]) -> Secret | None:
+    """The key to list the account's keys with: the admin key, or (self-rotation) the one
+    Vault holds for its target; None in self mode (or when Vault cannot give it)."""
+    ref = spec.management_key_ref
+    if ref is None:
+        return spec.management_key
+    try:
+        return store.read_current(ref).secret
+    except RotatorError as exc:
+        findings.append(_could_not_check(
+            spec, f"the management key in Vault at {ref.mount}/{ref.path}", exc))
+        return None
+
+
 def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
                repo: RotationReader) -> tuple[list[Finding], set[str] | None,
                                                dict[str, str] | None]:
@@ -187,7 +203,7 @@ def _check_one(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
                                            current.custom_metadata)
 
     keys: dict[str, str] | None = None
-    auth = spec.management_key or served_secret
+    auth = _management_auth(spec, store, findings) or served_secret
     if auth is not None:
         try:
             listing = provider.list_keys(spec.service_account, auth)

@@ -65,6 +65,9 @@ class CountProviderConfig(Frozen):
     auth_mode: Literal["admin", "self"] = "admin"
     management_key_env: str | None = None
     management_key_file: Path | None = None
+    # Self-rotation: the management key is the current secret of this target (which
+    # rotator rotates like any other), instead of a variable or a file.
+    management_key_target: str | None = None
     timeout: Duration = 10.0
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
@@ -78,7 +81,9 @@ class CountProviderConfig(Frozen):
         return check_url(value, schemes=("https", "http"))
 
     def _needs_secrets(self) -> bool:
-        return self.auth_mode == "admin"  # 'self' uses each account's own key from Vault
+        # 'self' uses each account's own key from Vault; a management_key_target, its
+        # target's current key from Vault.
+        return self.auth_mode == "admin" and self.management_key_target is None
 
     @field_validator("proxy")
     @classmethod
@@ -91,6 +96,13 @@ class CountProviderConfig(Frozen):
         if self.auth_mode == "self" and given:
             raise ValueError("auth_mode 'self' uses each account's own key from Vault; "
                              f"remove {given[0]}")
+        if self.management_key_target is not None:
+            if self.auth_mode != "admin":
+                raise ValueError("management_key_target is for auth_mode 'admin' only "
+                                 "(in 'self' mode each account's own key manages it)")
+            if given:
+                raise ValueError("management_key_target names where the management key "
+                                 f"comes from, as does {given[0]}: keep one of the two")
         refuse_plain_http(self.base_url, self.allow_insecure_http)
         return self
 
@@ -198,6 +210,9 @@ class ProbeConfig(Frozen):
 
 class DefaultsConfig(Frozen):
     grace: Duration = 3600.0
+    # Usage-aware grace (both or neither): see TargetConfig.
+    quiet_period: Duration | None = None
+    max_grace: Duration | None = None
     lease_ttl: Duration = 300.0
     probe: ProbeConfig = ProbeConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -210,6 +225,11 @@ class TargetConfig(Frozen):
     vault_path: Annotated[str, AfterValidator(check_vault_path)]
     vault_field: str = "api_key"
     grace: Duration | None = None
+    # Usage-aware grace, where the provider reports a key's last use: the old key is held
+    # past ``grace`` until unused for ``quiet_period``, and ``max_grace`` (from the store)
+    # at the longest. Both or neither, here or in [defaults].
+    quiet_period: Duration | None = None
+    max_grace: Duration | None = None
     probe: ProbeConfig | None = None
     schedule: ScheduleConfig | None = None
 
@@ -239,7 +259,52 @@ class Config(Frozen):
                 known = ", ".join(sorted(self.providers)) or "none"
                 raise KeyedProblem(f"targets.{name}.provider",
                                   f"names no configured provider (configured: {known})")
+            self._check_usage_grace(name)
+        for name, provider in self.providers.items():
+            self._check_management_target(name, provider)
         return self
+
+    def _check_usage_grace(self, name: str) -> None:
+        target = self.targets[name]
+        quiet, most = self._usage_grace_values(name)
+        # The key the problem is reported at: the target's if it sets one, else [defaults].
+        where = (f"targets.{name}" if target.quiet_period is not None
+                 or target.max_grace is not None else "defaults")
+        if (quiet is None) != (most is None):
+            given, missing = (("quiet_period", "max_grace") if most is None
+                              else ("max_grace", "quiet_period"))
+            raise KeyedProblem(f"{where}.{given}", f"usage-aware grace needs {missing} too "
+                               f"(target {name})")
+        if quiet is None or most is None:
+            return
+        if quiet <= 0:
+            raise KeyedProblem(f"{where}.quiet_period", "must be longer than 0s")
+        if quiet >= most:
+            raise KeyedProblem(f"{where}.quiet_period",
+                               f"must be shorter than max_grace (target {name})")
+        if most < self.grace_for(name):
+            raise KeyedProblem(f"{where}.max_grace",
+                               f"must not be shorter than grace (target {name})")
+
+    def _usage_grace_values(self, name: str) -> tuple[float | None, float | None]:
+        target = self.targets[name]
+        if target.quiet_period is not None or target.max_grace is not None:
+            return target.quiet_period, target.max_grace
+        return self.defaults.quiet_period, self.defaults.max_grace
+
+    def _check_management_target(self, name: str, provider: CountProviderConfig) -> None:
+        own = provider.management_key_target
+        if own is None:
+            return
+        key = f"providers.{name}.management_key_target"
+        target = self.targets.get(own)
+        if target is None:
+            known = ", ".join(sorted(self.targets))
+            raise KeyedProblem(key, f"names no configured target (configured: {known})")
+        if target.provider != name:
+            raise KeyedProblem(key, f"names target {own}, whose provider is "
+                               f"{target.provider}, not {name}: the management key must be "
+                               "a key of this provider")
 
     def call_deadline(self) -> float:
         """The longest one provider or Vault call may take, its retries included, in seconds.
@@ -271,6 +336,12 @@ class Config(Frozen):
     def grace_for(self, target: str) -> float:
         grace = self.target(target).grace
         return self.defaults.grace if grace is None else grace
+
+    def usage_grace_for(self, target: str) -> tuple[float, float] | None:
+        """``(quiet_period, max_grace)`` of a target with usage-aware grace, else None."""
+        self.target(target)
+        quiet, most = self._usage_grace_values(target)
+        return None if quiet is None or most is None else (quiet, most)
 
     def probe_for(self, target: str) -> ProbeConfig:
         return self.target(target).probe or self.defaults.probe

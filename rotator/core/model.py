@@ -156,13 +156,18 @@ class Rotation:
         return self.status in TERMINAL_STATUSES
 
     @property
+    def grace_started_at(self) -> datetime | None:
+        """When the grace window began (the new key stored): the same however long it is held."""
+        if self.grace_ends_at is None:
+            return None
+        return self.grace_ends_at - timedelta(seconds=self.grace_seconds)
+
+    @property
     def key_stored_at(self) -> datetime | None:
         """When a completed rotation's key went into Vault: the start of its grace window."""
         if self.status is not Status.COMPLETED:
             return None
-        if self.grace_ends_at is None:
-            return self.finished_at
-        return self.grace_ends_at - timedelta(seconds=self.grace_seconds)
+        return self.grace_started_at or self.finished_at
 
     def evolve(self, **changes: object) -> Rotation:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

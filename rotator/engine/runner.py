@@ -40,6 +40,8 @@ from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.crashpoints import STARTED, crash_point, step_point
+from rotator.engine.grace import GraceKeeper
+from rotator.engine.management import ManagementKeys
 from rotator.engine.steps import StepRunner
 from rotator.engine.unwind import Unwinder
 
@@ -103,6 +105,7 @@ class Runner:
         # Asked between steps: a shutting-down daemon parks the rotation at a step boundary.
         self._stopping = stopping
         self._fresh: dict[str, Secret] = {}
+        self._keys = ManagementKeys(store, clock)   # management keys read from Vault
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
@@ -236,7 +239,7 @@ class Runner:
                  lease: Lease) -> tuple[AuditTrail, StepRunner, Unwinder]:
         provider = self._providers[spec.provider]
         trail = AuditTrail(self._repo, self._clock, lease, lambda: self._confirm(lease))
-        args = (provider, self._store, self._repo, self._clock, trail, self._fresh)
+        args = (provider, self._store, self._repo, self._clock, trail, self._fresh, self._keys)
         return trail, StepRunner(*args), Unwinder(*args)
 
     def _start(self, spec: TargetSpec, trail: AuditTrail, trigger: str, actor: str,
@@ -299,8 +302,8 @@ class Runner:
     def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, trail: AuditTrail,
                  steps: StepRunner, unwind: Unwinder) -> m.Outcome:
         if action is m.Action.END_GRACE:
-            trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
-            return m.GraceElapsed()
+            return GraceKeeper(self._providers[spec.provider], self._store, self._repo,
+                               self._clock, trail, self._fresh, self._keys).end_grace(rot, spec)
         handlers = {
             m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,
             m.Action.VERIFY: steps.verify, m.Action.DISCARD: steps.discard,
