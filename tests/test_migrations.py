@@ -31,6 +31,7 @@ from rotator.adapters.sql.schema import (
     upgrade,
 )
 from rotator.core.errors import RotationFinished, SchemaError
+from rotator.core.grace import GracePolicy
 from rotator.core.model import AuditEvent, Rotation, Status
 from rotator.core.vocabulary import EventKind
 from tests.support import DATABASE_ONLY_CONFIG
@@ -41,8 +42,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -79,7 +80,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0005"
+    assert head_revision() == "0008"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -228,6 +229,29 @@ def test_0005_keeps_rows_written_at_0003_with_no_manual_reason(database_url: str
         engine.dispose()
 
 
+def test_0008_reads_older_rows_without_usage_grace_and_keeps_a_rotations_policy(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0005")
+        with engine.begin() as conn:
+            _insert_finished(conn, "completed", at)
+        _migrate(engine, command.upgrade, "head")
+        repo = SqlRepository(engine)
+        old = repo.get_rotation("rot_1")
+        assert old is not None and old.usage_grace is None
+        lease = repo.acquire_lease("app2", "tests", 30, datetime.now(UTC))
+        assert lease is not None
+        policy = GracePolicy(quiet_period=90.5, max_grace=3600)
+        repo.insert_rotation(Rotation("rot_2", "app2", "sa_2", "schedule", "d", 60, at,
+                                      usage_grace=policy), lease)
+        read = repo.get_rotation("rot_2")
+        assert read is not None and read.usage_grace == policy
+    finally:
+        engine.dispose()
+
+
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -306,15 +330,17 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0006_extra.py").write_text(SECOND_REVISION)
+    head = head_revision()
+    (newer / "versions" / "9999_extra.py").write_text(SECOND_REVISION.format(head=head))
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0006"
+    assert head_revision() == "9999"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0005, this rotator needs 0006: run `rotator db upgrade`$",
+        match=rf"^database schema is at {head}, this rotator needs 9999: "
+              r"run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0006"
+    assert upgrade(migrated_url) == "9999"
     _check(migrated_url)
 
 

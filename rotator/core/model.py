@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from rotator.core.grace import GracePolicy
 from rotator.core.vocabulary import EventKind
 
 __all__ = [
@@ -150,6 +151,9 @@ class Rotation:
     failure: Failure | None = None
     rollback_blocked: str | None = None     # why the rollback cannot finish yet
     manual_reason: str | None = None        # why an operator rotated (``--reason``)
+    # Usage-aware grace, taken from the target when the rotation started (like
+    # ``grace_seconds``); None: the old key goes when the window ends.
+    usage_grace: GracePolicy | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -33,7 +33,7 @@ def _at(moment: datetime | None) -> str:
 
 class GraceKeeper(StepBase):
     def end_grace(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
-        policy = spec.usage_grace
+        policy = rot.usage_grace
         if policy is None:
             self._trail.note(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
             return m.GraceElapsed()

@@ -249,12 +249,17 @@ class Runner:
             rotation_id=new_rotation_id(now), target=spec.name,
             service_account=spec.service_account, trigger=trigger, actor=actor,
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now,
-            manual_reason=None if reason is None else check_manual_reason(reason))
+            manual_reason=None if reason is None else check_manual_reason(reason),
+            # An operator's --grace is the window, exactly: no hold past it.
+            usage_grace=spec.usage_grace if grace is None else None)
         self._repo.insert_rotation(rot, trail.lease)
         # The reason in the append-only trail too: the rotations row is the owner's to edit.
         because = "" if rot.manual_reason is None else f"; reason: {rot.manual_reason}"
+        usage = rot.usage_grace
+        held = "" if usage is None else (f" (held while used: quiet {usage.quiet_period:g}s, "
+                                         f"max {usage.max_grace:g}s)")
         trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
-                                              f"grace {rot.grace_seconds:g}s{because}")
+                                              f"grace {rot.grace_seconds:g}s{held}{because}")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)

@@ -9,6 +9,7 @@ planner) finds again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from datetime import datetime, timedelta
 
 import pytest
@@ -202,3 +203,24 @@ def test_a_listing_that_fails_holds_the_key_and_says_so() -> None:
     ((result, detail),) = w.notes(AuditAction.GRACE_HELD)
     assert result == AuditResult.UNKNOWN and "cannot read its last use" in (detail or "")
     assert first.rotation.rotation_id == again.rotation.rotation_id
+
+
+def test_an_operators_grace_is_the_window_exactly_with_no_hold() -> None:
+    w = _World(stop_at=None)
+    report = w.runner().rotate(w.spec, grace=0)
+    assert report.rotation.status is Status.COMPLETED and report.rotation.usage_grace is None
+    assert w.notes(AuditAction.GRACE_OVER) == [(AuditResult.OK, None)]
+    assert not w.notes(AuditAction.GRACE_HELD)
+
+
+def test_the_policy_a_rotation_started_with_is_the_one_it_follows() -> None:
+    w = _World(stop_at=None)
+    first = w.runner().rotate(w.spec, wait=False)
+    assert first.rotation.usage_grace == POLICY
+    ((_, started),) = w.notes(AuditAction.STARTED)
+    assert "held while used: quiet 60s, max 600s" in (started or "")
+    w.clock.sleep(30)
+    # The config changed meanwhile (usage-aware grace removed): the rotation keeps its own.
+    w.spec = dataclasses.replace(w.spec, usage_grace=None)
+    again = w.runner().rotate(w.spec, wait=False)
+    assert again.rotation.step is Step.GRACE and w.notes(AuditAction.GRACE_HELD)
