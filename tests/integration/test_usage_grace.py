@@ -9,6 +9,7 @@ look at each held deadline is its timer's, not a poll's.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,17 @@ def _notes(world: World, action: AuditAction) -> list[tuple[str | None, datetime
         repo.engine.dispose()
 
 
+def _held_in_sql(world: World) -> bool:
+    """Whether the stored rotation of ``app`` is held past its 1 s grace window."""
+    rotations = world.rotations("app")
+    if not rotations:
+        return False
+    rot = rotations[-1]
+    return (rot.status is Status.RUNNING and rot.grace_ends_at is not None
+            and rot.grace_started_at is not None
+            and rot.grace_ends_at > rot.grace_started_at + timedelta(seconds=1.001))
+
+
 def _revoked_at(world: World) -> datetime:
     repo = world.repository()
     try:
@@ -86,6 +98,17 @@ def _last_used(world: World, key_id: str) -> datetime:
               if k.key_id == key_id]
     assert key.last_used_at is not None
     return datetime.fromtimestamp(key.last_used_at).astimezone()
+
+
+def _revoked_once_quiet(world: World, key_id: str) -> datetime:
+    """When the old key was revoked: 1.5 s (the quiet period) or more after its last use,
+    noted as quiet; the target's invariants hold."""
+    revoked = _revoked_at(world)
+    # The emulator reports the last use to the millisecond, hence the 1 ms.
+    assert revoked >= _last_used(world, key_id) + timedelta(seconds=1.5, milliseconds=-1)
+    assert [r for r, _ in _notes(world, AuditAction.GRACE_OVER)] == [AuditResult.QUIET]
+    world.assert_invariants("app")
+    return revoked
 
 
 def test_the_old_key_is_revoked_only_after_its_consumer_stops_and_quiet_period_passes(
@@ -108,15 +131,40 @@ def test_the_old_key_is_revoked_only_after_its_consumer_stops_and_quiet_period_p
     assert world.whoami(old.secret).status_code == 401
     (rot,) = world.rotations("app")
     assert rot.status is Status.COMPLETED and rot.grace_started_at is not None
-    last_use = _last_used(world, old.key_id)
-    revoked = _revoked_at(world)
-    # The emulator reports the last use to the millisecond, hence the 1 ms.
-    assert revoked >= last_use + timedelta(seconds=1.5) - timedelta(milliseconds=1)
-    assert revoked >= rot.grace_started_at + timedelta(seconds=4)
+    assert _revoked_once_quiet(world, old.key_id) >= rot.grace_started_at + timedelta(
+        seconds=4)
     held = _notes(world, AuditAction.GRACE_HELD)
     assert held and {r for r, _ in held} == {AuditResult.IN_USE}
-    assert [r for r, _ in _notes(world, AuditAction.GRACE_OVER)] == [AuditResult.QUIET]
-    world.assert_invariants("app")
+    assert world.verify()[0] == 0
+
+
+def test_a_hold_survives_a_sigkill_and_the_restarted_rotate_decides_from_the_provider(
+        make_world: MakeWorld) -> None:
+    world = _usage_grace_world(make_world, quiet="1500ms", max_grace="1m")
+    old = world.accounts["app"]
+    consumer = Consumer(world, old.secret)
+    try:
+        first = subprocess.Popen(world.cli_args("rotate", "app"), env=world.env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: _held_in_sql(world), 30, "the old key held past its grace window")
+        finally:
+            first.kill()
+            first.wait(10)
+        (held,) = world.rotations("app")
+        assert held.status is Status.RUNNING and _held_in_sql(world)
+        assert _notes(world, AuditAction.GRACE_HELD)
+        assert world.whoami(old.secret).status_code == 200
+        time.sleep(1.0)                     # the consumer goes on past the stored hold
+        consumer.stop()
+        code, out = world.cli_here("rotate", "app", "--wait-lease", "5s")
+    finally:
+        consumer.stop()
+    assert code == 0, out
+    assert consumer.failures_while_used == 0
+    (rot,) = world.rotations("app")         # the same rotation, finished
+    assert rot.status is Status.COMPLETED and rot.rotation_id == held.rotation_id
+    _revoked_once_quiet(world, old.key_id)
 
 
 def test_an_old_key_never_quiet_is_revoked_at_max_grace_by_the_daemons_timer(
@@ -147,3 +195,4 @@ def test_an_old_key_never_quiet_is_revoked_at_max_grace_by_the_daemons_timer(
     warned = [e for e in daemon.events() if e.get("event") == "max_grace_reached"]
     assert len(warned) == 1 and warned[0]["level"] == "warning"
     world.assert_invariants("app")
+    assert world.verify()[0] == 0
