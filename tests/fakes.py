@@ -70,6 +70,7 @@ class _Key:
     secret: str
     created_at: datetime
     live_at: datetime
+    last_used_at: datetime | None = None   # stamped by every call it authenticates
 
 
 @dataclass
@@ -119,13 +120,14 @@ class FakeProvider:
             if key.secret == bearer.reveal() and self.clock.now() >= key.live_at:
                 if self.never_authenticates and key.name != "seed":
                     break
+                key.last_used_at = self.clock.now()
                 return key
         raise Unauthorized("401")
 
     def list_keys(self, account: str, auth: Secret) -> KeyListing:
         self._enter("list_keys")
         self._authenticate(auth)
-        return KeyListing([KeyRecord(k.key_id, k.name, k.created_at)
+        return KeyListing([KeyRecord(k.key_id, k.name, k.created_at, k.last_used_at)
                            for k in self.keys.values() if k.account == account], "req_l")
 
     def create_key(self, account: str, name: str, auth: Secret) -> NewKey:

@@ -31,6 +31,7 @@ from rotator.adapters.sql.schema import (
     upgrade,
 )
 from rotator.core.errors import RotationFinished, SchemaError
+from rotator.core.grace import GracePolicy
 from rotator.core.model import AuditEvent, Rotation, Status
 from rotator.core.vocabulary import EventKind
 from tests.support import DATABASE_ONLY_CONFIG
@@ -42,8 +43,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -229,6 +230,29 @@ def test_0005_keeps_rows_written_at_0003_with_no_manual_reason(database_url: str
         engine.dispose()
 
 
+def test_0008_reads_older_rows_without_usage_grace_and_keeps_a_rotations_policy(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0005")
+        with engine.begin() as conn:
+            _insert_finished(conn, "completed", at)
+        _migrate(engine, command.upgrade, "head")
+        repo = SqlRepository(engine)
+        old = repo.get_rotation("rot_1")
+        assert old is not None and old.usage_grace is None
+        lease = repo.acquire_lease("app2", "tests", 30, datetime.now(UTC))
+        assert lease is not None
+        policy = GracePolicy(quiet_period=90.5, max_grace=3600)
+        repo.insert_rotation(Rotation("rot_2", "app2", "sa_2", "schedule", "d", 60, at,
+                                      usage_grace=policy), lease)
+        read = repo.get_rotation("rot_2")
+        assert read is not None and read.usage_grace == policy
+    finally:
+        engine.dispose()
+
+
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -322,16 +346,18 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0007_extra.py").write_text(SECOND_REVISION)
+    head = head_revision()
+    (newer / "versions" / "9999_extra.py").write_text(SECOND_REVISION.format(head=head))
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    monkeypatch.setattr(schema, "SCHEMA_HEAD", "0007")   # a newer rotator's code
-    assert head_revision() == "0007"
+    monkeypatch.setattr(schema, "SCHEMA_HEAD", "9999")   # a newer rotator's code
+    assert head_revision() == "9999"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0006, this rotator needs 0007: run `rotator db upgrade`$",
+        match=rf"^database schema is at {head}, this rotator needs 9999: "
+              r"run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0007"
+    assert upgrade(migrated_url) == "9999"
     _check(migrated_url)
 
 

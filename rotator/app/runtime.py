@@ -30,6 +30,7 @@ from rotator.config.model import (
 )
 from rotator.config.retry import RetryPolicy
 from rotator.config.secret_sources import resolve_secret
+from rotator.core.grace import GracePolicy
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
@@ -59,8 +60,8 @@ def vault_auth(config: Config) -> VaultAuth:
 def management_keys(config: Config) -> dict[str, Secret | None]:
     keys: dict[str, Secret | None] = {}
     for name, provider in config.providers.items():
-        if provider.auth_mode == "self":
-            keys[name] = None
+        if provider.auth_mode == "self" or provider.management_key_target is not None:
+            keys[name] = None   # read from Vault when needed (engine.management)
             continue
         key = resolve_secret(f"providers.{name}.management_key", provider.management_key_env,
                              provider.management_key_file)
@@ -69,14 +70,23 @@ def management_keys(config: Config) -> dict[str, Secret | None]:
     return keys
 
 
+def _ref(config: Config, name: str) -> SecretRef:
+    target = config.target(name)
+    return SecretRef(target.vault_mount, target.vault_path, target.vault_field)
+
+
 def target_spec(config: Config, name: str, keys: dict[str, Secret | None]) -> TargetSpec:
     target = config.target(name)
     probe = config.probe_for(name)
+    own = config.providers[target.provider].management_key_target
+    usage = config.usage_grace_for(name)
     return TargetSpec(
         name=name, provider=target.provider, service_account=target.service_account,
-        ref=SecretRef(target.vault_mount, target.vault_path, target.vault_field),
-        grace_seconds=config.grace_for(name), probe_timeout=probe.timeout,
-        probe_interval=probe.interval, management_key=keys[target.provider])
+        ref=_ref(config, name), grace_seconds=config.grace_for(name),
+        probe_timeout=probe.timeout, probe_interval=probe.interval,
+        management_key=keys[target.provider],
+        management_key_ref=None if own is None else _ref(config, own),
+        usage_grace=None if usage is None else GracePolicy(*usage))
 
 
 @dataclass

@@ -63,6 +63,7 @@ from rotator.core.errors import (
 )
 from rotator.core.model import KeyRecord, Rotation, Status, Step, StoredEvent
 from rotator.core.ports import KeyProvider, RotationReader, SecretStore
+from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind, VaultMetadataKey
 
@@ -153,6 +154,21 @@ def chain_findings(walk: Callable[[str], ChainReport],
     return findings
 
 
+def _management_auth(spec: TargetSpec, store: SecretStore,
+                     findings: list[Finding]) -> Secret | None:
+    """The key to list the account's keys with: the admin key, or (self-rotation) the one
+    Vault holds for its target; None in self mode (or when Vault cannot give it)."""
+    ref = spec.management_key_ref
+    if ref is None:
+        return spec.management_key
+    try:
+        return store.read_current(ref).secret
+    except RotatorError as exc:
+        findings.append(_could_not_check(
+            spec, f"the management key in Vault at {ref.mount}/{ref.path}", exc))
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class TargetReads:
     """What verify and reconcile read of one target from Vault, the provider and SQL.
@@ -216,7 +232,7 @@ def read_target(spec: TargetSpec, provider: KeyProvider, store: SecretStore,
                                            current.custom_metadata)
 
     keys: tuple[KeyRecord, ...] | None = None
-    auth = spec.management_key or served_secret
+    auth = _management_auth(spec, store, findings) or served_secret
     if auth is not None:
         try:
             keys = tuple(provider.list_keys(spec.service_account, auth).keys)

@@ -176,6 +176,9 @@ class ProbeConfig(Frozen):
 
 class DefaultsConfig(Frozen):
     grace: Duration = 3600.0
+    # Usage-aware grace (both or neither): see TargetConfig.
+    quiet_period: Duration | None = None
+    max_grace: Duration | None = None
     lease_ttl: Duration = 300.0
     probe: ProbeConfig = ProbeConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -188,6 +191,11 @@ class TargetConfig(Frozen):
     vault_path: Annotated[str, AfterValidator(check_vault_path)]
     vault_field: str = "api_key"
     grace: Duration | None = None
+    # Usage-aware grace, where the provider reports a key's last use: the old key is held
+    # past ``grace`` until unused for ``quiet_period``, and ``max_grace`` (from the store)
+    # at the longest. Both or neither, here or in [defaults].
+    quiet_period: Duration | None = None
+    max_grace: Duration | None = None
     probe: ProbeConfig | None = None
     schedule: ScheduleConfig | None = None
 
@@ -218,7 +226,52 @@ class Config(Frozen):
                 known = ", ".join(sorted(self.providers)) or "none"
                 raise KeyedProblem(f"targets.{name}.provider",
                                   f"names no configured provider (configured: {known})")
+            self._check_usage_grace(name)
+        for name, provider in self.providers.items():
+            self._check_management_target(name, provider)
         return self
+
+    def _check_usage_grace(self, name: str) -> None:
+        target = self.targets[name]
+        quiet, most = self._usage_grace_values(name)
+        # The key the problem is reported at: the target's if it sets one, else [defaults].
+        where = (f"targets.{name}" if target.quiet_period is not None
+                 or target.max_grace is not None else "defaults")
+        if (quiet is None) != (most is None):
+            given, missing = (("quiet_period", "max_grace") if most is None
+                              else ("max_grace", "quiet_period"))
+            raise KeyedProblem(f"{where}.{given}", f"usage-aware grace needs {missing} too "
+                               f"(target {name})")
+        if quiet is None or most is None:
+            return
+        if quiet <= 0:
+            raise KeyedProblem(f"{where}.quiet_period", "must be longer than 0s")
+        if quiet >= most:
+            raise KeyedProblem(f"{where}.quiet_period",
+                               f"must be shorter than max_grace (target {name})")
+        if most < self.grace_for(name):
+            raise KeyedProblem(f"{where}.max_grace",
+                               f"must not be shorter than grace (target {name})")
+
+    def _usage_grace_values(self, name: str) -> tuple[float | None, float | None]:
+        target = self.targets[name]
+        if target.quiet_period is not None or target.max_grace is not None:
+            return target.quiet_period, target.max_grace
+        return self.defaults.quiet_period, self.defaults.max_grace
+
+    def _check_management_target(self, name: str, provider: ProviderConnection) -> None:
+        own = provider.management_key_target
+        if own is None:
+            return
+        key = f"providers.{name}.management_key_target"
+        target = self.targets.get(own)
+        if target is None:
+            known = ", ".join(sorted(self.targets))
+            raise KeyedProblem(key, f"names no configured target (configured: {known})")
+        if target.provider != name:
+            raise KeyedProblem(key, f"names target {own}, whose provider is "
+                               f"{target.provider}, not {name}: the management key must be "
+                               "a key of this provider")
 
     def call_deadline(self) -> float:
         """The longest one provider or Vault call may take, its retries included, in seconds.
@@ -250,6 +303,12 @@ class Config(Frozen):
     def grace_for(self, target: str) -> float:
         grace = self.target(target).grace
         return self.defaults.grace if grace is None else grace
+
+    def usage_grace_for(self, target: str) -> tuple[float, float] | None:
+        """``(quiet_period, max_grace)`` of a target with usage-aware grace, else None."""
+        self.target(target)
+        quiet, most = self._usage_grace_values(target)
+        return None if quiet is None or most is None else (quiet, most)
 
     def probe_for(self, target: str) -> ProbeConfig:
         return self.target(target).probe or self.defaults.probe

@@ -35,6 +35,9 @@ class ProviderConnection(Frozen):
     auth_mode: Literal["admin", "self"] = "admin"
     management_key_env: str | None = None
     management_key_file: Path | None = None
+    # Self-rotation: the management key is the current secret of this target (which
+    # rotator rotates like any other), instead of a variable or a file.
+    management_key_target: str | None = None
     timeout: Duration = 10.0
     ca_bundle: Path | None = None
     allow_insecure_http: bool = False
@@ -47,7 +50,9 @@ class ProviderConnection(Frozen):
         return check_url(value, schemes=("https", "http"))
 
     def _needs_secrets(self) -> bool:
-        return self.auth_mode == "admin"  # 'self' uses each account's own key from Vault
+        # 'self' uses each account's own key from Vault; a management_key_target, its
+        # target's current key from Vault.
+        return self.auth_mode == "admin" and self.management_key_target is None
 
     @field_validator("proxy")
     @classmethod
@@ -60,6 +65,13 @@ class ProviderConnection(Frozen):
         if self.auth_mode == "self" and given:
             raise ValueError("auth_mode 'self' uses each account's own key from Vault; "
                              f"remove {given[0]}")
+        if self.management_key_target is not None:
+            if self.auth_mode != "admin":
+                raise ValueError("management_key_target is for auth_mode 'admin' only "
+                                 "(in 'self' mode each account's own key manages it)")
+            if given:
+                raise ValueError("management_key_target names where the management key "
+                                 f"comes from, as does {given[0]}: keep one of the two")
         refuse_plain_http(self.base_url, self.allow_insecure_http)
         return self
 

@@ -6,6 +6,8 @@ total functions of their arguments (no clock reads, no IO), so every transition 
 every failure branch is unit-tested by feeding outcomes.
 
     plan ─► create ─► verify ─► store ─► grace ─► revoke ─► done (completed)
+                                           ▲   │ still used (usage-aware grace)
+                                           └───┘
      │        │          │        │
      │        └──────────┴────────┴──► rollback ─► done (rolled_back)
      └──► done (failed)         verify/store without the secret ─► create (again)
@@ -24,6 +26,7 @@ __all__ = [
     "MAX_RECREATES",
     "Action",
     "GraceElapsed",
+    "GraceHeld",
     "InvalidTransition",
     "KeyCreated",
     "Outcome",
@@ -118,6 +121,13 @@ class GraceElapsed:
 
 
 @dataclass(frozen=True, slots=True)
+class GraceHeld:
+    """Usage-aware grace: the old key is still used; look again at ``until``."""
+
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Revoked:
     already_gone: bool = False
 
@@ -143,7 +153,7 @@ class RollbackBlocked:
 
 Outcome = (
     Planned | Refused | KeyCreated | Verified | Stored | SecretLost | StepFailed
-    | GraceElapsed | Revoked | RevokeDeferred | RolledBack | RollbackBlocked
+    | GraceElapsed | GraceHeld | Revoked | RevokeDeferred | RolledBack | RollbackBlocked
 )
 
 
@@ -192,6 +202,8 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
             if now < rotation.grace_ends_at:
                 raise InvalidTransition(f"grace of {rotation.rotation_id} is not over")
             return rotation.evolve(step=Step.REVOKE)
+        case Step.GRACE, GraceHeld(until=until):
+            return _hold(rotation, until, now)
         case Step.REVOKE, Revoked():
             return _finish(rotation, Status.COMPLETED, now, None)
         case Step.REVOKE, RevokeDeferred(reason=reason):
@@ -238,6 +250,21 @@ def cancelled(rotation: Rotation, actor: str, reason: str) -> Rotation:
     """``rotation`` sent to its rollback by an operator: who and why become its failure."""
     return _roll_back(rotation, Failure(rotation.step, FailureCode.CANCELLED,
                                         f"cancelled by {actor}: {reason}"))
+
+
+def _hold(rotation: Rotation, until: datetime, now: datetime) -> Rotation:
+    """Move the end of the grace window to ``until``, stored like the first deadline.
+
+    The window's length grows by as much, so its start (``grace_started_at``: when the new
+    key was stored, from which ``max_grace`` counts) stays where it was, and every reader
+    of ``grace_ends_at`` (the daemon's timer, ``verify``'s early-revoke check) follows.
+    """
+    assert rotation.grace_ends_at is not None
+    if until <= now or until <= rotation.grace_ends_at:
+        raise InvalidTransition(f"a hold of {rotation.rotation_id} must end later than now "
+                                "and its current deadline")
+    extra = (until - rotation.grace_ends_at).total_seconds()
+    return rotation.evolve(grace_ends_at=until, grace_seconds=rotation.grace_seconds + extra)
 
 
 def _start_over(rotation: Rotation) -> Rotation:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from rotator.core.grace import GracePolicy
 from rotator.core.vocabulary import EventKind
 
 __all__ = [
@@ -152,19 +153,27 @@ class Rotation:
     failure: Failure | None = None
     rollback_blocked: str | None = None     # why the rollback cannot finish yet
     manual_reason: str | None = None        # why an operator rotated (``--reason``)
+    # Usage-aware grace, taken from the target when the rotation started (like
+    # ``grace_seconds``); None: the old key goes when the window ends.
+    usage_grace: GracePolicy | None = None
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
     @property
+    def grace_started_at(self) -> datetime | None:
+        """When the grace window began (the new key stored): the same however long it is held."""
+        if self.grace_ends_at is None:
+            return None
+        return self.grace_ends_at - timedelta(seconds=self.grace_seconds)
+
+    @property
     def key_stored_at(self) -> datetime | None:
         """When a completed rotation's key went into Vault: the start of its grace window."""
         if self.status is not Status.COMPLETED:
             return None
-        if self.grace_ends_at is None:
-            return self.finished_at
-        return self.grace_ends_at - timedelta(seconds=self.grace_seconds)
+        return self.grace_started_at or self.finished_at
 
     def evolve(self, **changes: object) -> Rotation:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

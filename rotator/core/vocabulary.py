@@ -37,7 +37,8 @@ class AuditAction(StrEnum):
     PROBE = "probe"                    # the new key authenticated (or never did)
     SECRET_LOST = "secret_lost"  # noqa: S105  (resumed without the new key's secret)
     READ_BACK = "read_back"            # Vault read after the write: the proof of store
-    GRACE_OVER = "grace_over"
+    GRACE_OVER = "grace_over"          # the old key may go (result: ok, quiet, max_grace_reached)
+    GRACE_HELD = "grace_held"          # usage-aware grace: the old key is still used, kept
     CLEANUP_QUEUED = "cleanup_queued"  # the old key's delete deferred to the queue
     PROBE_REVOKED = "probe_revoked"    # the old key probed once it was deleted
     CANCEL = "cancel"                  # `rotator cancel`: who asked and why (ok, refused)
@@ -64,6 +65,10 @@ class AuditResult(StrEnum):
     KEPT = "kept"                  # queued for deletion, but Vault serves it
     REFUSED = "refused"            # a deleted key's probe: the provider refuses it
     STILL_VALID = "still_valid"    # a deleted key's probe: it still authenticates
+    # usage-aware grace (``grace_held`` and ``grace_over`` notes)
+    IN_USE = "in_use"              # the old key was used within the quiet period: held
+    QUIET = "quiet"                # unused for the quiet period: it goes
+    MAX_GRACE_REACHED = "max_grace_reached"   # held as long as allowed: it goes, used or not
     # the result of the final note, spelt as ``Status``
     COMPLETED = "completed"
     ROLLED_BACK = "rolled_back"

@@ -41,6 +41,8 @@ from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.crashpoints import STARTED, crash_point, step_point
+from rotator.engine.grace import GraceKeeper
+from rotator.engine.management import ManagementKeys
 from rotator.engine.steps import StepRunner
 from rotator.engine.unwind import Unwinder
 
@@ -121,6 +123,7 @@ class Runner:
         # Asked between steps: a shutting-down daemon parks the rotation at a step boundary.
         self._stopping = stopping
         self._fresh: dict[str, Secret] = {}
+        self._keys = ManagementKeys(store, clock)   # management keys read from Vault
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
 
     def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
@@ -298,7 +301,7 @@ class Runner:
                  lease: Lease) -> tuple[AuditTrail, StepRunner, Unwinder]:
         provider = self._providers[spec.provider]
         trail = AuditTrail(self._repo, self._clock, lease, lambda: self._confirm(lease))
-        args = (provider, self._store, self._repo, self._clock, trail, self._fresh)
+        args = (provider, self._store, self._repo, self._clock, trail, self._fresh, self._keys)
         return trail, StepRunner(*args), Unwinder(*args)
 
     def _start(self, spec: TargetSpec, trail: AuditTrail, trigger: str, actor: str,
@@ -308,12 +311,17 @@ class Runner:
             rotation_id=new_rotation_id(now), target=spec.name,
             service_account=spec.service_account, trigger=trigger, actor=actor,
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now,
-            manual_reason=None if reason is None else check_manual_reason(reason))
+            manual_reason=None if reason is None else check_manual_reason(reason),
+            # An operator's --grace is the window, exactly: no hold past it.
+            usage_grace=spec.usage_grace if grace is None else None)
         self._repo.insert_rotation(rot, trail.lease)
         # The reason in the append-only trail too: the rotations row is the owner's to edit.
         because = "" if rot.manual_reason is None else f"; reason: {rot.manual_reason}"
+        usage = rot.usage_grace
+        held = "" if usage is None else (f" (held while used: quiet {usage.quiet_period:g}s, "
+                                         f"max {usage.max_grace:g}s)")
         trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
-                                              f"grace {rot.grace_seconds:g}s{because}")
+                                              f"grace {rot.grace_seconds:g}s{held}{because}")
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)
@@ -364,8 +372,8 @@ class Runner:
     def _perform(self, action: m.Action, rot: Rotation, spec: TargetSpec, trail: AuditTrail,
                  steps: StepRunner, unwind: Unwinder) -> m.Outcome:
         if action is m.Action.END_GRACE:
-            trail.note_with_step(rot, AuditAction.GRACE_OVER, key_id=rot.old_key_id)
-            return m.GraceElapsed()
+            return GraceKeeper(self._providers[spec.provider], self._store, self._repo,
+                               self._clock, trail, self._fresh, self._keys).end_grace(rot, spec)
         handlers = {
             m.Action.PLAN: steps.plan, m.Action.CREATE: steps.create,
             m.Action.VERIFY: steps.verify, m.Action.DISCARD: steps.discard,

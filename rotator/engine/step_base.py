@@ -10,6 +10,7 @@ from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.audit_trail import AuditTrail, EffectResult
+from rotator.engine.management import ManagementKeys
 
 __all__ = ["StepBase", "deletion_result"]
 
@@ -21,19 +22,28 @@ def deletion_result(d: Deletion) -> EffectResult:
 
 class StepBase:
     def __init__(self, provider: KeyProvider, store: SecretStore, repo: RotationRepository,
-                 clock: Clock, trail: AuditTrail, fresh: MutableMapping[str, Secret]) -> None:
+                 clock: Clock, trail: AuditTrail, fresh: MutableMapping[str, Secret],
+                 keys: ManagementKeys | None = None) -> None:
         self._provider = provider
         self._store = store
         self._repo = repo
         self._clock = clock
         self._trail = trail
         self._fresh = fresh   # rotation id -> the new key's secret, in memory only
+        self._keys = keys or ManagementKeys(store, clock)
 
     def _auth(self, spec: TargetSpec) -> Secret:
-        """The bearer for key management: the admin key, or (self mode) Vault's current key."""
+        """The bearer for key management: the admin key (given, or read from the Vault path of
+        the target it belongs to), or (self mode) Vault's current key."""
         if spec.management_key is not None:
             return spec.management_key
+        if spec.management_key_ref is not None:
+            return self._keys.key(spec.management_key_ref)
         return self._store.read_current(spec.ref).secret
+
+    def _vault_written(self, spec: TargetSpec) -> None:
+        """This target's Vault secret changed: a management key read from it is stale."""
+        self._keys.written(spec.ref)
 
     def _delete(self, rot: Rotation, spec: TargetSpec, key_id: str, why: str,
                 auth: Secret) -> Deletion:

@@ -221,12 +221,16 @@ class StepRunner(StepBase):
             key_id=rot.new_key_id or "", rotation_id=rot.rotation_id,
             created_at=self._clock.now().isoformat(timespec="seconds"),
             fingerprint=secret.fingerprint)
-        return self._trail.side_effect(
-            rot, AuditAction.VAULT_WRITE,
-            lambda: self._store.write(spec.ref, secret, cas, metadata),
-            lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
-            key_id=rot.new_key_id, fingerprint=secret.fingerprint, vault_version=cas,
-            detail=detail)
+        try:
+            return self._trail.side_effect(
+                rot, AuditAction.VAULT_WRITE,
+                lambda: self._store.write(spec.ref, secret, cas, metadata),
+                lambda v: EffectResult(vault_version=v, key_id=rot.new_key_id),
+                key_id=rot.new_key_id, fingerprint=secret.fingerprint, vault_version=cas,
+                detail=detail)
+        finally:
+            # Landed or perhaps landed (an answer lost): a key read from here is stale.
+            self._vault_written(spec)
 
     def _earlier_attempt(self, rot: Rotation, spec: TargetSpec) -> VaultSecret | None:
         """The Vault version to write over when it holds a key of this very rotation.
@@ -255,5 +259,6 @@ class StepRunner(StepBase):
                                        fingerprint=current.secret.fingerprint,
                                        vault_version=current.version,
                                        detail="resumed: the interrupted Vault write had landed")
+            self._vault_written(spec)
             return m.Stored(version=current.version)
         return self.discard(rot, spec)

@@ -199,6 +199,8 @@ class Unwinder(StepBase):
             return m.RollbackBlocked(f"Vault changed during the restore: {exc}")
         except RotatorError as exc:
             return m.RollbackBlocked(f"cannot restore Vault version {rot.old_version}: {exc}")
+        finally:
+            self._vault_written(spec)
         return None
 
     # -- the cleanup queue ----------------------------------------------------------

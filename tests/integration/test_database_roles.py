@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from rotator.adapters.sql.schema import make_engine, upgrade
+from rotator.adapters.sql.schema import SCHEMA_HEAD, make_engine, upgrade
 from rotator.core.model import Status
 from rotator.emulator import Emulator
 from tests.fixtures.databases import pg_admin_url
@@ -98,7 +98,7 @@ def _refused(url: str, statement: str) -> str:
 def test_the_runtime_role_rotates_but_cannot_rewrite_the_audit_trail(
         roles: Roles, emulator: Emulator, openbao: OpenBao, vault_mount: str,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert upgrade(roles.url(roles.owner)) == "0006"
+    assert upgrade(roles.url(roles.owner)) == SCHEMA_HEAD
     # As deploy/kubernetes and deploy/compose do it: one URL, the user from PGUSER.
     monkeypatch.setenv("PGUSER", roles.runtime)
     runtime = roles.url(None)

@@ -73,12 +73,13 @@ class Target:
     def rotate(self, auth: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         """``rotator rotate app --grace 0s`` in a subprocess, with only ``env``'s credentials."""
         config = self.tmp / "rotator.toml"
-        target = TARGET.format(name="app", sa=self.account.account_id, mount=MOUNT,
+        target = TARGET.format(name="app", provider="count", sa=self.account.account_id,
+                               mount=MOUNT,
                                path=self.path)
         config.write_text(CONFIG.format(
             db_url=self.db_url, vault_url=self.vault_url, auth=auth, count_url=self.emulator.url,
             auth_mode="admin", management=ADMIN_MANAGEMENT, grace="0s", probe_timeout="5s",
-            targets=target))
+            targets=target, provider="count", provider_type="count", shape=""))
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         return subprocess.run(
             [sys.executable, "-m", "rotator", "--config", str(config), "--log-format", "json",

@@ -117,14 +117,15 @@ TRANSITIONS: dict[Step, set[type]] = {
     Step.CREATE: {m.KeyCreated, m.StepFailed},
     Step.VERIFY: {m.Verified, m.StepFailed, m.SecretLost},
     Step.STORE: {m.Stored, m.StepFailed, m.SecretLost},
-    Step.GRACE: {m.GraceElapsed},
+    Step.GRACE: {m.GraceElapsed, m.GraceHeld},
     Step.REVOKE: {m.Revoked, m.RevokeDeferred},
     Step.ROLLBACK: {m.RolledBack, m.RollbackBlocked},
     Step.DONE: set(),
 }
 ONE_OF_EACH: list[m.Outcome] = [
     m.Planned("k", 1), m.Refused("x"), m.KeyCreated("k", "f"), m.Verified(), m.Stored(2),
-    m.SecretLost(), m.StepFailed("x"), m.GraceElapsed(), m.Revoked(), m.RevokeDeferred("x"),
+    m.SecretLost(), m.StepFailed("x"), m.GraceElapsed(),
+    m.GraceHeld(T0 + timedelta(seconds=5)), m.Revoked(), m.RevokeDeferred("x"),
     m.RolledBack(), m.RollbackBlocked("x"),
 ]
 

@@ -46,6 +46,7 @@ def test_audit_actions_keep_their_values() -> None:
     assert {m.name: m.value for m in AuditAction} == {
         "STARTED": "started", "PLAN": "plan", "PROBE": "probe",
         "SECRET_LOST": "secret_lost", "READ_BACK": "read_back", "GRACE_OVER": "grace_over",
+        "GRACE_HELD": "grace_held",
         "CLEANUP_QUEUED": "cleanup_queued", "PROBE_REVOKED": "probe_revoked",
         "CANCEL": "cancel", "CREATE_KEY": "create_key",
         "DELETE_KEY": "delete_key", "REVOKE_KEY": "revoke_key", "CLEANUP_KEY": "cleanup_key",
@@ -59,7 +60,8 @@ def test_audit_results_keep_their_values() -> None:
     assert {m.name: m.value for m in AuditResult} == {
         "OK": "ok", "ERROR": "error", "UNKNOWN": "unknown", "ALREADY_GONE": "already_gone",
         "DEFERRED": "deferred", "KEPT": "kept", "REFUSED": "refused",
-        "STILL_VALID": "still_valid", "COMPLETED": "completed",
+        "STILL_VALID": "still_valid", "IN_USE": "in_use", "QUIET": "quiet",
+        "MAX_GRACE_REACHED": "max_grace_reached", "COMPLETED": "completed",
         "ROLLED_BACK": "rolled_back", "FAILED": "failed",
         "COMPLETED_PENDING_CLEANUP": "completed_pending_cleanup",
     }
@@ -119,10 +121,12 @@ def old_rows(tmp_path: Path) -> SqlRepository:
 
 
 # Words added after the fixture's rows were written: the probe of a deleted old key, a
-# cancel, and the deletion of a stray key.
-_NEWER_ACTIONS = {AuditAction.PROBE_REVOKED, AuditAction.CANCEL, AuditAction.DELETE_STRAY}
+# cancel, the deletion of a stray key, and a grace window held while the old key is used.
+_NEWER_ACTIONS = {AuditAction.PROBE_REVOKED, AuditAction.CANCEL, AuditAction.DELETE_STRAY,
+                  AuditAction.GRACE_HELD}
 _NEWER_RESULTS = {AuditResult.REFUSED, AuditResult.STILL_VALID,
-                  AuditResult.COMPLETED_PENDING_CLEANUP}
+                  AuditResult.COMPLETED_PENDING_CLEANUP, AuditResult.IN_USE,
+                  AuditResult.QUIET, AuditResult.MAX_GRACE_REACHED}
 
 
 def test_every_stored_word_is_a_member_and_every_member_was_stored(

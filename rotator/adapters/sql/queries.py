@@ -16,6 +16,7 @@ from sqlalchemy import Connection, RowMapping, func, or_, select, true
 from sqlalchemy.sql import Select
 
 from rotator.adapters.sql.tables import pending_cleanups, rotation_events, rotations
+from rotator.core.grace import GracePolicy
 from rotator.core.model import (
     Failure,
     FailureCode,
@@ -73,7 +74,13 @@ def rotation_from_row(row: RowMapping) -> Rotation:
         failure=_failure_from_row(row),
         rollback_blocked=row["rollback_blocked"],
         manual_reason=row["manual_reason"],
+        usage_grace=_usage_grace_from_row(row),
     )
+
+
+def _usage_grace_from_row(row: RowMapping) -> GracePolicy | None:
+    quiet, most = row["quiet_period"], row["max_grace"]
+    return None if quiet is None or most is None else GracePolicy(float(quiet), float(most))
 
 
 def _failure_from_row(row: RowMapping) -> Failure | None:

@@ -89,6 +89,8 @@ def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
         "reason": rotation.reason,
         "recreate_count": rotation.recreate_count,
         "manual_reason": rotation.manual_reason,
+        "quiet_period": None if rotation.usage_grace is None else rotation.usage_grace.quiet_period,
+        "max_grace": None if rotation.usage_grace is None else rotation.usage_grace.max_grace,
         **_failure_values(rotation),
         "updated_at": now,
     }

@@ -127,6 +127,9 @@ rotations = Table(
     Column("lease_generation", Integer),
     # What `rotator rotate --reason` was given (revision 0005); NULL if nothing was.
     Column("manual_reason", Text),
+    # The usage-aware grace the rotation follows, in seconds (revision 0008); NULL: none.
+    Column("quiet_period", Float),
+    Column("max_grace", Float),
     CheckConstraint(
         "status IN ('running', 'completed', 'rolled_back', 'failed')",
         name="ck_rotations_status",

@@ -1,0 +1,50 @@
+"""Management keys that live in Vault: a provider whose key is one of its own targets.
+
+With ``management_key_target`` (self-rotation) the key rotator manages a provider with is
+the current secret of one target's Vault path. It is read when first needed and kept,
+and dropped when this process writes that path (the store of a rotation of that target,
+or a rollback's restore), so the next call reads the key just stored: rotator switches
+to the new key right after the store, while the old one still works for the grace
+window. A process that did not make the write (another replica, a CLI run) reads it
+again once its copy is ``MAX_AGE`` old, well inside any grace window worth having.
+Nothing of it is persisted: after a restart the key is read from Vault again.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from rotator.core.ports import Clock, SecretRef, SecretStore
+from rotator.core.secret import Secret
+
+__all__ = ["MAX_AGE", "ManagementKeys"]
+
+# Seconds a copy read from Vault is used before it is read again.
+MAX_AGE = 30.0
+
+
+class ManagementKeys:
+    def __init__(self, store: SecretStore, clock: Clock, max_age: float = MAX_AGE) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_age = max_age
+        self._lock = threading.Lock()   # the daemon's workers share one runner
+        self._cached: dict[SecretRef, tuple[Secret, float]] = {}
+
+    def key(self, ref: SecretRef) -> Secret:
+        """The current secret at ``ref``: the copy read earlier, or Vault's (``RotatorError``
+        if Vault cannot be read)."""
+        now = self._clock.now().timestamp()
+        with self._lock:
+            held = self._cached.get(ref)
+        if held is not None and now - held[1] < self._max_age:
+            return held[0]
+        secret = self._store.read_current(ref).secret
+        with self._lock:
+            self._cached[ref] = (secret, now)
+        return secret
+
+    def written(self, ref: SecretRef) -> None:
+        """This process changed the secret at ``ref``: the next ``key`` reads it again."""
+        with self._lock:
+            self._cached.pop(ref, None)
