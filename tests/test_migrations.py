@@ -41,8 +41,8 @@ SECOND_REVISION = '''"""A later revision, only for tests."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0099"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -79,7 +79,7 @@ def _check(url: str) -> None:
 def test_migrations_dir_is_found_from_the_package() -> None:
     assert (migrations_dir() / "env.py").is_file()
     assert (migrations_dir() / "versions" / "0001_initial.py").is_file()
-    assert head_revision() == "0005"
+    assert head_revision() == "0007"
 
 
 def test_upgrade_from_empty(database_url: str) -> None:
@@ -228,6 +228,40 @@ def test_0005_keeps_rows_written_at_0003_with_no_manual_reason(database_url: str
         engine.dispose()
 
 
+def _insert_started(conn: Connection, rotation_id: str, trigger: str) -> None:
+    conn.execute(text(
+        "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
+        " grace_seconds, started_at, step, status, recreate_count)"
+        " VALUES (:id, 'app', 'sa_1', :trigger, 'me', 60, :at, 'done', 'failed', 0)"),
+        {"id": rotation_id, "trigger": trigger, "at": datetime(2026, 11, 1, tzinfo=UTC)})
+
+
+def _manual_rotations(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(text(
+            "SELECT rotation_id FROM audit_manual_rotations")).scalars())
+
+
+def test_0007_lists_both_kinds_of_manual_rotation_and_the_rows_written_before(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        _migrate(engine, command.upgrade, "0005")
+        with engine.begin() as conn:
+            _insert_started(conn, "rot_cli_before", "manual")   # `rotate` or `run --rotate`
+            _insert_started(conn, "rot_scheduled", "schedule")
+        _migrate(engine, command.upgrade, "0007")
+        with engine.begin() as conn:
+            _insert_started(conn, "rot_cli", "manual")
+            _insert_started(conn, "rot_run", "run_rotate")
+            _insert_started(conn, "rot_first", "first_rotation")
+        assert _manual_rotations(engine) == ["rot_cli", "rot_cli_before", "rot_run"]
+        _migrate(engine, command.downgrade, "0005")
+        assert _manual_rotations(engine) == ["rot_cli", "rot_cli_before"]
+    finally:
+        engine.dispose()
+
+
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -273,6 +307,28 @@ def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audi
         engine.dispose()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_0007_keeps_the_grants_on_the_manual_rotations_view(database_url: str) -> None:
+    engine = make_engine(database_url)
+    role = f"t_auditor_{uuid.uuid4().hex[:12]}"
+    try:
+        _migrate(engine, command.upgrade, "0005")
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE ROLE "{role}"'))
+            conn.execute(text(f'GRANT SELECT ON audit_manual_rotations TO "{role}"'))
+        _migrate(engine, command.upgrade, "0007")
+        with engine.connect() as conn:
+            assert conn.execute(text(
+                "SELECT has_table_privilege(:who, 'audit_manual_rotations', 'SELECT')"),
+                {"who": role}).scalar() is True
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        engine.dispose()
+
+
 def test_migrations_match_the_tables_module(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     try:
@@ -306,15 +362,15 @@ def test_check_schema_refuses_an_older_revision(
 ) -> None:
     newer = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0006_extra.py").write_text(SECOND_REVISION)
+    (newer / "versions" / "0099_extra.py").write_text(SECOND_REVISION)
     monkeypatch.setattr(schema, "migrations_dir", lambda: newer)
-    assert head_revision() == "0006"
+    assert head_revision() == "0099"
     with pytest.raises(
         SchemaError,
-        match=r"^database schema is at 0005, this rotator needs 0006: run `rotator db upgrade`$",
+        match=r"^database schema is at 0007, this rotator needs 0099: run `rotator db upgrade`$",
     ):
         _check(migrated_url)
-    assert upgrade(migrated_url) == "0006"
+    assert upgrade(migrated_url) == "0099"
     _check(migrated_url)
 
 

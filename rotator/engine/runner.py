@@ -36,8 +36,9 @@ from rotator.core.ports import (
     SecretStore,
 )
 from rotator.core.secret import Secret
+from rotator.core.started_note import started_detail
 from rotator.core.target import TargetSpec
-from rotator.core.vocabulary import AuditAction
+from rotator.core.vocabulary import AuditAction, Trigger
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.crashpoints import STARTED, crash_point, step_point
 from rotator.engine.steps import StepRunner
@@ -105,7 +106,7 @@ class Runner:
         self._fresh: dict[str, Secret] = {}
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
 
-    def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
+    def rotate(self, spec: TargetSpec, *, trigger: str = Trigger.MANUAL, actor: str = "cli",
                grace: float | None = None, wait: bool = True,
                lease_wait: float = 0.0, reason: str | None = None) -> RotationReport:
         """Finish the target's in-flight rotation if it has one, else run a new one.
@@ -248,10 +249,10 @@ class Runner:
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now,
             manual_reason=None if reason is None else check_manual_reason(reason))
         self._repo.insert_rotation(rot, trail.lease)
-        # The reason in the append-only trail too: the rotations row is the owner's to edit.
-        because = "" if rot.manual_reason is None else f"; reason: {rot.manual_reason}"
-        trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
-                                              f"grace {rot.grace_seconds:g}s{because}")
+        # Who asked and why, in the append-only, chained trail too: the rotations row is
+        # the owner's to edit (``started_note``).
+        trail.note(rot, AuditAction.STARTED, detail=started_detail(
+            trigger, actor, rot.grace_seconds, rot.manual_reason))
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)
