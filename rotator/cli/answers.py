@@ -41,8 +41,10 @@ def events(stored: Sequence[StoredEvent], fmt: str) -> None:
     """``audit show``: a table, JSON (a list of events) or CSV."""
     if fmt == "json":
         write_json([documents.event(e) for e in stored], sys.stdout)
+    elif fmt == "csv":    # for a program even on a terminal: written as it is
+        sys.stdout.write(report.events_csv(stored) + "\n")
     else:
-        show(report.render_events(stored, fmt), sys.stdout)
+        show(report.render_events(stored), sys.stdout)
 
 
 class RotateAnswer:
@@ -62,7 +64,7 @@ class RotateAnswer:
                 print(f"{dry.target}:", file=self._stream)
                 print("\n".join(f"  {line}" for line in dry.lines), file=self._stream)
         if self._json:
-            write_json_line(documents.rotate_summary(None, plans, exit_code), self._stream)
+            write_json_line(documents.plans_summary(plans, exit_code), self._stream)
 
     def progress(self, result: TargetResult) -> None:
         if self._json:
@@ -72,6 +74,6 @@ class RotateAnswer:
 
     def summary(self, results: Sequence[TargetResult], exit_code: int) -> None:
         if self._json:
-            write_json_line(documents.rotate_summary(results, None, exit_code), self._stream)
+            write_json_line(documents.rotate_summary(results, exit_code), self._stream)
         else:
             print(report.render_summary(results), file=self._stream)

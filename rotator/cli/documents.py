@@ -22,7 +22,8 @@ from rotator.core.started_note import parse_started
 from rotator.core.vocabulary import AuditAction
 from rotator.redaction import redact_text
 
-__all__ = ["event", "findings", "plan", "result", "rotate_summary", "status"]
+__all__ = ["event", "findings", "plan", "plans_summary", "result", "rotate_summary",
+           "status"]
 
 
 def _text(value: str | None) -> str | None:
@@ -84,18 +85,19 @@ def result(done: TargetResult) -> dict[str, Any]:
             "elapsed_seconds": round(done.elapsed, 3), "detail": _text(done.detail)}
 
 
-def rotate_summary(results: Sequence[TargetResult] | None, plans: Sequence[DryRun] | None,
-                   exit_code: int) -> dict[str, Any]:
-    """The last line of ``rotator rotate -o json`` (``--dry-run``: of its plans)."""
-    if plans is not None:
-        return {"type": "summary", "dry_run": True, "targets": len(plans),
-                "ok": sum(p.ok for p in plans), "exit_code": exit_code}
-    done = results or ()
-    return {"type": "summary", "dry_run": False, "targets": len(done),
-            "rotated": sum(r.rotated for r in done),
-            "outcomes": dict(sorted(Counter(r.outcome for r in done).items())),
-            "not_rotated": [r.target for r in done if not r.rotated],
+def rotate_summary(results: Sequence[TargetResult], exit_code: int) -> dict[str, Any]:
+    """The last line of ``rotator rotate -o json``."""
+    return {"type": "summary", "dry_run": False, "targets": len(results),
+            "rotated": sum(r.rotated for r in results),
+            "outcomes": dict(sorted(Counter(r.outcome for r in results).items())),
+            "not_rotated": [r.target for r in results if not r.rotated],
             "exit_code": exit_code}
+
+
+def plans_summary(plans: Sequence[DryRun], exit_code: int) -> dict[str, Any]:
+    """The last line of ``rotator rotate --dry-run -o json``."""
+    return {"type": "summary", "dry_run": True, "targets": len(plans),
+            "ok": sum(p.ok for p in plans), "exit_code": exit_code}
 
 
 def event(stored: StoredEvent) -> dict[str, Any]:

@@ -118,7 +118,8 @@ def _rich(blocks: Sequence[Block], stream: TextIO) -> None:
     console = Console(file=stream, markup=False, emoji=False, highlight=False)
     for block in blocks:
         if isinstance(block, str):
-            console.print(Text(block))
+            # soft_wrap: the terminal wraps a long line; rich adds no line break to it.
+            console.print(Text(block), soft_wrap=True)
             continue
         drawn = RichTable(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                           header_style="bold")

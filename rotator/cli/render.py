@@ -23,7 +23,8 @@ from rotator.core.durations import format_duration
 from rotator.core.model import StoredEvent
 from rotator.redaction import redact_text
 
-__all__ = ["export_lines", "render_chain_report", "render_events", "render_findings",
+__all__ = ["events_csv", "export_lines", "render_chain_report", "render_events",
+           "render_findings",
            "render_progress", "render_status", "render_summary"]
 
 _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
@@ -33,14 +34,17 @@ _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "resu
 _CSV_COLUMNS = ["id", *_EVENT_COLUMNS, "op_id", "lease_generation", "chain_seq", "chain_hash"]
 
 
-def render_events(events: Sequence[StoredEvent], fmt: str) -> list[Block]:
-    """The ``table``; or ``csv``, every column (``json`` is ``documents.events``)."""
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(e.as_dict() for e in events)
-        return [buf.getvalue().rstrip("\n")]
+def events_csv(events: Sequence[StoredEvent]) -> str:
+    """Every column of ``events``, with a header (``audit show --format csv``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(e.as_dict() for e in events)
+    return buf.getvalue().rstrip("\n")
+
+
+def render_events(events: Sequence[StoredEvent]) -> list[Block]:
+    """The table of ``audit show`` (its JSON is ``documents.event``'s)."""
     short = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
              "vault_version", "detail"]
     rows = [[e.at, e.target, e.rotation_id, e.step, e.kind.value, e.action, e.result,

@@ -71,8 +71,8 @@ def test_every_document_has_the_documented_fields_and_no_other() -> None:
     done = TargetResult("app", "completed", "rot_1", None, elapsed=1.5)
     assert set(documents.plan(DryRun("app", ["plan: ..."], True))) == docs["rotate: plan"]
     assert set(documents.result(done)) == docs["rotate: result"]
-    summaries = (documents.rotate_summary([done], None, 0),
-                 documents.rotate_summary(None, [DryRun("app", [], True)], 0))
+    summaries = (documents.rotate_summary([done], 0),
+                 documents.plans_summary([DryRun("app", [], True)], 0))
     assert set(summaries[0]) | set(summaries[1]) == docs["rotate: summary"]
 
     started = documents.event(_event("started", "manual rotation by alice@h; grace 60s"))
