@@ -343,12 +343,21 @@ class MemoryRepository:
     # --- the RotationReader port ---------------------------------------------------------
 
     def events(self, target: str | None = None, since: datetime | None = None,
-               limit: int | None = None) -> list[StoredEvent]:
+               limit: int | None = None, *, until: datetime | None = None,
+               rotation_id: str | None = None,
+               triggers: Collection[str] = ()) -> list[StoredEvent]:
+        def started_by(event: AuditEvent) -> str | None:
+            rot = self.by_id.get(event.rotation_id)
+            return None if rot is None else rot.trigger
+
         rows = [_stored(i, e, g)
                 for i, (e, g) in enumerate(zip(self.recorded, self.generations, strict=True),
                                            start=1)
                 if (target is None or e.target == target)
-                and (since is None or (e.at is not None and e.at >= since))]
+                and (since is None or (e.at is not None and e.at >= since))
+                and (until is None or (e.at is not None and e.at <= until))
+                and (rotation_id is None or e.rotation_id == rotation_id)
+                and (not triggers or started_by(e) in triggers)]
         if limit is None:
             return rows
         if limit < 0:

@@ -4,6 +4,7 @@ option and positional, and an "examples:" block; a future flag without help fail
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from collections.abc import Iterator
 
@@ -70,7 +71,8 @@ def test_every_example_parses_as_its_own_command() -> None:
     parser = build_parser()
     for words, lines in EXAMPLES.items():
         for line in lines:
-            argv = shlex.split(line.partition(" > ")[0])[1:]
+            # The command alone: before a redirection or a pipe (`| jq ...`).
+            argv = shlex.split(re.split(r" [>|] ", line, maxsplit=1)[0])[1:]
             args = parser.parse_args(_audit_shows_by_default(argv))
             said = [args.command, getattr(args, "audit_command", None),
                     getattr(args, "db_command", None)]

@@ -276,7 +276,7 @@ def test_metrics_follow_the_rotations(fleet: Callable[..., Fleet]) -> None:
         return samples[(name, tuple(sorted(labels.items())))]
 
     assert value("rotator_rotations_started_total", target="a", trigger="first_rotation") == 2
-    assert value("rotator_rotations_started_total", target="b", trigger="manual") == 1
+    assert value("rotator_rotations_started_total", target="b", trigger="run_rotate") == 1
     assert value("rotator_rotations_started_total", target="b", trigger="first_rotation") == 1
     assert value("rotator_rotations_started_total", target="a", trigger="schedule") == 1
     assert value("rotator_rotations_rolled_back_total", target="a", reason="verify") == 1

@@ -148,13 +148,14 @@ def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
         engine.dispose()
 
 
-def _insert_finished(conn: Connection, status: str, at: datetime) -> None:
-    """A finished manual rotation ``rot_1`` of ``app`` by ``me``, in the columns of 0002."""
+def _insert_finished(conn: Connection, status: str, at: datetime, rotation_id: str = "rot_1",
+                     trigger: str = "manual") -> None:
+    """A finished rotation (``rot_1``, manual) of ``app`` by ``me``, in the columns of 0002."""
     conn.execute(text(
         "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
         " grace_seconds, started_at, step, status, recreate_count)"
-        " VALUES ('rot_1', 'app', 'sa_1', 'manual', 'me', 60, :at, 'done', :status, 0)"),
-        {"at": at, "status": status})
+        " VALUES (:id, 'app', 'sa_1', :trigger, 'me', 60, :at, 'done', :status, 0)"),
+        {"id": rotation_id, "trigger": trigger, "at": at, "status": status})
 
 
 def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
@@ -253,6 +254,33 @@ def test_0008_reads_older_rows_without_usage_grace_and_keeps_a_rotations_policy(
         engine.dispose()
 
 
+def _manual_rotations(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(text(
+            "SELECT rotation_id FROM audit_manual_rotations")).scalars())
+
+
+def test_0007_lists_both_kinds_of_manual_rotation_and_the_rows_written_before(
+        database_url: str) -> None:
+    engine, at = make_engine(database_url), datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0005")
+        with engine.begin() as conn:
+            # Before 0007, `manual` was `rotate` or `run --rotate`: listed still.
+            _insert_finished(conn, "failed", at, "rot_cli_before", "manual")
+            _insert_finished(conn, "failed", at, "rot_scheduled", "schedule")
+        _migrate(engine, command.upgrade, "0007")
+        with engine.begin() as conn:
+            _insert_finished(conn, "failed", at, "rot_cli", "manual")
+            _insert_finished(conn, "failed", at, "rot_run", "run_rotate")
+            _insert_finished(conn, "failed", at, "rot_first", "first_rotation")
+        assert _manual_rotations(engine) == ["rot_cli", "rot_cli_before", "rot_run"]
+        _migrate(engine, command.downgrade, "0005")
+        assert _manual_rotations(engine) == ["rot_cli", "rot_cli_before"]
+    finally:
+        engine.dispose()
+
+
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 
@@ -270,6 +298,9 @@ def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audi
             conn.execute(text(f'CREATE ROLE "{role}"'))
             conn.execute(text(f"GRANT ALL ON rotation_events, rotations, alembic_version"
                               f' TO "{role}", PUBLIC'))
+        _migrate(engine, command.upgrade, "0005")
+        with engine.begin() as conn:    # an auditor's grant, which 0007 must keep
+            conn.execute(text(f'GRANT SELECT ON audit_manual_rotations TO "{role}"'))
         _migrate(engine, command.upgrade, "head")
         with engine.connect() as conn:
             def held(table: str, grantee: str) -> set[str]:
@@ -289,8 +320,8 @@ def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audi
             assert held("rotations", role) == set(_PRIVILEGES)      # not the audit trail
             owner = conn.execute(text("SELECT current_user")).scalar_one()
             assert held("rotation_events", owner) == set(_PRIVILEGES)
-            for view in ("audit_key_lifetimes", "audit_manual_rotations"):
-                assert held(view, role) <= {"SELECT"}
+            assert held("audit_key_lifetimes", role) <= {"SELECT"}
+            assert held("audit_manual_rotations", role) == {"SELECT"}
     finally:
         with engine.begin() as conn:
             conn.execute(text(f'DROP OWNED BY "{role}"'))

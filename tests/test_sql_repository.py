@@ -422,6 +422,34 @@ def test_event_queries(repository: SqlRepository) -> None:
     assert repository.events(target="zzz") == []
 
 
+def test_event_filters_of_the_audit_command(repository: SqlRepository) -> None:
+    # Three rotations of two targets, started by `rotate`, `run --rotate` and a schedule.
+    for i, (rid, target, trigger) in enumerate([("r1", "a", "manual"),
+                                                ("r2", "b", "run_rotate"),
+                                                ("r3", "a", "schedule")]):
+        writes.insert_rotation(repository, rotation(rid, target, trigger=trigger))
+        for n in range(2):
+            writes.record(repository, event(EventKind.NOTE, rotation_id=rid, target=target,
+                                            action=f"{rid}.{n}",
+                                            at=T0 + timedelta(minutes=2 * i + n)))
+        writes.save_rotation(repository, rotation(rid, target, trigger=trigger,
+                                                  status=Status.COMPLETED, step=Step.DONE))
+
+    def actions(**filters: Any) -> list[str]:
+        return [e.action for e in repository.events(**filters)]
+
+    assert actions(until=T0 + timedelta(minutes=1)) == ["r1.0", "r1.1"]     # included
+    assert actions(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=2)) == [
+        "r1.1", "r2.0"]
+    assert actions(rotation_id="r3") == ["r3.0", "r3.1"]
+    assert actions(triggers=["run_rotate"]) == ["r2.0", "r2.1"]
+    assert actions(triggers=["manual", "run_rotate"], target="a") == ["r1.0", "r1.1"]
+    assert actions(triggers=["first_rotation"]) == []
+    assert actions(triggers=["schedule"], limit=1) == ["r3.1"]
+    streamed = repository.stream_events(until=T0 + timedelta(minutes=4), triggers=["schedule"])
+    assert [e.action for e in streamed] == ["r3.0"]
+
+
 def test_rotation_queries(repository: SqlRepository) -> None:
     def at(minutes: int) -> datetime:
         return T0 + timedelta(minutes=minutes)

@@ -1,7 +1,7 @@
 """Usage-aware grace: the policy a rotation started with.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 
 ``rotations.quiet_period`` and ``rotations.max_grace`` (seconds) hold the usage-aware
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

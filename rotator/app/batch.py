@@ -29,6 +29,7 @@ from rotator.app.status import ending_results
 from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, Step
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import Trigger
 from rotator.engine.runner import Runner
 
 __all__ = ["TargetResult", "holder_id", "holder_is_gone", "holder_process", "renew_vault_token",
@@ -77,7 +78,7 @@ def _never() -> bool:
 
 
 def rotate_targets(rt: Runtime, names: list[str], *, grace: float | None, actor: str,
-                   trigger: str = "manual", wait: bool = True, lease_wait: float = 0.0,
+                   trigger: str = Trigger.MANUAL, wait: bool = True, lease_wait: float = 0.0,
                    reason: str | None = None, concurrency: int = 1,
                    on_result: Callable[[TargetResult], None] = lambda _result: None,
                    on_join: Callable[[Rotation], None] | None = None,

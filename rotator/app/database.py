@@ -7,7 +7,7 @@ rather than a whole ``Runtime``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -100,8 +100,11 @@ def verify_audit_chain(config: Config, target: str | None = None) -> ChainReport
                               "it", key="audit") from None
 
 
-def export_events(config: Config, target: str | None = None,
-                  since: datetime | None = None) -> Iterator[StoredEvent]:
-    """Every audit row (of ``target``, from ``since``), oldest first, streamed."""
+def export_events(config: Config, target: str | None = None, since: datetime | None = None,
+                  *, until: datetime | None = None, rotation_id: str | None = None,
+                  triggers: Collection[str] = ()) -> Iterator[StoredEvent]:
+    """Every audit row (of ``target``, from ``since``, ...: ``RotationReader.events``'s
+    filters), oldest first, streamed."""
     with _open_repository(config) as repo:
-        yield from repo.stream_events(target, since)
+        yield from repo.stream_events(target, since, until=until, rotation_id=rotation_id,
+                                      triggers=triggers)

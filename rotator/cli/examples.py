@@ -24,14 +24,17 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "rotator rotate billing-export --dry-run",
         "rotator rotate billing-export --grace 0s --reason 'key leaked in CI logs'",
         "rotator rotate --all --concurrency 4 --wait-lease 5m",
+        "rotator rotate --all --dry-run -o json | jq -c 'select(.type == \"plan\")'",
     ),
     "verify": (
         "rotator verify",
         "rotator verify billing-export ci-deployer",
+        "rotator verify -o json | jq -r '.findings[].kind'",
     ),
     "status": (
         "rotator status",
         "rotator --config prod.toml status",
+        "rotator status -o json | jq '.targets[] | {target, key_age_seconds}'",
     ),
     "reconcile": (
         "rotator reconcile",
@@ -49,6 +52,9 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "audit show": (
         "rotator audit show --since 7d",
         "rotator audit show billing-export --format json --limit 20",
+        "rotator audit show --rotation rot_20261202T101500_3fa9c1 -o json",
+        "rotator audit show --trigger manual --trigger run_rotate --since 2026-11-01 "
+        "--until 2026-12-01",
     ),
     "audit verify": (
         "rotator audit verify",
@@ -57,6 +63,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "audit export": (
         "rotator audit export > audit.jsonl",
         "rotator audit export billing-export --since 2026-11-01 --format csv",
+        "rotator audit export --trigger schedule --until 1d > scheduled.jsonl",
     ),
     "db": (
         "rotator db upgrade",

@@ -27,6 +27,7 @@ import structlog
 from rotator import __version__
 from rotator.cli.completion import SHELLS, script
 from rotator.cli.examples import epilog
+from rotator.cli.output import OUTPUTS, add_output_option
 from rotator.config.model import Config, load_config
 from rotator.core.durations import parse_duration
 from rotator.core.errors import (
@@ -39,6 +40,7 @@ from rotator.core.errors import (
 )
 from rotator.core.manual_reason import MANUAL_REASON_LIMIT, check_manual_reason
 from rotator.core.model import Rotation
+from rotator.core.vocabulary import Trigger
 from rotator.logs import configure_logging
 from rotator.redaction import redact_text
 
@@ -86,7 +88,7 @@ def _concurrency(text: str) -> int:
     return value
 
 
-def _since(text: str) -> datetime:
+def _moment(text: str) -> datetime:
     # Parsed with the arguments, before any runtime (and its clock) exists.
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
@@ -179,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "default 1); grace windows overlap whatever N is")
     rotate.add_argument("--dry-run", action="store_true",
                         help="print what would happen; change nothing")
+    add_output_option(rotate, what="one object a line: each target's plan or result as "
+                                   "it comes, then a summary")
     rotate.add_argument("--reason", type=_reason, default=None, metavar="TEXT",
                         help="why: kept with the rotation for the audit (one line, at most "
                              f"{MANUAL_REASON_LIMIT} characters)")
@@ -186,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add("verify", "check the invariants: Vault, the provider and SQL agree")
     verify.add_argument("targets", nargs="*", metavar="TARGET", help="default: every target")
+    add_output_option(verify, what="the findings and the targets that could not be checked")
     verify.set_defaults(handler=_cmd_verify)
 
     status = commands.add("status", "each target's key, age and last result")
+    add_output_option(status, what="each target's keys, rotation in flight and last result")
     status.set_defaults(handler=_cmd_status)
 
     _add_repairs(commands)
@@ -277,16 +283,33 @@ def _audit_shows_by_default(argv: Sequence[str]) -> list[str]:
 
 
 _SINCE_HELP = "only events since then: a duration back from now ('7d') or an ISO date"
+_UNTIL_HELP = "only events until then (included): a duration back from now or an ISO date"
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """The filters ``audit show`` and ``audit export`` share, after TARGET."""
+    parser.add_argument("--since", type=_moment, default=None, metavar="7d|DATE",
+                        help=_SINCE_HELP)
+    parser.add_argument("--until", type=_moment, default=None, metavar="1d|DATE",
+                        help=_UNTIL_HELP)
+    parser.add_argument("--rotation", default=None, metavar="ID",
+                        help="only the events of this rotation (rot_...)")
+    parser.add_argument("--trigger", action="append", choices=[str(t) for t in Trigger],
+                        default=[], metavar="TRIGGER",
+                        help="only the rotations started so (repeatable): manual (rotator "
+                             "rotate), run_rotate (run --rotate), schedule, first_rotation, "
+                             "max_key_age")
 
 
 def _add_audit(audit: _Commands) -> None:
     show = audit.add("show", "print the audit trail from SQL (the default)")
     show.add_argument("target", nargs="?", metavar="TARGET",
                       help="one target's events (default: every target's)")
-    show.add_argument("--since", type=_since, default=None, metavar="7d|DATE",
-                      help=_SINCE_HELP)
-    show.add_argument("--format", choices=["table", "json", "csv"], default="table",
-                      help="a table for people, JSON or CSV for programs (default: table)")
+    _add_filters(show)
+    show.add_argument("--format", "-o", "--output", choices=[*OUTPUTS, "csv"],
+                      default="table", dest="format",
+                      help="a table for people, JSON (field names in docs/output.md) or CSV "
+                           "for programs (default: table)")
     show.add_argument("--limit", type=int, default=None, metavar="N",
                       help="the N most recent events only (default: all)")
     show.set_defaults(handler=_cmd_audit)
@@ -297,8 +320,7 @@ def _add_audit(audit: _Commands) -> None:
     export = audit.add("export", "stream every audit row with its chain hash")
     export.add_argument("target", nargs="?", metavar="TARGET",
                         help="one target's rows (default: every target's)")
-    export.add_argument("--since", type=_since, default=None, metavar="7d|DATE",
-                        help=_SINCE_HELP)
+    _add_filters(export)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
                         help="one JSON object a line, or CSV with a header (default: jsonl)")
     export.set_defaults(handler=_cmd_audit_export)
@@ -373,7 +395,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_rotate(args: argparse.Namespace) -> int:
     from rotator.app import operations as service  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
-    from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli.answers import RotateAnswer  # noqa: PLC0415
     from rotator.cli.countdown import GraceCountdown  # noqa: PLC0415
 
     config = _config(args)
@@ -382,20 +404,20 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
         raise UsageError("name one or more targets, or --all (not both)")
     names = sorted(config.targets) if args.all else list(dict.fromkeys(args.targets))
     config.require_targets(names)
+    answer = RotateAnswer(args.output)
     rt = build_runtime(config)
     try:
         if args.dry_run:
             plans = service.dry_run(rt, names, args.grace)
-            for plan in plans:
-                print(f"{plan.target}:")
-                print("\n".join(f"  {line}" for line in plan.lines))
-            return EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+            code = EXIT_OK if all(p.ok for p in plans) else EXIT_FAILED
+            answer.plans(plans, code)
+            return code
         countdown = GraceCountdown(sys.stderr) if sys.stderr.isatty() else None
 
         def progress(result: TargetResult) -> None:
             if countdown is not None:
                 countdown.clear()
-            print(report.render_progress(result), flush=True)
+            answer.progress(result)
 
         results = service.rotate_targets(
             rt, names, grace=args.grace, actor=service.whoami_actor(),
@@ -405,8 +427,9 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
         rt.close()
         if countdown is not None:
             countdown.clear()
-    print(report.render_summary(results))
-    return rotate_exit_code(results)
+    code = rotate_exit_code(results)
+    answer.summary(results, code)
+    return code
 
 
 def _say_joined(rotation: Rotation) -> None:
@@ -438,7 +461,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         check_targets,
         orphan_findings,
     )
-    from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli import answers  # noqa: PLC0415
 
     config = _config(args)
     names = list(dict.fromkeys(args.targets)) or sorted(config.targets)
@@ -453,7 +476,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             findings += orphan_findings(orphans(rt.repo, config.targets))
     finally:
         rt.close()
-    print(report.render_findings(findings, len(names)))
+    answers.findings(findings, len(names), args.output)
     return _verify_exit(findings)
 
 
@@ -472,14 +495,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from rotator.app.orphans import orphans  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.status import status  # noqa: PLC0415
-    from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli import answers  # noqa: PLC0415
 
     rt = build_runtime(_config(args))
     try:
         statuses = status(rt.repo, sorted(rt.config.targets),
                           advise=partial(refusal_next_step, rt.config))
-        print(report.render_status(statuses, rt.clock.now(),
-                                   orphans(rt.repo, rt.config.targets)))
+        answers.status(statuses, rt.clock.now(), args.output,
+                       orphans(rt.repo, rt.config.targets))
     finally:
         rt.close()
     # Like verify's findings: an old key the provider did not revoke needs an operator;
@@ -494,6 +517,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from rotator.app.reconcile import reconcile  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli.output import show  # noqa: PLC0415
 
     config = _config(args)
     names = list(dict.fromkeys(args.targets)) or sorted(config.targets)
@@ -502,7 +526,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         result = reconcile(rt, names, fix=args.fix, actor=whoami_actor(), holder=holder_id(),
                            with_orphans=not args.targets)
-        print(report.render_reconcile(result, rt.clock.now(), args.fix))
+        show(report.render_reconcile(result, rt.clock.now(), args.fix), sys.stdout)
     finally:
         rt.close()
     # As verify: what is wrong first (a stray key left, an orphan), then what could not
@@ -544,23 +568,31 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from rotator.app.database import open_reader  # noqa: PLC0415
-    from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli import answers  # noqa: PLC0415
 
     config = _config(args)
     if args.target:
         config.require_targets([args.target])
+    _check_window(args)
     with open_reader(config) as reader:
-        events = reader.events(args.target, args.since, args.limit)
-    print(report.render_events(events, args.format))
+        events = reader.events(args.target, args.since, args.limit, until=args.until,
+                               rotation_id=args.rotation, triggers=args.trigger)
+    answers.events(events, args.format)
     return EXIT_OK
+
+
+def _check_window(args: argparse.Namespace) -> None:
+    if args.since is not None and args.until is not None and args.until < args.since:
+        raise UsageError("--until is before --since: no event can be in between")
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from rotator.app.database import verify_audit_chain  # noqa: PLC0415
     from rotator.cli import render as report  # noqa: PLC0415
+    from rotator.cli.output import show  # noqa: PLC0415
 
     report_ = verify_audit_chain(_config(args), args.target)
-    print(report.render_chain_report(report_))
+    show(report.render_chain_report(report_), sys.stdout)
     return EXIT_FAILED if report_.breaks else EXIT_OK
 
 
@@ -571,8 +603,10 @@ def _cmd_audit_export(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.target:
         config.require_targets([args.target])
-    for line in report.export_lines(export_events(config, args.target, args.since),
-                                    args.format):
+    _check_window(args)
+    rows = export_events(config, args.target, args.since, until=args.until,
+                         rotation_id=args.rotation, triggers=args.trigger)
+    for line in report.export_lines(rows, args.format):
         sys.stdout.write(line)
     return EXIT_OK
 

@@ -1,4 +1,9 @@
-"""Rendering for the terminal and for export: tables, JSON and CSV. No secrets reach here."""
+"""Rendering for the terminal and for export: tables, text, CSV and JSON lines.
+
+The tables come out as ``output.Block`` lists, which ``output.show`` draws for a terminal
+or prints plain; the JSON documents of ``-o json`` are ``documents``'s. No secrets reach
+here.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,21 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from rotator.app.operations import TargetResult
 from rotator.app.orphans import Orphan
 from rotator.app.reconcile import ReconcileReport
 from rotator.app.status import TargetStatus
 from rotator.app.verify import Finding, FindingKind
+from rotator.cli.output import Block, Table, human_time
 from rotator.core.audit_chain import ChainReport
 from rotator.core.durations import format_duration
 from rotator.core.model import StoredEvent
 from rotator.redaction import redact_text
 
-__all__ = ["export_lines", "render_chain_report", "render_events", "render_findings",
-           "render_orphans", "render_progress", "render_reconcile", "render_status",
-           "render_summary", "table"]
+__all__ = ["events_csv", "export_lines", "render_chain_report", "render_events",
+           "render_findings", "render_orphans", "render_progress", "render_reconcile",
+           "render_status", "render_summary"]
 
 _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
                   "fingerprint", "vault_version", "request_id", "detail"]
@@ -31,38 +36,22 @@ _EVENT_COLUMNS = ["at", "target", "rotation_id", "step", "kind", "action", "resu
 _CSV_COLUMNS = ["id", *_EVENT_COLUMNS, "op_id", "lease_generation", "chain_seq", "chain_hash"]
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-              for row in cells]
-    return "\n".join(lines)
+def events_csv(events: Sequence[StoredEvent]) -> str:
+    """Every column of ``events``, with a header (``audit show --format csv``)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(e.as_dict() for e in events)
+    return buf.getvalue().rstrip("\n")
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
-def render_events(events: Sequence[StoredEvent], fmt: str) -> str:
-    dicts: list[dict[str, Any]] = [e.as_dict() for e in events]
-    if fmt == "json":
-        return json.dumps(dicts, indent=2)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(dicts)
-        return buf.getvalue().rstrip("\n")
+def render_events(events: Sequence[StoredEvent]) -> list[Block]:
+    """The table of ``audit show`` (its JSON is ``documents.event``'s)."""
     short = ["at", "target", "rotation_id", "step", "kind", "action", "result", "key_id",
              "vault_version", "detail"]
     rows = [[e.at, e.target, e.rotation_id, e.step, e.kind.value, e.action, e.result,
              e.key_id, e.vault_version, _trim(e.detail)] for e in events]
-    return table(short, rows)
+    return [Table.of(short, rows)]
 
 
 def export_lines(events: Iterable[StoredEvent], fmt: str) -> Iterator[str]:
@@ -82,14 +71,14 @@ def export_lines(events: Iterable[StoredEvent], fmt: str) -> Iterator[str]:
     yield buf.getvalue()   # the header alone, when there are no events
 
 
-def render_chain_report(report: ChainReport) -> str:
+def render_chain_report(report: ChainReport) -> list[Block]:
     """Each target's first broken link, or "no breaks"."""
     checked = f"{report.targets} target(s), {report.events} event(s)"
     if not report.breaks:
-        return f"{checked}: no breaks"
+        return [f"{checked}: no breaks"]
     rows = [[b.target, b.event_id, b.kind.value, b.detail] for b in report.breaks]
-    return table(["target", "event", "break", "detail"], rows) + (
-        f"\n{len(report.breaks)} broken chain(s) in {checked}")
+    return [Table.of(["target", "event", "break", "detail"], rows),
+            f"{len(report.breaks)} broken chain(s) in {checked}"]
 
 
 def _trim(text: str | None, width: int = 60) -> str | None:
@@ -128,7 +117,7 @@ def _elapsed(seconds: float) -> str:
 
 
 def render_status(statuses: Sequence[TargetStatus], now: datetime,
-                  orphaned: Sequence[Orphan] = ()) -> str:
+                  orphaned: Sequence[Orphan] = ()) -> list[Block]:
     rows = []
     for s in statuses:
         age = format_duration((now - s.key_since).total_seconds()) if s.key_since else None
@@ -136,26 +125,27 @@ def render_status(statuses: Sequence[TargetStatus], now: datetime,
                   if s.in_flight else None)
         rows.append([s.target, s.current_key_id or "unknown", age, _retiring(s), flight,
                      _last_result(s), s.pending_cleanups or None])
-    out = table(["target", "current key", "age", "retiring", "in flight", "last result",
-                 "cleanup"], rows)
+    out: list[Block] = [Table.of(["target", "current key", "age", "retiring", "in flight",
+                                  "last result", "cleanup"], rows,
+                                 wrap=("retiring", "last result"))]
     alive = [[FindingKind.REVOKED_KEY_ALIVE.value, s.target, e.rotation_id, e.key_id,
-              f"deleted, but still authenticating when probed at {_cell(e.at)}: the provider "
-              "did not revoke it (rotator verify probes it again)"]
+              f"deleted, but still authenticating when probed at {human_time(e.at)}: the "
+              "provider did not revoke it (rotator verify probes it again)"]
              for s in statuses for e in s.revoked_alive]
     if alive:
-        out += "\n\n" + table(["finding", "target", "rotation", "key", "detail"], alive)
+        out += ["", Table.of(["finding", "target", "rotation", "key", "detail"], alive)]
     steps = [f"  {s.target}: {redact_text(s.next_step)}" for s in statuses if s.next_step]
     if steps:
-        out += "\n\nnext steps (the last rotation was refused and changed nothing):\n"
-        out += "\n".join(steps)
+        out += ["", "next steps (the last rotation was refused and changed nothing):\n"
+                + "\n".join(steps)]
     # The rotation id first: a row of the table above starts with its target.
     stuck = [[s.in_flight.rotation_id, s.target, s.in_flight.step.value,
               _since(s.step_since, now), s.step_why]
              for s in statuses if s.in_flight is not None]
     if stuck:
-        out += "\n\n" + table(["in flight", "target", "step", "in step for", "why"], stuck)
+        out += ["", Table.of(["in flight", "target", "step", "in step for", "why"], stuck)]
     if orphaned:
-        out += "\n\n" + render_orphans(orphaned)
+        out += ["", render_orphans(orphaned)]
     return out
 
 
@@ -163,27 +153,27 @@ def _since(when: datetime | None, now: datetime) -> str | None:
     return None if when is None else format_duration(max(0.0, (now - when).total_seconds()))
 
 
-def render_orphans(orphaned: Sequence[Orphan]) -> str:
+def render_orphans(orphaned: Sequence[Orphan]) -> Table:
     """Work SQL holds for targets no longer in the config, and what to do about it."""
     rows = [["orphan", o.target, o.rotation_id, o.key_id, o.detail] for o in orphaned]
-    return table(["finding", "target", "rotation", "key", "detail"], rows)
+    return Table.of(["finding", "target", "rotation", "key", "detail"], rows)
 
 
-def render_reconcile(report: ReconcileReport, now: datetime, fix: bool) -> str:
+def render_reconcile(report: ReconcileReport, now: datetime, fix: bool) -> list[Block]:
     """The stray keys (with what ``--fix`` did), the targets not checked, the orphans."""
-    parts = []
+    parts: list[Block] = []
     if report.strays:
         rows = [[s.target, s.service_account, s.key.key_id, s.key.name,
-                 _since(s.key.created_at, now), _cell(s.key.last_used_at)
+                 _since(s.key.created_at, now), human_time(s.key.last_used_at)
                  if s.key.last_used_at else "never", s.outcome, s.note]
                 for s in report.strays]
-        parts.append(table(["target", "account", "key", "name", "age", "last used",
-                            "result", "note"], rows))
+        parts += [Table.of(["target", "account", "key", "name", "age", "last used",
+                            "result", "note"], rows), ""]
     if report.unchecked:
-        parts.append(table(["could not check", "reason"],
-                           [[u.target, u.reason] for u in report.unchecked]))
+        parts += [Table.of(["could not check", "reason"],
+                           [[u.target, u.reason] for u in report.unchecked]), ""]
     if report.orphans:
-        parts.append(render_orphans(report.orphans))
+        parts += [render_orphans(report.orphans), ""]
     left = sum(s.remains for s in report.strays)
     gone = len(report.strays) - left
     summary = (f"{len(report.strays)} stray key(s) in {report.checked} target(s)"
@@ -195,7 +185,7 @@ def render_reconcile(report: ReconcileReport, now: datetime, fix: bool) -> str:
         summary = f"ok: {report.checked} target(s) checked, no stray key"
     elif report.strays and not fix and left:
         summary += " (rotator reconcile --fix deletes them)"
-    return "\n\n".join([*parts, summary])
+    return [*parts, summary]
 
 
 def _retiring(s: TargetStatus) -> str | None:
@@ -203,7 +193,7 @@ def _retiring(s: TargetStatus) -> str | None:
     if s.retiring_key_id is None:
         return None
     if s.retiring_at is not None:
-        return f"{s.retiring_key_id} until {_cell(s.retiring_at)}"
+        return f"{s.retiring_key_id} until {human_time(s.retiring_at)}"
     return f"{s.retiring_key_id} (its deletion failed: queued for cleanup)"
 
 
@@ -211,12 +201,13 @@ def _last_result(s: TargetStatus) -> str:
     if s.last is None:
         return "none ended yet" if s.in_flight else "never rotated"
     reason = f": {_trim(s.last.reason, 50)}" if s.last.reason else ""
-    return f"{s.last_result} {_cell(s.last.finished_at)}{reason}"
+    finished = "-" if s.last.finished_at is None else human_time(s.last.finished_at)
+    return f"{s.last_result} {finished}{reason}"
 
 
-def render_findings(findings: Sequence[Finding], checked: int) -> str:
+def render_findings(findings: Sequence[Finding], checked: int) -> list[Block]:
     if not findings:
-        return f"ok: {checked} target(s) checked, no findings"
+        return [f"ok: {checked} target(s) checked, no findings"]
     rows = [[f.kind.value, f.target, f.rotation_id, f.key_id, f.detail] for f in findings]
     unchecked = sorted({f.target for f in findings if f.kind is FindingKind.COULD_NOT_CHECK})
     broken = sum(f.kind is not FindingKind.COULD_NOT_CHECK for f in findings)
@@ -224,4 +215,4 @@ def render_findings(findings: Sequence[Finding], checked: int) -> str:
     if unchecked:
         summary += (f"; {len(unchecked)} target(s) could not be checked "
                     f"({', '.join(unchecked)}): what could not be read proves nothing")
-    return table(["finding", "target", "rotation", "key", "detail"], rows) + f"\n{summary}"
+    return [Table.of(["finding", "target", "rotation", "key", "detail"], rows), summary]

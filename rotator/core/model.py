@@ -133,7 +133,7 @@ class Rotation:
     rotation_id: str
     target: str
     service_account: str
-    trigger: str                 # "manual" or "schedule"
+    trigger: str                 # a ``Trigger``: manual, run_rotate, schedule, ...
     actor: str                   # who asked: user@host, or the daemon's replica id
     grace_seconds: float
     started_at: datetime

@@ -248,8 +248,11 @@ class RotationReader(Protocol):
     """
 
     def events(self, target: str | None = None, since: datetime | None = None,
-               limit: int | None = None) -> list[StoredEvent]:
-        """Audit rows in the order written, optionally of one target and from ``since``.
+               limit: int | None = None, *, until: datetime | None = None,
+               rotation_id: str | None = None,
+               triggers: Collection[str] = ()) -> list[StoredEvent]:
+        """Audit rows in the order written, optionally of one target, from ``since`` to
+        ``until`` (both included), of one rotation, of rotations started by ``triggers``.
 
         With ``limit``, the latest ``limit`` matching rows (still oldest first).
         """

@@ -3,6 +3,7 @@
     EventKind          rotation_events.kind: intent, outcome, note
     AuditAction        rotation_events.action: what was done or decided
     AuditResult        rotation_events.result: how it went
+    Trigger            rotations.trigger: why a rotation started
     VaultMetadataKey   the custom-metadata keys rotator sets on the Vault secret
 
 The values are stored (SQL rows, Vault metadata) and compared by the invariant checker,
@@ -16,9 +17,11 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "MANUAL_TRIGGERS",
     "AuditAction",
     "AuditResult",
     "EventKind",
+    "Trigger",
     "VaultMetadataKey",
     "vault_metadata",
 ]
@@ -76,6 +79,20 @@ class AuditResult(StrEnum):
     # ... but for a completion whose old key could not be deleted: Vault serves the new
     # key, and the old one still lives, queued for cleanup (the action says completed)
     COMPLETED_PENDING_CLEANUP = "completed_pending_cleanup"
+
+
+class Trigger(StrEnum):
+    """Why a rotation started, as ``rotations.trigger`` keeps it."""
+
+    MANUAL = "manual"                  # `rotator rotate` (before 0007: `run --rotate` too)
+    RUN_ROTATE = "run_rotate"          # `rotator run --rotate` or `--rotate-all`
+    SCHEDULE = "schedule"              # the target's schedule came due
+    FIRST_ROTATION = "first_rotation"  # the schedule's first rotation: the key's age unknown
+    MAX_KEY_AGE = "max_key_age"        # the key reached the schedule's max_key_age
+
+
+# Asked for by an operator, not by a schedule: what ``audit_manual_rotations`` lists.
+MANUAL_TRIGGERS = frozenset({Trigger.MANUAL, Trigger.RUN_ROTATE})
 
 
 class VaultMetadataKey(StrEnum):

@@ -29,7 +29,7 @@ class WorkKind(StrEnum):
 class Work:
     target: str
     kind: WorkKind
-    trigger: str          # why a START starts: schedule, first_rotation, max_key_age, manual
+    trigger: str          # why a START starts: a ``Trigger`` (schedule, ..., run_rotate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, ScheduleFacts, Step
 from rotator.core.ports import Clock, RotationReader
 from rotator.core.target import TargetSpec
+from rotator.core.vocabulary import Trigger
 from rotator.daemon import planner
 from rotator.daemon.metrics import DaemonMetrics
 from rotator.daemon.planner import Work, WorkKind
@@ -211,7 +212,7 @@ class Sweeper:
             self.touched.add(name)
         elif manual:
             work = [w for w in work if w.kind is not WorkKind.START]
-            work.append(Work(name, WorkKind.START, "manual"))
+            work.append(Work(name, WorkKind.START, Trigger.RUN_ROTATE))
         if work:
             self._dispatch(work)
         self._look_again(name, decision.wake_at if decision.wake_at is not None
@@ -298,7 +299,7 @@ class Sweeper:
     def execute(self, work: Work) -> Outcome:
         """Do one piece of work on the calling thread (a worker, or a test)."""
         spec = self.specs(work.target)
-        manual = work.trigger == "manual"
+        manual = work.trigger == Trigger.RUN_ROTATE
         try:
             if work.kind is WorkKind.CLEANUP:
                 self.runner.cleanup(spec)

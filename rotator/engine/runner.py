@@ -37,8 +37,9 @@ from rotator.core.ports import (
     SecretStore,
 )
 from rotator.core.secret import Secret
+from rotator.core.started_note import started_detail
 from rotator.core.target import TargetSpec
-from rotator.core.vocabulary import AuditAction, AuditResult, VaultMetadataKey
+from rotator.core.vocabulary import AuditAction, AuditResult, Trigger, VaultMetadataKey
 from rotator.engine.audit_trail import AuditTrail
 from rotator.engine.crashpoints import STARTED, crash_point, step_point
 from rotator.engine.grace import GraceKeeper
@@ -126,7 +127,7 @@ class Runner:
         self._keys = ManagementKeys(store, clock)   # management keys read from Vault
         self._driven: set[str] = set()   # rotations this process has run: not "resumed"
 
-    def rotate(self, spec: TargetSpec, *, trigger: str = "manual", actor: str = "cli",
+    def rotate(self, spec: TargetSpec, *, trigger: str = Trigger.MANUAL, actor: str = "cli",
                grace: float | None = None, wait: bool = True,
                lease_wait: float = 0.0, reason: str | None = None) -> RotationReport:
         """Finish the target's in-flight rotation if it has one, else run a new one.
@@ -315,13 +316,12 @@ class Runner:
             # An operator's --grace is the window, exactly: no hold past it.
             usage_grace=spec.usage_grace if grace is None else None)
         self._repo.insert_rotation(rot, trail.lease)
-        # The reason in the append-only trail too: the rotations row is the owner's to edit.
-        because = "" if rot.manual_reason is None else f"; reason: {rot.manual_reason}"
+        # Who asked and why, in the append-only, chained trail too: the rotations row is
+        # the owner's to edit (``started_note``).
         usage = rot.usage_grace
-        held = "" if usage is None else (f" (held while used: quiet {usage.quiet_period:g}s, "
-                                         f"max {usage.max_grace:g}s)")
-        trail.note(rot, AuditAction.STARTED, detail=f"{trigger} rotation by {actor}; "
-                                              f"grace {rot.grace_seconds:g}s{held}{because}")
+        trail.note(rot, AuditAction.STARTED, detail=started_detail(
+            trigger, actor, rot.grace_seconds, rot.manual_reason,
+            None if usage is None else (usage.quiet_period, usage.max_grace)))
         log.info("rotation_started", rotation_id=rot.rotation_id, trigger=trigger)
         self._observer.rotation_started(rot)
         crash_point(STARTED)

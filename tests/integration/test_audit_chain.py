@@ -123,6 +123,39 @@ def test_audit_verify_names_the_first_broken_link(
     assert code == 1 and "audit_chain" in out and str(broken_id) in out, out
 
 
+def _started_actors(w: World) -> list[str | None]:
+    code, out = w.cli_here("audit", "-o", "json")
+    assert code == 0, out
+    return [e["actor"] for e in json.loads(out) if e["action"] == "started"]
+
+
+def test_the_actor_is_in_the_chained_started_event_not_only_in_the_rotations_row(
+        make_world: MakeWorld) -> None:
+    w = _rotated(make_world, rotations=1)
+    [rotation] = w.rotations("app")
+    assert _started_actors(w) == [rotation.actor]
+
+    def rewrite_the_row(conn: Connection) -> None:     # the owner's update, trigger aside
+        if is_sqlite(conn):
+            conn.execute(text("DROP TRIGGER IF EXISTS rotations_finished_final"))
+        else:
+            conn.execute(text("ALTER TABLE rotations DISABLE TRIGGER USER"))
+        conn.execute(text("UPDATE rotations SET actor = 'someone-else'"))
+
+    _tamper(w.db_url, rewrite_the_row)
+    assert [r.actor for r in w.rotations("app")] == ["someone-else"]
+    assert _started_actors(w) == [rotation.actor]       # the trail still says who
+    assert w.cli_here("audit", "verify")[0] == 0
+
+    started_id = _ids(w.db_url)[0]
+    _tamper(w.db_url, lambda conn: conn.execute(text(
+        "UPDATE rotation_events SET detail = REPLACE(detail, :actor, 'someone-else')"
+        " WHERE id = :id"), {"actor": rotation.actor, "id": started_id}))
+    assert _started_actors(w) == ["someone-else"]
+    code, out = w.cli_here("audit", "verify")           # ... and a rewrite there shows
+    assert code == 1 and re.search(rf"^app\s+{started_id}\s+edited\s", out, re.MULTILINE), out
+
+
 def _keyed(make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setenv("IT_AUDIT_KEY", AUDIT_KEY)
     w = make_world("app")

@@ -52,6 +52,18 @@ def test_bash_completes_subcommands_and_their_flags(bash_script: str) -> None:
     assert "--limit" not in _complete(bash_script, "rotator", "audit", "export", "--")
 
 
+def test_bash_completes_the_output_and_audit_filter_flags(bash_script: str) -> None:
+    for command in ("status", "verify", "rotate"):
+        assert {"-o", "--output"} <= set(_complete(bash_script, "rotator", command, "-"))
+        assert _complete(bash_script, "rotator", command, "-o", "") == ["table", "json"]
+    assert _complete(bash_script, "rotator", "audit", "show", "--output", "") == [
+        "table", "json", "csv"]
+    assert {"--until", "--rotation", "--trigger"} <= set(
+        _complete(bash_script, "rotator", "audit", "export", "--"))
+    assert _complete(bash_script, "rotator", "audit", "show", "--trigger", "") == [
+        "manual", "run_rotate", "schedule", "first_rotation", "max_key_age"]
+
+
 def test_a_shell_it_does_not_know_is_a_usage_error() -> None:
     result = _rotator("completion", "ksh")
     assert result.returncode == 2
@@ -81,8 +93,8 @@ def test_fish_script() -> None:
     assert "complete -c rotator -f\n" in script
     assert ("complete -c rotator -n '__rotator_at \\'\\'' -a 'rotate' "
             "-d 'rotate targets now, in the foreground'") in script
-    assert "complete -c rotator -n '__rotator_at \\'audit show\\'' -l format -r " \
-           "-a 'table json csv'" in script
+    assert "complete -c rotator -n '__rotator_at \\'audit show\\'' -l format -s o " \
+           "-l output -r -a 'table json csv'" in script
     fish = shutil.which("fish")
     # As for zsh: without fish, the structure above is what is checked.
     if fish:

@@ -346,7 +346,7 @@ def test_once_rotates_what_was_asked_waits_out_grace_and_exits(
     assert time.monotonic() - start >= 1.0                  # it waited out the grace
     assert _completed(world, "asked") == 1
     (rot,) = world.rotations("asked")
-    assert rot.trigger == "manual"
+    assert rot.trigger == "run_rotate"      # not `rotator rotate`'s "manual"
     assert world.rotations("other") == []                 # schedules off: untouched
     assert world.whoami(world.accounts["asked"].secret).status_code == 401
     world.assert_invariants("asked")
@@ -362,7 +362,7 @@ def test_once_rotate_all_with_fewer_workers_than_targets(make_world: MakeWorld) 
     finally:
         daemon.close()
     for name in names:
-        assert [r.trigger for r in world.rotations(name)] == ["manual"]
+        assert [r.trigger for r in world.rotations(name)] == ["run_rotate"]
         assert _completed(world, name) == 1
         world.assert_invariants(name)
 

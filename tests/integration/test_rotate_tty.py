@@ -4,57 +4,21 @@ not draw that line."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-import select
-import struct
-import subprocess
-import termios
-import time
 
 import pytest
 
 from tests.integration.conftest import MakeWorld
+from tests.integration.terminal import on_a_pty
 
 pytestmark = pytest.mark.integration
-
-
-def _on_a_pty(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
-    """Run ``argv`` with a pty as its stdin, stdout and stderr; its exit code and output."""
-    master, slave = os.openpty()
-    # A terminal of 120 columns (a pty starts at 0, and the line is cut to the width).
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:      # the child closed its end: EIO on Linux
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-    return code, out.decode(errors="replace")
 
 
 def test_on_a_terminal_rotate_counts_the_grace_window_down(make_world: MakeWorld) -> None:
     world = make_world("app", grace="4s")
     # The width is the pty's (COLUMNS, which a test runner may set, would override it).
     env = {k: v for k, v in world.env.items() if k not in ("COLUMNS", "LINES")}
-    code, out = _on_a_pty(world.cli_args("rotate", "app"), env, 90)
+    code, out = on_a_pty(world.cli_args("rotate", "app"), env, 90)
     assert code == 0, out
     countdown = re.findall(r"app: grace until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, (\d+)s left; "
                            r"Ctrl-C is safe, `rotator rotate app` resumes", out)

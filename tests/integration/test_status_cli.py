@@ -6,8 +6,10 @@ when it is a failure after the last completion.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
+from datetime import datetime
 
 import pytest
 
@@ -34,12 +36,16 @@ def test_status_during_grace_shows_the_served_key_the_retiring_one_and_the_last_
     assert failed.status.value == "rolled_back"
 
     _, old_secret, _ = w.vault_secret("app")
-    proc = subprocess.Popen(w.cli_args("rotate", "app", "--grace", "8s"), env=w.env,
+    proc = subprocess.Popen(w.cli_args("rotate", "app", "--grace", "10s"), env=w.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         new_secret = w.wait_for_new_secret("app", old_secret)
+        # Both answers at once, within the grace window on a loaded machine too.
+        as_json = subprocess.Popen(w.cli_args("status", "-o", "json"), env=w.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         during = w.cli("status")
         in_flight = w.rotations("app")[-1]
+        json_out, json_err = as_json.communicate(timeout=60)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -53,12 +59,26 @@ def test_status_during_grace_shows_the_served_key_the_retiring_one_and_the_last_
     assert during.returncode == 0, during.stderr
     assert re.match(r"TARGET\s+CURRENT KEY\s+AGE\s+RETIRING\s+IN FLIGHT\s+LAST RESULT",
                     during.stdout), during.stdout
-    until = in_flight.grace_ends_at.strftime("%Y-%m-%d %H:%M:%S")
+    until = in_flight.grace_ends_at.strftime("%Y-%m-%d %H:%M:%S UTC")   # with its zone
     assert re.match(
         rf"app\s+{served}\s+\d+s\s+{first.new_key_id} until {until}\s+"
-        rf"{in_flight.rotation_id} \(grace\)\s+rolled_back \S+ \S+: ", _row(during.stdout)
-    ), during.stdout
+        rf"{in_flight.rotation_id} \(grace\)\s+rolled_back \S+ \S+ UTC: ",
+        _row(during.stdout)), during.stdout
     assert new_secret not in during.stdout and old_secret not in during.stdout
+
+    # The same answer for a program: stdout is JSON alone (the logs went to stderr).
+    assert as_json.returncode == during.returncode, json_err
+    [app] = json.loads(json_out)["targets"]
+    assert (app["target"], app["current_key_id"], app["retiring_key_id"]) == (
+        "app", served, first.new_key_id)
+    assert datetime.fromisoformat(app["retiring_until"]) == in_flight.grace_ends_at
+    assert app["retiring_until"].endswith("+00:00") and app["key_age_seconds"] >= 0
+    assert app["in_flight"]["rotation_id"] == in_flight.rotation_id
+    assert (app["in_flight"]["step"], app["in_flight"]["trigger"]) == ("grace", "manual")
+    assert (app["last"]["rotation_id"], app["last"]["result"]) == (
+        failed.rotation_id, "rolled_back")
+    assert app["pending_cleanups"] == 0 and app["revoked_keys_alive"] == []
+    assert new_secret not in json_out and old_secret not in json_out
 
     after = w.cli("status")
     assert after.returncode == 0, after.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -25,6 +26,10 @@ def test_verify_is_clean_after_rotations_and_names_a_leaked_key(make_world: Make
     assert found.returncode == 1
     assert "leaked_key" in found.stdout and stray.key_id in found.stdout
     assert "1 finding(s) in 2 target(s)" in found.stdout
+    found_json = world.cli("verify", "-o", "json")
+    assert found_json.returncode == 1, found_json.stderr[-2000:]
+    assert [(f["kind"], f["key_id"]) for f in json.loads(found_json.stdout)["findings"]] == [
+        ("leaked_key", stray.key_id)]
     only_app = world.cli("verify", "app")              # a target list narrows the check
     assert only_app.returncode == 0, only_app.stdout
     output = found.stdout + found.stderr + clean.stdout + clean.stderr
@@ -78,6 +83,15 @@ def test_verify_with_a_wrong_vault_token_could_not_check_and_calls_no_key_leaked
         "0 finding(s) in 2 target(s); 2 target(s) could not be checked (app, other): "
         "what could not be read proves nothing")
     assert "hvs.not-a-token" not in result.stdout + result.stderr
+    # -o json: the same findings and exit code, for a program.
+    as_json = world.cli("verify", "-o", "json", env={"IT_VAULT_TOKEN": "hvs.not-a-token"})
+    assert as_json.returncode == 3, as_json.stderr[-2000:]
+    answer = json.loads(as_json.stdout)
+    assert (answer["checked"], answer["could_not_check"]) == (2, ["app", "other"])
+    assert [(f["kind"], f["target"]) for f in answer["findings"]] == _rows(result.stdout)
+    assert set(answer["findings"][0]) == {"kind", "target", "rotation_id", "key_id", "detail"}
+    assert "status=403" in answer["findings"][0]["detail"]
+    assert "hvs.not-a-token" not in as_json.stdout
     # status reads SQL only: Vault's refusal changes nothing it says.
     status = world.cli("status", env={"IT_VAULT_TOKEN": "hvs.not-a-token"})
     assert status.returncode == 0 and "could_not_check" not in status.stdout, status.stderr

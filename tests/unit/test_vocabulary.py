@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from sqlalchemy import insert
@@ -24,13 +24,16 @@ from rotator.adapters.sql.tables import metadata, pending_cleanups, rotation_eve
 from rotator.app import verify
 from rotator.core.model import TERMINAL_STATUSES, Step
 from rotator.core.vocabulary import (
+    MANUAL_TRIGGERS,
     AuditAction,
     AuditResult,
     EventKind,
+    Trigger,
     VaultMetadataKey,
     vault_metadata,
 )
 from rotator.engine.crashpoints import STARTED, Moment, effect_point, step_point
+from rotator.scheduling.schedule import Reason
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "rows_written_before_vocabulary.json"
 _TIMESTAMPS = {"at", "started_at", "grace_ends_at", "finished_at", "updated_at",
@@ -70,6 +73,15 @@ def test_audit_results_keep_their_values() -> None:
 def test_the_last_note_of_every_end_is_spelt_as_its_status() -> None:
     for status in TERMINAL_STATUSES:
         assert AuditAction(status.value) == status.value == AuditResult(status.value)
+
+
+def test_triggers_keep_their_values_and_the_manual_ones_are_both_commands() -> None:
+    assert {m.name: m.value for m in Trigger} == {
+        "MANUAL": "manual", "RUN_ROTATE": "run_rotate", "SCHEDULE": "schedule",
+        "FIRST_ROTATION": "first_rotation", "MAX_KEY_AGE": "max_key_age"}
+    assert {Trigger.MANUAL, Trigger.RUN_ROTATE} == MANUAL_TRIGGERS
+    # Every reason a schedule gives is a trigger that can be stored and filtered on.
+    assert set(get_args(Reason)) <= {t.value for t in Trigger} - MANUAL_TRIGGERS
 
 
 def test_vault_metadata_keys_keep_their_values() -> None:

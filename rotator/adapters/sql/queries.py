@@ -112,9 +112,13 @@ def _streamed(conn: Connection, query: Select[Any]) -> Generator[RowMapping]:
 
 
 def stream_events(conn: Connection, target: str | None = None,
-                  since: datetime | None = None) -> Generator[RowMapping]:
-    """Audit rows in the order they were written, streamed: what an export reads."""
-    return _streamed(conn, _events_of(target, since).order_by(rotation_events.c.id))
+                  since: datetime | None = None, *, until: datetime | None = None,
+                  rotation_id: str | None = None,
+                  triggers: Collection[str] = ()) -> Generator[RowMapping]:
+    """Audit rows in the order they were written, streamed: what an export reads (the
+    filters are ``events``'s)."""
+    query = _events_of(target, since, until=until, rotation_id=rotation_id, triggers=triggers)
+    return _streamed(conn, query.order_by(rotation_events.c.id))
 
 
 def chain_rows(conn: Connection, target: str | None = None) -> Generator[RowMapping]:
@@ -131,12 +135,17 @@ def chain_head_query(target: str) -> Select[Any]:
 
 
 def events(conn: Connection, target: str | None = None, since: datetime | None = None,
-           limit: int | None = None) -> list[StoredEvent]:
-    """Audit rows in the order they were written, optionally for one target, from ``since``.
+           limit: int | None = None, *, until: datetime | None = None,
+           rotation_id: str | None = None,
+           triggers: Collection[str] = ()) -> list[StoredEvent]:
+    """Audit rows in the order they were written, optionally for one target, from ``since``
+    to ``until`` (both included), of one rotation, of the rotations started by one of
+    ``triggers``.
 
     With ``limit``, the *latest* ``limit`` matching rows (still oldest first).
     """
-    query = _events_of(target, since)
+    query = _events_of(target, since, until=until, rotation_id=rotation_id,
+                       triggers=triggers)
     if limit is None:
         rows = conn.execute(query.order_by(rotation_events.c.id)).mappings().all()
         return [event_from_row(row) for row in rows]
@@ -146,12 +155,22 @@ def events(conn: Connection, target: str | None = None, since: datetime | None =
     return [event_from_row(row) for row in reversed(latest.mappings().all())]
 
 
-def _events_of(target: str | None, since: datetime | None = None) -> Select[Any]:
+def _events_of(target: str | None, since: datetime | None = None, *,
+               until: datetime | None = None, rotation_id: str | None = None,
+               triggers: Collection[str] = ()) -> Select[Any]:
     query = select(rotation_events)
     if target is not None:
         query = query.where(rotation_events.c.target == target)
     if since is not None:
         query = query.where(rotation_events.c.at >= since)
+    if until is not None:
+        query = query.where(rotation_events.c.at <= until)
+    if rotation_id is not None:
+        query = query.where(rotation_events.c.rotation_id == rotation_id)
+    if triggers:
+        # The trigger is the rotation's: an event of one started by one of them.
+        started = select(rotations.c.rotation_id).where(rotations.c.trigger.in_(triggers))
+        query = query.where(rotation_events.c.rotation_id.in_(started))
     return query
 
 

@@ -576,16 +576,21 @@ class SqlRepository:
     # --- the RotationReader port: what the daemon, status, audit and verify read --------
 
     def events(self, target: str | None = None, since: datetime | None = None,
-               limit: int | None = None) -> list[StoredEvent]:
+               limit: int | None = None, *, until: datetime | None = None,
+               rotation_id: str | None = None,
+               triggers: Collection[str] = ()) -> list[StoredEvent]:
         """Audit rows, oldest first (see ``queries.events``)."""
         with self.engine.connect() as conn:
-            return queries.events(conn, target, since, limit)
+            return queries.events(conn, target, since, limit, until=until,
+                                  rotation_id=rotation_id, triggers=triggers)
 
-    def stream_events(self, target: str | None = None,
-                      since: datetime | None = None) -> Iterator[StoredEvent]:
+    def stream_events(self, target: str | None = None, since: datetime | None = None, *,
+                      until: datetime | None = None, rotation_id: str | None = None,
+                      triggers: Collection[str] = ()) -> Iterator[StoredEvent]:
         """Audit rows, oldest first, fetched in batches: memory does not grow with them."""
-        with self.engine.connect() as conn, closing(
-                queries.stream_events(conn, target, since)) as rows:
+        with self.engine.connect() as conn, closing(queries.stream_events(
+                conn, target, since, until=until, rotation_id=rotation_id,
+                triggers=triggers)) as rows:
             for row in rows:
                 yield queries.event_from_row(row)
 
