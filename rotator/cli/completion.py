@@ -150,7 +150,8 @@ def _fish(levels: list[_Level]) -> str:
         for flag in level.flags:
             names = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}"
                              for n in flag.names)
-            values = f" -r -a {_fish_quote(_words(flag.choices))}" if flag.choices else ""
+            # -x: the value is one of these, never a file name.
+            values = f" -x -a {_fish_quote(_words(flag.choices))}" if flag.choices else ""
             lines.append(f"complete -c rotator -n {at} {names}{values} "
                          f"-d {_fish_quote(flag.summary)}")
     body = "\n".join(lines)

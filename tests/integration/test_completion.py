@@ -3,9 +3,11 @@ real bash and its completion function driven as bash would drive it on TAB."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,8 @@ def test_zsh_script() -> None:
     # above; with zsh, it must also parse.
     if zsh:
         subprocess.run([zsh, "-n", "-c", script], check=True, timeout=30)
+    else:
+        assert not os.environ.get("CI"), ".ci/run installs zsh"
 
 
 def test_fish_script() -> None:
@@ -94,8 +98,29 @@ def test_fish_script() -> None:
     assert ("complete -c rotator -n '__rotator_at \\'\\'' -a 'rotate' "
             "-d 'rotate targets now, in the foreground'") in script
     assert "complete -c rotator -n '__rotator_at \\'audit show\\'' -l format -s o " \
-           "-l output -r -a 'table json csv'" in script
+           "-l output -x -a 'table json csv'" in script
     fish = shutil.which("fish")
     # As for zsh: without fish, the structure above is what is checked.
     if fish:
         subprocess.run([fish, "--no-execute", "-c", script], check=True, timeout=30)
+    else:
+        assert not os.environ.get("CI"), ".ci/run installs fish"
+
+
+def test_fish_completes_as_on_tab(tmp_path: Path) -> None:
+    """The script sourced in a real fish, asked what TAB offers (``complete -C``)."""
+    fish = shutil.which("fish")
+    if fish is None:
+        assert not os.environ.get("CI"), ".ci/run installs fish"
+        return
+    script = tmp_path / "rotator.fish"
+    script.write_text(_rotator("completion", "fish").stdout)
+
+    def offers(line: str) -> list[str]:
+        done = subprocess.run([fish, "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+                              capture_output=True, text=True, timeout=30, check=True)
+        return [row.split("\t")[0] for row in done.stdout.splitlines()]
+
+    assert offers("rotator sta") == ["status"]
+    assert offers("rotator audit show --tr") == ["--trigger"]
+    assert offers("rotator audit show --format ") == ["csv", "json", "table"]
