@@ -292,20 +292,22 @@ def test_sqlite_waits_once_for_a_killed_daemons_claim_then_takes_it(
 def test_sqlite_waits_once_for_a_frozen_daemons_claim_then_takes_it(
         make_world: MakeWorld) -> None:
     world = make_world("app")
-    slow = {'lease_ttl = "1s"': 'lease_ttl = "15s"'}   # renewed every 5s; stale at 5s left
+    # Renewed every 10s, stale at 10s left: the second daemon has those 10s to start up and
+    # find it stale (5s of 15s was too short for a loaded machine).
+    slow = {'lease_ttl = "1s"': 'lease_ttl = "30s"'}
     config, port = daemon_config(world, "d1", replace=slow, schedule="enabled = false")
     first = Daemon(world, config, port, name="first")
     second: Daemon | None = None
     try:
         first.wait_ready()
         first.freeze()                 # SIGSTOP: alive, but its claim is no longer renewed
-        wait_for(lambda: _claim_left(world) < 4.9, 20, "the frozen daemon's claim to go stale")
+        wait_for(lambda: _claim_left(world) < 9.9, 40, "the frozen daemon's claim to go stale")
         config2, port2 = daemon_config(world, "d2", replace=slow, schedule="enabled = false")
         second = Daemon(world, config2, port2, name="second")
         second.wait_ready()
         (wait,) = _claim_waits(second)
         assert wait["why"] == "it is no longer renewed", wait
-        assert 0 < float(str(wait["wait_seconds"])) < 5
+        assert 0 < float(str(wait["wait_seconds"])) < 10
         mark = first.resume()
         assert first.wait(10) == 3     # thawed, it finds its claim taken and stops
         assert "sqlite_claim_lost" in first.logs(mark)

@@ -117,7 +117,9 @@ def test_rotate_all_with_concurrency_prints_a_line_per_target_and_a_summary(
     _drop_vault_secret(world, "c")
     result = world.cli("rotate", "--all", "--concurrency", "3")
     assert result.returncode == 1, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    # A refusal's progress line is followed by its next step, indented.
+    next_steps = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("  ")]
     progress = lines[:len(names)]
     got = {}
     for line in progress:
@@ -134,6 +136,7 @@ def test_rotate_all_with_concurrency_prints_a_line_per_target_and_a_summary(
     assert failed.status is Status.FAILED
     assert got["c"].startswith(f"c: failed, rotation {failed.rotation_id}, "), got["c"]
     assert "no key in Vault" in got["c"]
+    assert len(next_steps) == 1 and "bao kv put" in next_steps[0], next_steps
     assert lines[len(names):] == ["4 of 5 target(s) rotated (4 completed, 1 failed)",
                                   "not rotated: c (failed)"]
 
