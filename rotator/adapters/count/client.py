@@ -20,14 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.count.wire import COUNT_READING, MAX_BODY_BYTES, interpret
-from rotator.adapters.keyapi.session import CallRecord, KeyApiSession
+from rotator.adapters.keyapi.session import CallRecord, KeyApiSession, SessionOwner
 from rotator.adapters.keyapi.wire import Answer, Call, Fields, path_segment
 from rotator.config.provider import CountPaths
 from rotator.config.retry import RetryPolicy
@@ -54,7 +53,7 @@ def _issued_key(answer: Answer) -> tuple[str, ...]:
     return (key,) if isinstance(key, str) and key else ()
 
 
-class CountProvider:
+class CountProvider(SessionOwner):
     """``KeyProvider`` for Count. Thread-safe; close it (or use ``with``) when done.
 
     Every call is retried by ``retry`` (transient errors only) and sleeps through
@@ -86,16 +85,6 @@ class CountProvider:
             "Count", base_url, reading=COUNT_READING, timeout=timeout, retry=retry,
             transport=transport, verify=verify, sleep=sleep, now=now, monotonic=monotonic,
             on_call=on_call, user_agent=user_agent, proxy=proxy)
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # --- the calls ----------------------------------------------------------------------
 

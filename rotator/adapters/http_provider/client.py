@@ -23,15 +23,19 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from string import Formatter
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from rotator.adapters.clock import SYSTEM_CLOCK
 from rotator.adapters.http import MAX_BODY_BYTES
 from rotator.adapters.http_provider.reading import PointerFields, plain_detail, reading
-from rotator.adapters.keyapi.session import CallRecord, KeyApiSession, RateLimitNames
+from rotator.adapters.keyapi.session import (
+    CallRecord,
+    KeyApiSession,
+    RateLimitNames,
+    SessionOwner,
+)
 from rotator.adapters.keyapi.wire import Answer, Call, Fields, failure, path_segment
 from rotator.config.http_provider import (
     CreateCall,
@@ -68,7 +72,7 @@ def _body(template: object, values: dict[str, str]) -> object:
     return template
 
 
-class HttpProvider:
+class HttpProvider(SessionOwner):
     """``KeyProvider`` for the provider ``name`` of the config. Thread-safe; close it."""
 
     def __init__(
@@ -90,16 +94,6 @@ class HttpProvider:
             transport=transport,
             verify=str(c.ca_bundle) if c.ca_bundle else True, sleep=sleep, now=now,
             monotonic=monotonic, on_call=on_call, user_agent=user_agent, proxy=c.proxy)
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # --- the calls ----------------------------------------------------------------------
 

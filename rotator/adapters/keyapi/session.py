@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, TypeVar
+from types import TracebackType
+from typing import Literal, Self, TypeVar
 
 import httpx
 
@@ -44,7 +45,7 @@ from rotator.core.errors import (
 )
 from rotator.core.secret import Secret
 
-__all__ = ["CallRecord", "KeyApiSession", "RateLimitNames"]
+__all__ = ["CallRecord", "KeyApiSession", "RateLimitNames", "SessionOwner"]
 
 T = TypeVar("T")
 Outcome = Literal["ok", "transient", "permanent"]
@@ -239,3 +240,19 @@ def _certificate_refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+class SessionOwner:
+    """A provider adapter on one ``KeyApiSession``: closed with it, or used with ``with``."""
+
+    _session: KeyApiSession
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
