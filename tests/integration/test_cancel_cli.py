@@ -32,7 +32,7 @@ def test_a_rotation_parked_after_its_create_is_rolled_back_and_audited(
     assert len(new_keys) == 1                   # made, its secret gone with the process
     time.sleep(1.2)                             # the killed process's lease lapses
 
-    result = world.cli("cancel", "app", "--reason", "stuck on a provider outage")
+    result = world.cli_in_process("cancel", "app", "--reason", "stuck on a provider outage")
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     [rot] = world.rotations("app")
     assert rot.status.value == "rolled_back"
@@ -53,9 +53,9 @@ def test_a_rotation_parked_after_its_create_is_rolled_back_and_audited(
     assert [e.key_id for e in deleted] == list(new_keys)
     assert "cancelled by " in (events[-1].detail or "")
     assert events[-1].action == AuditAction.ROLLED_BACK
-    verify = world.cli("verify")
+    verify = world.cli_in_process("verify")
     assert verify.returncode == 0, verify.stdout
-    assert world.cli("cancel", "app", "--reason", "again").returncode == 5
+    assert world.cli_in_process("cancel", "app", "--reason", "again").returncode == 5
 
 
 def test_a_cancel_while_a_live_process_holds_the_target_is_refused_naming_it(
@@ -70,7 +70,7 @@ def test_a_cancel_while_a_live_process_holds_the_target_is_refused_naming_it(
                                     "ROTATOR_TEST_PAUSE_AT": "step:verify"})
     try:
         wait_stopped(holder, 30)
-        result = world.cli("cancel", "app", "--reason", "too slow")
+        result = world.cli_in_process("cancel", "app", "--reason", "too slow")
     finally:
         holder.kill()
         holder.communicate()

@@ -27,9 +27,11 @@ def _lines(stdout: str) -> list[dict[str, Any]]:
 
 
 def _audit(world: World, *args: str) -> list[dict[str, Any]]:
-    done = world.cli("audit", "-o", "json", *args)
-    assert done.returncode == 0, done.stderr[-2000:]
-    events: list[dict[str, Any]] = json.loads(done.stdout)
+    """``rotator audit -o json ARGS``, in this process (what it prints is the subject, not
+    the process: the commands whose stderr or terminal matters run as processes)."""
+    code, stdout = world.cli_here("audit", "-o", "json", *args)
+    assert code == 0, stdout[-2000:]
+    events: list[dict[str, Any]] = json.loads(stdout)
     return events
 
 
@@ -84,8 +86,9 @@ def test_audit_filters_and_a_bad_trigger_is_a_usage_error(make_world: MakeWorld)
     backwards = world.cli("audit", "--since", "1h", "--until", "2h")
     assert backwards.returncode == 2
     assert "--until is before --since" in backwards.stderr
-    export = world.cli("audit", "export", "--trigger", "manual", "--until", "2099-01-01")
-    assert export.returncode == 0 and len(export.stdout.splitlines()) == len(everything)
+    code, export = world.cli_here("audit", "export", "--trigger", "manual",
+                                  "--until", "2099-01-01")
+    assert code == 0 and len(export.splitlines()) == len(everything)
 
 
 def _visible(out: str) -> list[str]:

@@ -58,7 +58,7 @@ def test_check_config_connect_names_each_failure(make_world: MakeWorld) -> None:
     w, dead_url = _troubled(make_world)
     secrets = [w.admin.secret, w.accounts["app"].secret, w.vault_token]
 
-    result = w.cli("check-config", "--connect")
+    result = w.cli_in_process("check-config", "--connect")
     assert result.returncode == 3, result.stdout + result.stderr
     lines = _lines(result.stdout)
     assert lines["vault"].startswith("ok logged in to Vault at ")
@@ -71,14 +71,16 @@ def test_check_config_connect_names_each_failure(make_world: MakeWorld) -> None:
     assert lines["targets.offline"].startswith("ok reads ")   # its Vault path is fine
     assert "2 of 6 check(s) failed" in result.stderr
 
-    wrong_key = w.cli("check-config", "--connect", env={"IT_COUNT_ADMIN_KEY": "cnt_" + "x" * 40})
+    wrong_key = w.cli_in_process("check-config", "--connect",
+                                 env={"IT_COUNT_ADMIN_KEY": "cnt_" + "x" * 40})
     lines = _lines(wrong_key.stdout)
     assert wrong_key.returncode == 3
     assert lines["providers.count"].startswith(
         "FAILED the management key ([providers.count] management_key_env or "
         f"management_key_file) was refused at {w.emulator.url}")
 
-    wrong_token = w.cli("check-config", "--connect", env={"IT_VAULT_TOKEN": "s.wrongtoken"})
+    wrong_token = w.cli_in_process("check-config", "--connect",
+                                   env={"IT_VAULT_TOKEN": "s.wrongtoken"})
     lines = _lines(wrong_token.stdout)
     assert wrong_token.returncode == 3
     assert lines["vault"].startswith("FAILED cannot log in to Vault at ")
@@ -90,7 +92,7 @@ def test_check_config_connect_names_each_failure(make_world: MakeWorld) -> None:
 
     # All good: the troubled targets gone, every check passes.
     w.config_path.write_text(w.config_path.read_text().split("\n[targets.nopath]")[0])
-    good = w.cli("check-config", "--connect")
+    good = w.cli_in_process("check-config", "--connect")
     assert good.returncode == 0, good.stdout + good.stderr
     assert set(_lines(good.stdout)) == {"vault", "targets.app", "providers.count"}
     assert all(line.startswith("ok ") for line in _lines(good.stdout).values())
@@ -98,7 +100,7 @@ def test_check_config_connect_names_each_failure(make_world: MakeWorld) -> None:
 
 def test_a_refusal_keeps_its_audit_row_and_says_what_to_do(make_world: MakeWorld) -> None:
     w, dead_url = _troubled(make_world)
-    both = w.cli("rotate", "nopath", "offline")
+    both = w.cli_in_process("rotate", "nopath", "offline")
     assert both.returncode == 1, both.stdout + both.stderr
     out = both.stdout
     assert (f"next step: nothing was changed; seed {w.mount}/count/nopath with the target's "
@@ -106,13 +108,13 @@ def test_a_refusal_keeps_its_audit_row_and_says_what_to_do(make_world: MakeWorld
     assert (f"next step: nothing was changed; the provider was tried at {dead_url} "
             "([providers.offline] base_url)") in out
 
-    refused = w.cli("rotate", "app", env={"IT_VAULT_TOKEN": "s.wrongtoken"})
+    refused = w.cli_in_process("rotate", "app", env={"IT_VAULT_TOKEN": "s.wrongtoken"})
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert ("next step: nothing was changed; check the token of [vault.auth] "
             f"($IT_VAULT_TOKEN): it must be valid and its policy must read and write "
             f"{w.mount}/count/app") in refused.stdout
 
-    status = w.cli("status")
+    status = w.cli_in_process("status")
     assert status.returncode == 0, status.stderr
     steps = status.stdout.split("next steps (the last rotation was refused and changed "
                                 "nothing):\n", 1)[1]

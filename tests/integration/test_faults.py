@@ -24,7 +24,7 @@ def test_key_that_never_authenticates_rolls_back(make_world: MakeWorld) -> None:
     version, old_secret, _ = w.vault_secret("app")
     old_ids = w.live_key_ids("app")
     w.emulator.settings = EmulatorSettings(propagation_delay=30)  # new keys never work in time
-    result = w.cli("rotate", "app")
+    result = w.cli_in_process("rotate", "app")
     assert result.returncode == 1
     assert "rolled_back" in result.stdout and "did not authenticate" in result.stdout
     assert w.vault_secret("app")[:2] == (version, old_secret)      # Vault never touched
@@ -67,7 +67,7 @@ def test_vault_unreachable_during_store_deletes_the_new_key(make_world: MakeWorl
     assert w.vault_secret("app")[:2] == (version, old_secret)
     assert w.whoami(old_secret).status_code == 200
     w.assert_invariants("app")
-    audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
+    audit = json.loads(w.cli_in_process("audit", "app", "--format", "json").stdout)
     writes = [e for e in audit if e["action"] == "vault_write" and e["kind"] == "outcome"]
     assert writes and writes[0]["result"] == "error"
 
@@ -123,7 +123,7 @@ def test_503s_and_429s_are_retried_to_success(make_world: MakeWorld) -> None:
                                            seed=7)
     text = w.config_path.read_text().replace("max_attempts = 6", "max_attempts = 12")
     w.config_path.write_text(text)
-    result = w.cli("rotate", "app")
+    result = w.cli_in_process("rotate", "app")
     assert result.returncode == 0, result.stderr[-3000:]
     faults = w.emulator.state.counters().faults
     assert sum(faults.values()) > 0, faults
@@ -135,10 +135,10 @@ def test_key_limit_filled_by_a_stale_key(make_world: MakeWorld) -> None:
     w = make_world("app", grace="0s")
     account = w.accounts["app"].account_id
     stale = w.emulator.state.create_key(account, "forgotten-by-a-human")
-    result = w.cli("rotate", "app")
+    result = w.cli_in_process("rotate", "app")
     assert result.returncode == 0, result.stderr[-3000:]
     assert stale.key_id not in w.live_key_ids("app")
-    audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
+    audit = json.loads(w.cli_in_process("audit", "app", "--format", "json").stdout)
     reasons = [e["detail"] for e in audit if e["action"] == "delete_key" and e["kind"] == "intent"]
     assert any("key limit reached" in r for r in reasons), reasons
     w.assert_invariants("app")

@@ -65,24 +65,24 @@ def test_a_revoke_that_keeps_failing_is_completed_pending_cleanup(make_world: Ma
                      rf"{old_key} queued for cleanup", rotating.stdout), rotating.stdout
     assert w.whoami(old_secret).status_code == 200   # still live, as reported
 
-    status = w.cli("status")
+    status = w.cli_in_process("status")
     assert status.returncode == 4, (status.stdout, status.stderr)
     [row] = [line for line in status.stdout.splitlines() if line.startswith("app ")]
     assert re.search(rf"app\s+{rot.new_key_id}\s+\S+\s+{old_key} \(its deletion failed: "
                      rf"queued for cleanup\)\s+-\s+completed_pending_cleanup ", row), row
 
-    audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
+    audit = json.loads(w.cli_in_process("audit", "app", "--format", "json").stdout)
     [ending] = [e for e in audit if e["action"] == AuditAction.COMPLETED]
     assert ending["result"] == AuditResult.COMPLETED_PENDING_CLEANUP
-    table = w.cli("audit", "app").stdout
+    table = w.cli_in_process("audit", "app").stdout
     assert re.search(r"note\s+completed\s+completed_pending_cleanup", table), table
     assert _pending_by_docs_query(w) == [(rot.rotation_id, rot.new_key_id)]
 
     # The provider answers again: the next run's cleanup pass deletes the old key first.
-    again = w.cli("rotate", "app", "--grace", "0s")
+    again = w.cli_in_process("rotate", "app", "--grace", "0s")
     assert again.returncode == 0, again.stderr
     assert w.whoami(old_secret).status_code == 401
-    assert w.cli("status").returncode == 0
+    assert w.cli_in_process("status").returncode == 0
     assert w.settled()
     w.assert_invariants("app")
     assert w.verify()[0] == 0

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from rotator.core.vocabulary import AuditAction, EventKind
+from tests.integration.audit_doc import query_rows, sql_blocks
 from tests.integration.conftest import MakeWorld
 from tests.integration.world import World
 
@@ -41,7 +42,7 @@ def test_a_stray_key_is_found_fixed_and_audited_and_orphans_are_reported(
     stray = world.emulator.state.create_key(account, "made-by-hand", key_limit=5)
     assert world.whoami(stray.secret).status_code == 200      # it has been used
 
-    found = world.cli("reconcile")
+    found = world.cli_in_process("reconcile")
     assert found.returncode == 1, found.stdout + found.stderr[-2000:]
     [row] = [line for line in found.stdout.splitlines() if stray.key_id in line]
     assert row.split()[:4] == ["app", account, stray.key_id, "made-by-hand"]
@@ -50,7 +51,7 @@ def test_a_stray_key_is_found_fixed_and_audited_and_orphans_are_reported(
         "1 stray key(s) in 2 target(s) (rotator reconcile --fix deletes them)")
     assert stray.key_id in world.live_key_ids("app")           # listing deletes nothing
 
-    fixed = world.cli("reconcile", "--fix")
+    fixed = world.cli_in_process("reconcile", "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-2000:]
     assert "1 stray key(s) in 2 target(s): 1 deleted, 0 left" in fixed.stdout
     served = world.whoami(world.vault_secret("app")[1]).json()["result"]["key_id"]
@@ -68,12 +69,17 @@ def test_a_stray_key_is_found_fixed_and_audited_and_orphans_are_reported(
     assert rows[0].rotation_id == rows[1].rotation_id and rows[0].rotation_id.startswith("rec_")
     assert "rotator reconcile --fix by " in (rows[0].detail or "")
     assert "'made-by-hand'" in (rows[0].detail or "") and rows[1].result == "ok"
+    # The auditor's query in docs/audit.md finds the deletion, who asked and the outcome.
+    [doc_query] = [b for b in sql_blocks() if "delete_stray" in b]
+    [found_row] = query_rows(world, doc_query)
+    assert (found_row.target, found_row.key_id, found_row.result) == ("app", stray.key_id, "ok")
+    assert found_row.run_id == rows[0].rotation_id and found_row.detail == rows[0].detail
     assert world.cli_here("reconcile")[0] == 0               # nothing left to do
 
     # "other" leaves the config with its rotation in flight: an orphan, said everywhere.
     text = world.config_path.read_text()
     world.config_path.write_text(text[: text.index("\n[targets.other]")] + "\n")
-    status = world.cli("status")
+    status = world.cli_in_process("status")
     assert status.returncode == 0, status.stderr[-2000:]
     verify, reconciled = world.cli_here("verify"), world.cli_here("reconcile")
     assert verify[0] == 1 and reconciled[0] == 1
@@ -96,14 +102,14 @@ def test_the_key_vault_serves_and_the_key_in_grace_are_never_deleted(
     stray = world.emulator.state.create_key(world.accounts["app"].account_id, "left-over",
                                             key_limit=5)
 
-    fixed = world.cli("reconcile", "--fix")
+    fixed = world.cli_in_process("reconcile", "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-2000:]
     assert [line.split()[2] for line in fixed.stdout.splitlines()
             if " deleted" in line and line.startswith("app ")] == [stray.key_id]
     assert world.live_key_ids("app") == {parked.old_key_id, parked.new_key_id}
 
     # status says how long the rotation has sat in grace, and until when.
-    status = world.cli("status")
+    status = world.cli_in_process("status")
     [row] = [line for line in status.stdout.splitlines()
              if line.startswith(parked.rotation_id)]
     assert parked.grace_ends_at is not None
@@ -112,7 +118,7 @@ def test_the_key_vault_serves_and_the_key_in_grace_are_never_deleted(
         in row
 
     # Cancelling it now would delete a key consumers may read: refused, nothing changed.
-    refused = world.cli("cancel", "app", "--reason", "changed my mind")
+    refused = world.cli_in_process("cancel", "app", "--reason", "changed my mind")
     assert refused.returncode == 5, refused.stdout + refused.stderr[-2000:]
     assert "not cancelled" in refused.stderr and "let it finish" in refused.stderr
     assert world.rotations("app")[-1] == parked
@@ -133,7 +139,7 @@ def test_a_wrong_vault_token_could_not_check_and_deletes_nothing(
                                             key_limit=5)
     before = world.live_key_ids("app")
 
-    result = world.cli("reconcile", "--fix", env={"IT_VAULT_TOKEN": "hvs.not-a-token"})
+    result = world.cli_in_process("reconcile", "--fix", env={"IT_VAULT_TOKEN": "hvs.not-a-token"})
     assert result.returncode == 3, result.stdout + result.stderr[-2000:]
     assert stray.key_id not in result.stdout
     [row] = [line for line in result.stdout.splitlines() if line.startswith("app ")]
@@ -161,7 +167,7 @@ def test_a_key_another_target_of_the_account_serves_is_not_stray_to_the_one_name
     world.config_path.write_text(text.replace(world.accounts["twin"].account_id, account))
     stray = world.emulator.state.create_key(account, "by-hand", key_limit=5)
 
-    fixed = world.cli("reconcile", "app", "--fix")
+    fixed = world.cli_in_process("reconcile", "app", "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr[-2000:]
     assert "1 stray key(s) in 1 target(s): 1 deleted, 0 left" in fixed.stdout
     assert world.live_key_ids("app") == {world.accounts["app"].key_id, twin_key.key_id}

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _probes(w: World) -> list[dict[str, object]]:
-    audit = json.loads(w.cli("audit", "app", "--format", "json").stdout)
+    audit = json.loads(w.cli_in_process("audit", "app", "--format", "json").stdout)
     return [e for e in audit if e["action"] == "probe_revoked"]
 
 
@@ -28,12 +28,12 @@ def test_a_real_rotation_records_the_old_key_refused(make_world: MakeWorld) -> N
     w = make_world("app", grace="0s")
     _, old_secret, _ = w.vault_secret("app")
     old_key = w.whoami(old_secret).json()["result"]["key_id"]
-    result = w.cli("rotate", "app")
+    result = w.cli_in_process("rotate", "app")
     assert result.returncode == 0, result.stderr
     (probe,) = _probes(w)
     assert (probe["kind"], probe["result"], probe["key_id"]) == ("note", "refused", old_key)
-    assert w.cli("verify").returncode == 0
-    status = w.cli("status")
+    assert w.cli_in_process("verify").returncode == 0
+    status = w.cli_in_process("status")
     assert status.returncode == 0 and "revoked_key_alive" not in status.stdout
     w.assert_invariants("app")
 
@@ -51,7 +51,7 @@ def test_a_provider_that_did_not_revoke_is_found_by_verify_and_status(
         make_world: MakeWorld) -> None:
     w = make_world("app", grace="0s")
     old_key = surviving_old_key(w)
-    rotated = w.cli("rotate", "app")
+    rotated = w.cli_in_process("rotate", "app")
     assert rotated.returncode == 0, rotated.stderr        # the delete itself succeeded
     loud = [json.loads(line) for line in rotated.stderr.splitlines()
             if "revoked_key_still_authenticates" in line]
@@ -60,11 +60,11 @@ def test_a_provider_that_did_not_revoke_is_found_by_verify_and_status(
     assert (probe["result"], probe["key_id"]) == ("still_valid", old_key)
     rotation_id = str(probe["rotation_id"])
 
-    verify = w.cli("verify")
+    verify = w.cli_in_process("verify")
     assert verify.returncode == 1, verify.stdout + verify.stderr[-2000:]
     (row,) = [line for line in verify.stdout.splitlines() if "revoked_key_alive" in line]
     assert "app" in row and rotation_id in row and old_key in row
-    status = w.cli("status")
+    status = w.cli_in_process("status")
     assert status.returncode == 1, status.stdout + status.stderr[-2000:]
     (row,) = [line for line in status.stdout.splitlines() if "revoked_key_alive" in line]
     assert "app" in row and rotation_id in row and old_key in row
@@ -75,4 +75,4 @@ def test_a_provider_that_did_not_revoke_is_found_by_verify_and_status(
 
     # Revoked at last (the provider caught up): verify probes again and is clean.
     w.emulator.settings = dataclasses.replace(w.emulator.settings, revoke_delay=0.0)
-    assert w.cli("verify").returncode == 0
+    assert w.cli_in_process("verify").returncode == 0

@@ -26,11 +26,11 @@ def _row(stdout: str) -> str:
 def test_status_during_grace_shows_the_served_key_the_retiring_one_and_the_last_failure(
         make_world: MakeWorld) -> None:
     w = make_world("app", probe_timeout="300ms")
-    assert w.cli("rotate", "app", "--grace", "0s").returncode == 0
+    assert w.cli_in_process("rotate", "app", "--grace", "0s").returncode == 0
     [first] = w.rotations("app")
     # A rotation that fails after that completion: its new key never authenticates.
     w.emulator.settings = dataclasses.replace(w.emulator.settings, propagation_delay=30.0)
-    assert w.cli("rotate", "app", "--grace", "0s").returncode == 1
+    assert w.cli_in_process("rotate", "app", "--grace", "0s").returncode == 1
     w.emulator.settings = dataclasses.replace(w.emulator.settings, propagation_delay=0.0)
     failed = w.rotations("app")[-1]
     assert failed.status.value == "rolled_back"
@@ -43,7 +43,7 @@ def test_status_during_grace_shows_the_served_key_the_retiring_one_and_the_last_
         # Both answers at once, within the grace window on a loaded machine too.
         as_json = subprocess.Popen(w.cli_args("status", "-o", "json"), env=w.env,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        during = w.cli("status")
+        during = w.cli_in_process("status")
         in_flight = w.rotations("app")[-1]
         json_out, json_err = as_json.communicate(timeout=60)
         _, err = proc.communicate(timeout=60)
@@ -80,7 +80,7 @@ def test_status_during_grace_shows_the_served_key_the_retiring_one_and_the_last_
     assert app["pending_cleanups"] == 0 and app["revoked_keys_alive"] == []
     assert new_secret not in json_out and old_secret not in json_out
 
-    after = w.cli("status")
+    after = w.cli_in_process("status")
     assert after.returncode == 0, after.stderr
     assert re.match(rf"app\s+{served}\s+\d+s\s+-\s+-\s+completed ", _row(after.stdout)), (
         after.stdout)

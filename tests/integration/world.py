@@ -166,6 +166,22 @@ class World:
             code = main(["--config", str(self.config_path), "--log-format", "json", *args])
         return code, out.getvalue()
 
+    def cli_in_process(self, *args: str,
+                       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``cli``'s command and answer, run in this process: no interpreter to start and
+        import (most of a command's cost on a loaded machine). For what a command prints
+        and returns; a test of the process itself (its signals, a crash, a terminal, the
+        entry point) runs it with ``cli``."""
+        out, err = io.StringIO(), io.StringIO()
+        with (_environ(self.secrets_env | (env or {})), contextlib.redirect_stdout(out),
+              contextlib.redirect_stderr(err)):
+            try:
+                code = main(self.cli_args(*args)[3:])
+            except SystemExit as usage:   # argparse's own exit, as the process would end
+                code = usage.code if isinstance(usage.code, int) else 2
+        return subprocess.CompletedProcess(self.cli_args(*args), code, out.getvalue(),
+                                           err.getvalue())
+
     def verify(self) -> tuple[int, str]:
         """``rotator verify``, in this process: exit code, output."""
         return self.cli_here("verify")
