@@ -4,6 +4,7 @@ SIGKILLed with deliveries pending delivers them after its restart. None is lost.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,51 @@ def test_a_rotate_from_a_shell_whose_old_key_survives_enqueues_revoked_key_alive
     assert (row.sink, row.event, row.dedupe_key, row.delivered_at) == (
         "ops", "revoked_key_alive", f"revoked_key_alive:{rotation.rotation_id}:{old_key}",
         None)
+
+
+def test_a_blocked_rollback_reaches_the_receiver_then_its_rotation_is_told_stuck(
+        make_world: MakeWorld) -> None:
+    """A rotation whose rollback cannot tell which key Vault serves (its secret deleted
+    while the new key was being probed) blocks, and sits in its rollback step: both are
+    told, each once (stuck once per step), signed, to a real receiver, and the key the
+    rollback would delete is kept."""
+    world = make_world("app", probe_timeout="4s")
+    world.emulator.settings = EmulatorSettings(propagation_delay=30)  # never authenticates
+    receiver = Receiver()
+    receiver.up()
+    config, port = _config(world, receiver, "d1")
+    config.write_text(config.read_text().replace(
+        'dispatch_interval = "200ms"', 'dispatch_interval = "200ms"\nstuck_after = "1s"'))
+    daemon = _daemon(world, config, port, "d1")
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: [r.step.value for r in world.rotations("app")] == ["verify"], 30,
+                 "the rotation to probe its new key")
+        client = world.vault()
+        try:   # gone under the probe: the rollback can no longer tell what Vault serves
+            client.secrets.kv.v2.delete_metadata_and_all_versions(
+                path="count/app", mount_point=world.mount)
+        finally:
+            client.adapter.close()
+        wait_for(lambda: {"rollback_blocked", "rotation_stuck"}
+                 <= {r.json()["event"] for r in receiver.got("/hook")}, 30,
+                 lambda: f"both notices:\n{daemon.logs()[-3000:]}")
+        time.sleep(1.0)                  # more sweeps: each condition is still told once
+        assert daemon.terminate()[0] == 0
+    finally:
+        daemon.close()
+        receiver.down()
+    (rotation,) = world.rotations("app")
+    assert rotation.status.value == "running" and rotation.step.value == "rollback"
+    assert rotation.new_key_id in world.live_key_ids("app")     # never deleted, blocked
+    hooks = receiver.got("/hook")
+    # Stuck is told once per step: the probe outlasted stuck_after (4 s against 1 s), then
+    # the rollback did. The blocked rollback names the step that failed.
+    told = sorted((h.json()["event"], h.json()["details"].get("step")) for h in hooks)
+    assert told == [("rollback_blocked", "verify"), ("rotation_stuck", "rollback"),
+                    ("rotation_stuck", "verify")], told
+    blocked = next(h.json() for h in hooks if h.json()["event"] == "rollback_blocked")
+    assert "cannot tell which key Vault serves" in blocked["details"]["blocked"]
+    assert all(h.signed_with(HMAC_KEY) for h in hooks)
+    assert {h.json()["rotation_id"] for h in hooks} == {rotation.rotation_id}
+    _assert_no_secret(world, *(h.body.decode() for h in hooks), daemon.logs())
