@@ -4,9 +4,9 @@ side effect, restarted, and the invariant checker (``rotator verify``) must find
 The boundaries and the five paths that reach them are ``tests.integration.boundaries``'s
 (shared with the pause matrix). Each case runs on SQLite and PostgreSQL, with Count's
 adapter; the generic ``type = "http"`` provider on the emulator's alt layout runs the
-boundaries around each of its calls' side effects (``HTTP_POINTS``): all of them would
-add some minutes to the suite, and the other boundaries are the engine's, not the
-provider's.
+boundary after each of its calls that changes keys, and one before (``HTTP_POINTS``):
+all of them would add some minutes to the suite, and the other boundaries are the
+engine's, not the provider's.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from tests.integration.daemon_process import Daemon, crash_env, wait_for
 
 pytestmark = pytest.mark.integration
 
-# A create whose answer was lost, a revoke about to go, and a rollback's delete of a key
-# that never worked: where an undecided provider call is read back through list_keys.
+# Right after each call that changes keys at the provider, its answer lost: the create,
+# the revoke, the stale key's delete at the key limit, the rollback's delete of a key that
+# never worked, the cleanup queue's delete; and a revoke about to go. Each is read back
+# through the adapter's list_keys on the restart, which is where the adapters differ.
 HTTP_POINTS = {("happy", "create_key:after"), ("happy", "revoke_key:before"),
-               ("rollback", "delete_key:after")}
+               ("happy", "revoke_key:after"), ("full", "delete_key:after"),
+               ("rollback", "delete_key:after"), ("cleanup", "cleanup_key:after")}
 MATRIX = [pytest.param("count", *case.values, id=case.id) for case in CASES] + [
     pytest.param("http", *case.values, id=f"http-{case.id}") for case in CASES
     if tuple(case.values) in HTTP_POINTS]
