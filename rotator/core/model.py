@@ -30,6 +30,7 @@ __all__ = [
     "KeyRecord",
     "Rotation",
     "ScheduleFacts",
+    "SecretRef",
     "Status",
     "Step",
     "StoredEvent",
@@ -129,6 +130,15 @@ def reason_text(failure: Failure, *, rollback_blocked: str | None = None,
 
 
 @dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a target's key lives in Vault (KV v2): mount, path, and the field of it."""
+
+    mount: str
+    path: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rotation:
     rotation_id: str
     target: str
@@ -156,6 +166,11 @@ class Rotation:
     # Usage-aware grace, taken from the target when the rotation started (like
     # ``grace_seconds``); None: the old key goes when the window ends.
     usage_grace: GracePolicy | None = None
+    # The provider and the Vault ref the rotation started with (revision 0009), so it can
+    # be finished as it began when its target leaves the config (``app.orphans``), and is
+    # never resumed against another path or provider; None on a row from before.
+    provider: str | None = None
+    vault_ref: SecretRef | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from rotator.core.model import AuditEvent, KeyRecord, Rotation, ScheduleFacts, Status, StoredEvent
+from rotator.core.model import (
+    AuditEvent,
+    KeyRecord,
+    Rotation,
+    ScheduleFacts,
+    SecretRef,
+    Status,
+    StoredEvent,
+)
 from rotator.core.secret import Secret
 
 __all__ = [
@@ -99,13 +107,6 @@ class KeyProvider(Protocol):
 # --- the secret store (Vault KV v2) -----------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class SecretRef:
-    mount: str
-    path: str
-    field: str
-
-
-@dataclass(frozen=True, slots=True)
 class VaultSecret:
     version: int
     secret: Secret
@@ -150,6 +151,8 @@ class PendingCleanup:
     key_id: str
     rotation_id: str
     reason: str
+    # The provider whose management key deletes it (revision 0009); None on older rows.
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

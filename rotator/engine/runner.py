@@ -160,6 +160,7 @@ class Runner:
                     return None
                 rot = held.rot = self._start(spec, trail, trigger, actor, grace, reason)
             else:
+                self._refuse_other_start(rot, spec)
                 # Nothing of this rotation runs now (we hold the lease), so an intent with
                 # no outcome was cut short: by a crash, or by an error in this very process
                 # (the database went away between a side effect and its outcome row).
@@ -185,6 +186,7 @@ class Runner:
             rot = held.rot = self._repo.running_rotation(spec.name)
             if rot is None:
                 return CancelReport(None, "no rotation of this target is in flight")
+            self._refuse_other_start(rot, spec)
             trail.close_open_intents(rot)
             asked = f"cancel asked by {actor}: {reason}"
             refused = m.cancel_refusal(rot) or self._vault_refusal(rot, spec)
@@ -200,6 +202,18 @@ class Runner:
             self._fresh.pop(rot.rotation_id, None)
             self._driven.add(rot.rotation_id)
             return CancelReport(self._drive(rot, spec, trail, steps, unwind, wait=True))
+
+    @staticmethod
+    def _refuse_other_start(rot: Rotation, spec: TargetSpec) -> None:
+        """A rotation is driven only with the provider and Vault ref it started with: its
+        next write could otherwise put a key (or restore one) at another path, or delete
+        a key with another provider's credentials. Refused before any side effect."""
+        why = spec.not_started_with(rot)
+        if why is not None:
+            log.error("rotation_started_elsewhere", rotation_id=rot.rotation_id, reason=why)
+            raise RotatorError(f"{why}: not driving it with the current config; put the "
+                               "target back as it was, or cancel it from a config that is",
+                               target=rot.target, rotation_id=rot.rotation_id)
 
     def _vault_refusal(self, rot: Rotation, spec: TargetSpec) -> str | None:
         """Why Vault forbids the rollback: it holds the new key, or cannot say."""
@@ -314,7 +328,9 @@ class Runner:
             grace_seconds=spec.grace_seconds if grace is None else grace, started_at=now,
             manual_reason=None if reason is None else check_manual_reason(reason),
             # An operator's --grace is the window, exactly: no hold past it.
-            usage_grace=spec.usage_grace if grace is None else None)
+            usage_grace=spec.usage_grace if grace is None else None,
+            # What it is finished with, whatever the config becomes (``app.orphans``).
+            provider=spec.provider, vault_ref=spec.ref)
         self._repo.insert_rotation(rot, trail.lease)
         # Who asked and why, in the append-only, chained trail too: the rotations row is
         # the owner's to edit (``started_note``).

@@ -129,7 +129,8 @@ class Unwinder(StepBase):
         assert rot.old_key_id is not None
         self._repo.add_cleanup(PendingCleanup(
             target=rot.target, service_account=spec.service_account, key_id=rot.old_key_id,
-            rotation_id=rot.rotation_id, reason=why), self._clock.now(), self._trail.lease)
+            rotation_id=rot.rotation_id, reason=why, provider=spec.provider),
+            self._clock.now(), self._trail.lease)
         self._trail.note_with_step(rot, AuditAction.CLEANUP_QUEUED,
                                    result=AuditResult.DEFERRED, key_id=rot.old_key_id,
                                    detail=why)
@@ -163,7 +164,8 @@ class Unwinder(StepBase):
                 pending = True
                 self._repo.add_cleanup(PendingCleanup(
                     target=rot.target, service_account=spec.service_account, key_id=key_id,
-                    rotation_id=rot.rotation_id, reason=f"rollback could not delete: {exc}"),
+                    rotation_id=rot.rotation_id, reason=f"rollback could not delete: {exc}",
+                    provider=spec.provider),
                     self._clock.now(), self._trail.lease)
             except RotatorError as exc:
                 return m.RollbackBlocked(f"cannot delete the new key {key_id}: {exc}")
@@ -219,6 +221,14 @@ class Unwinder(StepBase):
         for item in items:
             rot = self._repo.get_rotation(item.rotation_id)
             if rot is None:
+                continue
+            elsewhere = spec.not_started_with(rot) or (
+                None if spec.deletes(item) else
+                f"queued for provider {item.provider!r}, the target now names {spec.provider!r}")
+            if elsewhere is not None:
+                # Another provider's delete would answer "not found" and let the key go
+                # from the queue alive; another Vault path says nothing of what is served.
+                log.error("cleanup_skipped", key_id=item.key_id, reason=elsewhere)
                 continue
             if rot.is_terminal:
                 # A cleanup interrupted by a crash left its intent open on a finished

@@ -22,6 +22,7 @@ from rotator.core.model import (
     FailureCode,
     Rotation,
     ScheduleFacts,
+    SecretRef,
     Status,
     Step,
     StoredEvent,
@@ -75,7 +76,16 @@ def rotation_from_row(row: RowMapping) -> Rotation:
         rollback_blocked=row["rollback_blocked"],
         manual_reason=row["manual_reason"],
         usage_grace=_usage_grace_from_row(row),
+        provider=row["provider"],
+        vault_ref=_ref_from_row(row),
     )
+
+
+def _ref_from_row(row: RowMapping) -> SecretRef | None:
+    mount, path, field = row["vault_mount"], row["vault_path"], row["vault_field"]
+    if mount is None or path is None or field is None:
+        return None   # a row from before revision 0009
+    return SecretRef(mount, path, field)
 
 
 def _usage_grace_from_row(row: RowMapping) -> GracePolicy | None:
@@ -229,6 +239,7 @@ def unresolved_cleanups(conn: Connection, target: str | None = None) -> list[Pen
         PendingCleanup(
             target=row["target"], service_account=row["service_account"],
             key_id=row["key_id"], rotation_id=row["rotation_id"], reason=row["reason"],
+            provider=row["provider"],
         )
         for row in conn.execute(query).mappings()
     ]

@@ -91,9 +91,18 @@ def _rotation_values(rotation: Rotation, now: datetime) -> dict[str, Any]:
         "manual_reason": rotation.manual_reason,
         "quiet_period": None if rotation.usage_grace is None else rotation.usage_grace.quiet_period,
         "max_grace": None if rotation.usage_grace is None else rotation.usage_grace.max_grace,
+        "provider": rotation.provider,
+        **_ref_values(rotation),
         **_failure_values(rotation),
         "updated_at": now,
     }
+
+
+def _ref_values(rotation: Rotation) -> dict[str, Any]:
+    ref = rotation.vault_ref
+    return {"vault_mount": None if ref is None else ref.mount,
+            "vault_path": None if ref is None else ref.path,
+            "vault_field": None if ref is None else ref.field}
 
 
 def _failure_values(rotation: Rotation) -> dict[str, Any]:
@@ -525,7 +534,7 @@ class SqlRepository:
         _same_target(item.target, lease)
         values = {"target": item.target, "service_account": item.service_account,
                   "key_id": item.key_id, "rotation_id": item.rotation_id,
-                  "reason": item.reason, "created_at": now}
+                  "reason": item.reason, "created_at": now, "provider": item.provider}
         row = select(*[literal(v, type_=pending_cleanups.c[c].type) for c, v in values.items()])
         stmt = self._insert(pending_cleanups).from_select(
             list(values), row.where(_holding(lease))

@@ -1,13 +1,15 @@
 """The SQLAlchemy Core tables of rotator, mirroring ``migrations/versions``.
 
-    rotations          one row per rotation: every field of ``Rotation`` plus ``updated_at``
-                       and the lease generation of its last write; a trigger rejects any
-                       UPDATE of a finished rotation
+    rotations          one row per rotation: every field of ``Rotation`` (its provider and
+                       Vault ref since revision 0009) plus ``updated_at`` and the lease
+                       generation of its last write; a trigger rejects any UPDATE of a
+                       finished rotation
     rotation_events    the append-only audit trail (database triggers reject UPDATE/DELETE),
                        each row stamped with its writer's lease generation and chained
                        to the target's event before it by a hash (``chain_hash``)
     leases             who is rotating a target, until when, and the lease's generation
-    pending_cleanups   keys to delete on the next pass (a revoke that could not finish)
+    pending_cleanups   keys to delete on the next pass (a revoke that could not finish),
+                       with the provider that deletes them (revision 0009)
     notification_outbox  one row per notice and sink, until delivered (revision 0006,
                        docs/notifications.md); the body is built from ``notice``, which
                        holds ids and reasons, never key material
@@ -130,6 +132,12 @@ rotations = Table(
     # The usage-aware grace the rotation follows, in seconds (revision 0008); NULL: none.
     Column("quiet_period", Float),
     Column("max_grace", Float),
+    # The provider and Vault ref the rotation started with (revision 0009); NULL on older
+    # rows. What finishes it if its target leaves the config (``app.orphans``).
+    Column("provider", String(_ID)),
+    Column("vault_mount", String(_ID)),
+    Column("vault_path", Text),
+    Column("vault_field", String(_ID)),
     CheckConstraint(
         "status IN ('running', 'completed', 'rolled_back', 'failed')",
         name="ck_rotations_status",
@@ -201,6 +209,8 @@ pending_cleanups = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("resolved_at", UtcDateTime),
+    # The provider whose management key deletes it (revision 0009); NULL on older rows.
+    Column("provider", String(_ID)),
 )
 
 # One unresolved cleanup per (target, key id): adding it again is a no-op.
