@@ -17,7 +17,8 @@ from sqlalchemy import event
 from structlog.testing import capture_logs
 
 from rotator.adapters.sql.repository import SqlRepository
-from rotator.core.model import ScheduleFacts, Status, Step
+from rotator.app.orphans import Configured, orphans
+from rotator.core.model import Rotation, ScheduleFacts, Status, Step
 from rotator.core.ports import SecretRef
 from rotator.core.target import TargetSpec
 from rotator.daemon.metrics import DaemonMetrics
@@ -65,7 +66,20 @@ class Fleet:
                 management_key=self.admin)
         self.metrics = DaemonMetrics(now=self.clock.now)
         self.wakes: list[datetime] = []
+        self.providers = {"count"}     # what the config names, for its orphans' fate
         self.restart()
+
+    def _orphan_spec(self, source: Rotation) -> TargetSpec:
+        """What ``runtime.orphan_spec`` builds: the row's all, the provider's admin key."""
+        assert source.provider is not None and source.vault_ref is not None
+        return TargetSpec(name=source.target, provider=source.provider,
+                          service_account=source.service_account, ref=source.vault_ref,
+                          grace_seconds=source.grace_seconds, probe_timeout=10,
+                          probe_interval=1, management_key=self.admin)
+
+    def _configured(self) -> Configured:
+        return Configured({name: spec.ref for name, spec in self.specs.items()
+                           if name in self.schedules}, dict.fromkeys(self.providers))
 
     def restart(self, holder: str = "replica-1") -> None:
         """A new process: a new runner and sweeper; only SQL and the outside world remain."""
@@ -75,7 +89,9 @@ class Fleet:
         self.sweeper = Sweeper(repo=self.repo, runner=runner, pool=InlinePool(),  # type: ignore[arg-type]
                                clock=self.clock, metrics=self.metrics,
                                specs=self.specs.__getitem__, schedules=self.schedules,
-                               actor="test", wake_at=self.wakes.append)
+                               actor="test", wake_at=self.wakes.append,
+                               orphans=lambda: orphans(self.repo, self._configured()),
+                               orphan_spec=self._orphan_spec)
 
     def sweep(self) -> datetime | None:
         return self.sweeper.sweep()
@@ -435,18 +451,53 @@ def test_a_rotation_writes_a_transaction_a_step_and_three_a_side_effect(
     assert len(commits) == steps + 3 * effects + lease + started
 
 
-def test_a_target_dropped_from_the_config_mid_rotation_is_warned_of_once_and_left_alone(
-        fleet: Callable[..., Fleet]) -> None:
-    f = fleet({"app": Schedule(every=30 * DAY), "gone": Schedule(every=30 * DAY)}, grace=600)
+def _dropped_in_grace(f: Fleet, providers: set[str] | None = None) -> Rotation:
+    """``gone``'s rotation, in its grace window, once ``gone`` (and, with ``providers``,
+    every provider but those) has left the config of a restarted daemon."""
     f.sweep()
     rot = f.repo.running_rotation("gone")
     assert rot is not None and rot.step is Step.GRACE and rot.grace_ends_at is not None
     del f.schedules["gone"]
+    if providers is not None:
+        f.providers = providers
     f.restart()
+    return rot
+
+
+def test_a_target_dropped_from_the_config_mid_rotation_is_finished_as_it_began_once(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=30 * DAY), "gone": Schedule(every=30 * DAY)}, grace=600)
+    rot = _dropped_in_grace(f)
+    ref = f.specs["gone"].ref
+    assert (rot.provider, rot.vault_ref) == ("count", ref)
+    with capture_logs() as logs:
+        assert f.sweep() == rot.grace_ends_at               # in grace: woken at its end
+        assert rot.grace_ends_at is not None
+        f.at(rot.grace_ends_at + timedelta(seconds=1))     # its grace is over: finished
+        f.sweep()
+    said = [e for e in logs if e["event"] == "orphan_target"]
+    assert [(e["target"], e["rotation_id"], e["step"], e["finished"]) for e in said] == [
+        ("gone", rot.rotation_id, "grace", True)]
+    assert "is finished by the next `rotator run --once`" in said[0]["detail"]
+    done = f.repo.get_rotation(rot.rotation_id)
+    assert done is not None and done.status is Status.COMPLETED
+    assert rot.old_key_id in f.provider.deleted and rot.old_key_id not in f.provider.keys
+    assert f.provider.key_of(f.store.current(ref)) == rot.new_key_id
+    # Never rotated again, however long the daemon runs.
+    f.at(rot.grace_ends_at + timedelta(days=90))
+    assert [r.rotation_id for r in f.repo.rotations("gone")] == [rot.rotation_id]
+
+
+def test_a_dropped_target_whose_provider_is_gone_is_warned_of_once_and_left_alone(
+        fleet: Callable[..., Fleet]) -> None:
+    f = fleet({"app": Schedule(every=30 * DAY), "gone": Schedule(every=30 * DAY)}, grace=600)
+    rot = _dropped_in_grace(f, providers=set())
+    assert rot.grace_ends_at is not None
     with capture_logs() as logs:
         f.at(rot.grace_ends_at + timedelta(seconds=1))     # its grace is over: still not run
         f.sweep()
     said = [e for e in logs if e["event"] == "orphan_target"]
-    assert [(e["target"], e["rotation_id"], e["step"]) for e in said] == [
-        ("gone", rot.rotation_id, "grace")]
+    assert [(e["target"], e["rotation_id"], e["step"], e["finished"]) for e in said] == [
+        ("gone", rot.rotation_id, "grace", False)]
+    assert "its provider 'count' is no longer in the config" in said[0]["detail"]
     assert f.repo.get_rotation(rot.rotation_id) == rot

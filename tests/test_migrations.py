@@ -30,9 +30,11 @@ from rotator.adapters.sql.schema import (
     migrations_dir,
     upgrade,
 )
+from rotator.app.orphans import Configured, orphans
 from rotator.core.errors import RotationFinished, SchemaError
 from rotator.core.grace import GracePolicy
-from rotator.core.model import AuditEvent, Rotation, Status
+from rotator.core.model import AuditEvent, Rotation, SecretRef, Status
+from rotator.core.ports import PendingCleanup
 from rotator.core.vocabulary import EventKind
 from tests.support import DATABASE_ONLY_CONFIG
 
@@ -149,13 +151,16 @@ def test_downgrade_to_base_and_up_again(migrated_url: str) -> None:
 
 
 def _insert_finished(conn: Connection, status: str, at: datetime, rotation_id: str = "rot_1",
-                     trigger: str = "manual") -> None:
-    """A finished rotation (``rot_1``, manual) of ``app`` by ``me``, in the columns of 0002."""
+                     trigger: str = "manual", *, target: str = "app",
+                     step: str = "done") -> None:
+    """A finished rotation (``rot_1``, manual) of ``app`` by ``me``, in the columns of 0002
+    (``status`` running and a ``step``: one in flight)."""
     conn.execute(text(
         "INSERT INTO rotations (rotation_id, target, service_account, trigger, actor,"
         " grace_seconds, started_at, step, status, recreate_count)"
-        " VALUES (:id, 'app', 'sa_1', :trigger, 'me', 60, :at, 'done', :status, 0)"),
-        {"id": rotation_id, "trigger": trigger, "at": at, "status": status})
+        " VALUES (:id, :target, 'sa_1', :trigger, 'me', 60, :at, :step, :status, 0)"),
+        {"id": rotation_id, "trigger": trigger, "at": at, "status": status, "target": target,
+         "step": step})
 
 
 def test_0002_keeps_the_rows_written_at_0001_and_reads_them_as_text_only(
@@ -250,6 +255,58 @@ def test_0008_reads_older_rows_without_usage_grace_and_keeps_a_rotations_policy(
                                       usage_grace=policy), lease)
         read = repo.get_rotation("rot_2")
         assert read is not None and read.usage_grace == policy
+    finally:
+        engine.dispose()
+
+
+def test_0009_records_provider_and_vault_ref_and_older_running_rows_stay_report_only(
+        database_url: str) -> None:
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0008")
+        with engine.begin() as conn:
+            # A rotation in flight, and a queued deletion, as 0008 stored them.
+            _insert_finished(conn, "running", at, "rot_old", target="gone", step="grace")
+            _insert_finished(conn, "completed", at, "rot_old2", target="gone2")
+            conn.execute(text(
+                "INSERT INTO pending_cleanups (target, service_account, key_id, rotation_id,"
+                " reason, created_at) VALUES ('gone2', 'sa_1', 'key_2', 'rot_old2', 'x', :at)"),
+                {"at": at})
+        _migrate(engine, command.upgrade, "head")
+        check_schema(engine)
+        repo = SqlRepository(engine)
+        old = repo.get_rotation("rot_old")
+        assert old is not None and (old.provider, old.vault_ref) == (None, None)
+        [queued] = repo.all_pending_cleanups()
+        assert queued.provider is None
+        # Their provider configured, both stay report-only: SQL cannot say how to finish.
+        found = orphans(repo, Configured({}, {"count": None}))
+        assert [(o.target, o.finishable) for o in found] == [("gone", False), ("gone2", False)]
+        assert "started before revision 0009" in found[0].detail
+        assert "queued before revision 0009" in found[1].detail
+
+        # A rotation and a deletion written now record them.
+        lease = repo.acquire_lease("app", "tests", 30, datetime.now(UTC))
+        assert lease is not None
+        ref = SecretRef("kv", "teams/app", "token")
+        repo.insert_rotation(Rotation("rot_new", "app", "sa_3", "schedule", "d", 60, at,
+                                      provider="count", vault_ref=ref), lease)
+        repo.add_cleanup(PendingCleanup("app", "sa_3", "key_3", "rot_new", "y", "count"),
+                         datetime.now(UTC), lease)
+        new = repo.get_rotation("rot_new")
+        assert new is not None and (new.provider, new.vault_ref) == ("count", ref)
+        assert repo.pending_cleanups("app")[0].provider == "count"
+        # ...and, their target out of the config, the next run finishes both.
+        app = [o for o in orphans(repo, Configured({}, {"count": None})) if o.target == "app"]
+        assert [(o.rotation_id, o.key_id, o.finishable) for o in app] == [
+            ("rot_new", None, True), ("rot_new", "key_3", True)]
+        _migrate(engine, command.downgrade, "0008")
+        columns = {c["name"] for c in inspect(engine).get_columns("rotations")}
+        assert {"provider", "vault_mount", "vault_path", "vault_field"}.isdisjoint(columns)
+        with pytest.raises(DBAPIError, match="a finished rotation never changes"), \
+                engine.begin() as conn:
+            conn.execute(text("UPDATE rotations SET actor = 'x' WHERE rotation_id = 'rot_old2'"))
     finally:
         engine.dispose()
 

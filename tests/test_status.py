@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rotator.app.orphans import orphans
+from rotator.app.orphans import Configured, orphans
 from rotator.app.status import status
 from rotator.core.errors import ProviderUnavailable
 from rotator.core.model import Status, Step
@@ -47,12 +47,24 @@ def test_in_grace_the_new_key_is_current_and_the_old_one_retires(world: Setup) -
     assert st.step_since == st.key_since
     assert st.step_why == ("waiting for the grace window to end at "
                            f"{flight.grace_ends_at:%Y-%m-%d %H:%M:%S} UTC")
-    # Dropped from the config, the target's rotation is an orphan; configured, it is not.
-    [orphan] = orphans(world.repo, [])
+    # Dropped from the config, the target's rotation is an orphan, which the next run
+    # finishes as it began while its provider is configured; configured, it is not one.
+    provider = world.spec.provider
+    [orphan] = orphans(world.repo, Configured({}, {provider: None}))
     assert (orphan.target, orphan.rotation_id, orphan.key_id) == ("app", flight.rotation_id,
                                                                   None)
-    assert "SQL keeps neither its provider nor its Vault path" in orphan.detail
-    assert orphans(world.repo, ["app"]) == []
+    assert orphan.finishable and orphan.source == world.repo.running_rotation("app")
+    assert "is finished by the next `rotator run --once`" in orphan.detail
+    [gone] = orphans(world.repo, Configured({}, {}))
+    assert not gone.finishable
+    assert f"its provider {provider!r} is no longer in the config" in gone.detail
+    assert "put [targets.app] back" in gone.detail
+    # Its Vault path now another target's, or its provider's management key: kept.
+    [taken] = orphans(world.repo, Configured({"web": world.spec.ref}, {provider: None}))
+    assert taken.blocked == "its Vault path is now that of configured target 'web'"
+    [own] = orphans(world.repo, Configured({"web": world.spec.ref}, {provider: "web"}))
+    assert own.blocked is not None and "own management key (target web)" in own.blocked
+    assert orphans(world.repo, Configured({"app": world.spec.ref}, {provider: None})) == []
 
 
 def test_a_rotation_cut_short_mid_call_says_since_when_and_that_its_outcome_is_unknown(

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from rotator.app.orphans import Orphan, orphans
+from rotator.app.orphans import Configured, Orphan, orphans
 from rotator.app.runtime import Runtime
 from rotator.app.verify import FindingKind, TargetReads, read_target
 from rotator.core.errors import LeaseLost, RotatorError
@@ -95,7 +95,7 @@ def reconcile(rt: Runtime, names: list[str], *, fix: bool, actor: str, holder: s
             strays += found
     return ReconcileReport(
         checked=len(names), strays=strays, unchecked=unchecked,
-        orphans=orphans(rt.repo, rt.config.targets) if with_orphans else [])
+        orphans=orphans(rt.repo, Configured.of(rt.config)) if with_orphans else [])
 
 
 def _account(rt: Runtime, group: list[TargetSpec],

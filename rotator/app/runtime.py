@@ -31,6 +31,7 @@ from rotator.config.model import (
 from rotator.config.retry import RetryPolicy
 from rotator.config.secret_sources import resolve_secret
 from rotator.core.grace import GracePolicy
+from rotator.core.model import Rotation
 from rotator.core.ports import Clock, SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
@@ -38,7 +39,7 @@ from rotator.engine import crashpoints
 from rotator.redaction import remember_secret
 
 __all__ = ["Provider", "Runtime", "build_provider", "build_runtime", "build_store",
-           "target_spec", "vault_auth"]
+           "orphan_spec", "target_spec", "vault_auth"]
 
 Provider = CountProvider | HttpProvider
 
@@ -89,6 +90,24 @@ def target_spec(config: Config, name: str, keys: dict[str, Secret | None]) -> Ta
         usage_grace=None if usage is None else GracePolicy(*usage))
 
 
+def orphan_spec(config: Config, source: Rotation, keys: dict[str, Secret | None]) -> TargetSpec:
+    """The spec a target no longer in the config is finished with (``app.orphans``): all
+    the row recorded (name, provider, service account, Vault ref, grace, usage grace),
+    the probe of ``[defaults]`` and the management key of the row's provider, which must
+    still be configured (``Configured`` checked it)."""
+    if source.provider is None or source.vault_ref is None:
+        raise ValueError(f"rotation {source.rotation_id} recorded no provider or Vault ref")
+    own = config.providers[source.provider].management_key_target
+    probe = config.defaults.probe
+    return TargetSpec(
+        name=source.target, provider=source.provider, service_account=source.service_account,
+        ref=source.vault_ref, grace_seconds=source.grace_seconds,
+        probe_timeout=probe.timeout, probe_interval=probe.interval,
+        management_key=keys[source.provider],
+        management_key_ref=None if own is None else _ref(config, own),
+        usage_grace=source.usage_grace)
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -101,6 +120,9 @@ class Runtime:
 
     def spec(self, name: str) -> TargetSpec:
         return target_spec(self.config, name, self.keys)
+
+    def orphan_spec(self, source: Rotation) -> TargetSpec:
+        return orphan_spec(self.config, source, self.keys)
 
     def close(self) -> None:
         for provider in self.providers.values():

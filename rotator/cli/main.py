@@ -454,7 +454,7 @@ def rotate_exit_code(results: Sequence[TargetResult]) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from rotator.app.notify import notify_stray_keys  # noqa: PLC0415
-    from rotator.app.orphans import orphans  # noqa: PLC0415
+    from rotator.app.orphans import Configured, orphans  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.verify import (  # noqa: PLC0415
         chain_findings,
@@ -473,7 +473,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         # A stray key reaches the sinks that want it (delivered by the daemon), once each.
         notify_stray_keys(rt, findings)
         if not args.targets:        # a target list narrows the check to those targets
-            findings += orphan_findings(orphans(rt.repo, config.targets))
+            findings += orphan_findings(orphans(rt.repo, Configured.of(config)))
     finally:
         rt.close()
     answers.findings(findings, len(names), args.output)
@@ -492,7 +492,7 @@ def _verify_exit(findings: Sequence[Finding]) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from rotator.app.next_step import refusal_next_step  # noqa: PLC0415
-    from rotator.app.orphans import orphans  # noqa: PLC0415
+    from rotator.app.orphans import Configured, orphans  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
     from rotator.app.status import status  # noqa: PLC0415
     from rotator.cli import answers  # noqa: PLC0415
@@ -502,7 +502,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         statuses = status(rt.repo, sorted(rt.config.targets),
                           advise=partial(refusal_next_step, rt.config))
         answers.status(statuses, rt.clock.now(), args.output,
-                       orphans(rt.repo, rt.config.targets))
+                       orphans(rt.repo, Configured.of(rt.config)))
     finally:
         rt.close()
     # Like verify's findings: an old key the provider did not revoke needs an operator;

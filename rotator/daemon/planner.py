@@ -5,6 +5,8 @@
     queued key deletions                              retry them
     a schedule that is due                            start a rotation
     a schedule due later                              wake then
+
+A target no longer in the config gets the first three only (``decide_in_flight``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from enum import StrEnum
 from rotator.core.model import Rotation, ScheduleFacts, Step
 from rotator.scheduling.schedule import Due, History, Schedule, next_due
 
-__all__ = ["Decision", "Work", "WorkKind", "decide", "history_of"]
+__all__ = ["Decision", "Work", "WorkKind", "decide", "decide_in_flight", "history_of"]
 
 
 class WorkKind(StrEnum):
@@ -48,17 +50,25 @@ def history_of(facts: ScheduleFacts) -> History:
         failures_since_success=facts.failures_since)
 
 
-def decide(target: str, schedule: Schedule, facts: ScheduleFacts, running: Rotation | None,
-           cleanups: int, now: datetime) -> Decision:
+def decide_in_flight(target: str, running: Rotation | None, cleanups: int,
+                     now: datetime) -> Decision:
+    """What a target's work in flight needs now, whatever its schedule: also all that a
+    target no longer in the config gets (``app.orphans``), which never starts again."""
     if running is not None:
         in_grace = (running.step is Step.GRACE and running.grace_ends_at is not None
                     and running.grace_ends_at > now)
         if in_grace:
             return Decision((), running.grace_ends_at, None)
         return Decision((Work(target, WorkKind.RESUME, "resume"),), None, None)
-    work: list[Work] = []
-    if cleanups:
-        work.append(Work(target, WorkKind.CLEANUP, "cleanup"))
+    work = (Work(target, WorkKind.CLEANUP, "cleanup"),) if cleanups else ()
+    return Decision(work, None, None)
+
+
+def decide(target: str, schedule: Schedule, facts: ScheduleFacts, running: Rotation | None,
+           cleanups: int, now: datetime) -> Decision:
+    if running is not None:
+        return decide_in_flight(target, running, cleanups, now)
+    work = list(decide_in_flight(target, None, cleanups, now).work)
     due = next_due(schedule, history_of(facts), target=target, now=now)
     if due is not None and due.at <= now:
         work.append(Work(target, WorkKind.START, due.reason))

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from types import FrameType
 
 import structlog
@@ -28,6 +29,7 @@ from rotator.adapters.sql.backend import is_sqlite
 from rotator.adapters.sql.schema import check_schema
 from rotator.app.notify import build_sinks
 from rotator.app.operations import holder_id, renew_vault_token
+from rotator.app.orphans import Configured, orphans
 from rotator.app.runtime import Runtime, build_runtime
 from rotator.config.model import Config
 from rotator.core.errors import ConfigError, SchemaError
@@ -86,7 +88,9 @@ class _Daemon:
             metrics=self.metrics, specs=self.rt.spec, actor=opts.actor,
             schedules={name: config.schedule_for(name) for name in config.targets},
             wake_at=self.waker.wake_at, anchor=self.log_chain_head,
-            wait_for_workers=opts.once, stopping=stop.is_set, watch=watch)
+            wait_for_workers=opts.once, stopping=stop.is_set, watch=watch,
+            orphans=partial(orphans, self.rt.repo, Configured.of(config)),
+            orphan_spec=self.rt.orphan_spec)
         extra = (DAEMON_LEASE,) if self.single_replica else ()
         self.heartbeat = LeaseHeartbeat(self.rt.repo, self.rt.clock, self.holder, lease_ttl,
                                         lambda: (*self.pool.busy(), *extra),

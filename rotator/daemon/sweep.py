@@ -4,18 +4,23 @@ SQL is the only source of truth for what is due: a sweep re-reads it every time,
 restarted daemon (or another replica) reaches the same decisions. A decision made here
 is asked again under the target's lease (``Runner.rotate_if``), so two replicas that
 both saw a target due start one rotation between them, not two.
+
+Work SQL holds for a target no longer in the config (``app.orphans``) is finished here
+too, when its rows say how (their provider still configured): through the same runner,
+with the spec built from the row, and never started again.
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from rotator.app.orphans import Orphan
 from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
 from rotator.core.model import Rotation, ScheduleFacts, Step
 from rotator.core.ports import Clock, RotationReader
@@ -101,6 +106,12 @@ class Sweeper:
     _look_next: set[str] = field(default_factory=set)
     _full_at: datetime | None = None
     _orphans_said: set[str] = field(default_factory=set)   # logged once per process
+    # Work SQL holds for targets not in ``schedules`` (``app.orphans``), read only when a
+    # sweep finds some; and the spec such a target is finished with, built from its row
+    # (None: report-only, as before revision 0009).
+    orphans: Callable[[], Sequence[Orphan]] = lambda: ()
+    orphan_spec: Callable[[Rotation], TargetSpec] | None = None
+    _orphan_specs: dict[str, TargetSpec] = field(default_factory=dict)
 
     def request(self, targets: Iterable[str]) -> None:
         """Rotate these now (``--rotate``): kept until a worker has run them."""
@@ -120,9 +131,13 @@ class Sweeper:
         """Dispatch what is due now; return when the next sweep is needed (None: no timer)."""
         now = self.clock.now()
         running, cleanups = self._in_flight()
-        self._say_orphans(running, cleanups)
+        found = self._orphans(running, cleanups)
+        self._say_orphans(found, running, cleanups)
         manual = self.manual_pending()
         look, wake = self._to_look(now, set(running) | set(cleanups) | manual, only, manual)
+        later = self._finish_orphans(found, running, cleanups, only, now)
+        if later is not None:
+            wake = later if wake is None else min(wake, later)
         history = self._history(look)
         for name in sorted(look):
             schedule = self.schedules[name]
@@ -252,21 +267,59 @@ class Sweeper:
         self.metrics.in_flight.set(len(running))
         return running, cleanups
 
-    def _say_orphans(self, running: dict[str, Rotation], cleanups: dict[str, int]) -> None:
-        """Warn, once per process, of work SQL holds for a target no longer configured:
-        no sweep can finish it (SQL keeps neither its provider nor its Vault path)."""
+    def _orphans(self, running: dict[str, Rotation],
+                 cleanups: dict[str, int]) -> dict[str, Orphan]:
+        """The work of each target not configured, by target (the first of it: all of a
+        target's work shares one fate). Read only if the work in flight names such a
+        target, so it costs nothing otherwise (see FULL_SWEEP_EVERY)."""
+        if all(name in self.schedules for name in running.keys() | cleanups.keys()):
+            return {}
+        found: dict[str, Orphan] = {}
+        for orphan in self.orphans():
+            found.setdefault(orphan.target, orphan)
+        return found
+
+    def _say_orphans(self, found: dict[str, Orphan], running: dict[str, Rotation],
+                     cleanups: dict[str, int]) -> None:
+        """Warn, once per process, of work SQL holds for a target no longer configured,
+        and whether this daemon finishes it or it waits for the target to be put back."""
         # By the work in flight, not by the fleet (see FULL_SWEEP_EVERY).
         unknown = {name for name in running.keys() | cleanups.keys()
                    if name not in self.schedules}
         for name in sorted(unknown - self._orphans_said):
             self._orphans_said.add(name)
-            rot = running.get(name)
+            rot, orphan = running.get(name), found.get(name)
+            finished = (orphan is not None and orphan.finishable
+                        and self.orphan_spec is not None)
             log.warning("orphan_target", target=name,
                         rotation_id=None if rot is None else rot.rotation_id,
                         step=None if rot is None else rot.step.value,
-                        queued_deletions=cleanups.get(name, 0),
-                        detail="no longer in the config: its work cannot be finished until "
-                               "it is put back; `rotator status` says what to do")
+                        queued_deletions=cleanups.get(name, 0), finished=finished,
+                        detail=orphan.detail if orphan is not None and (
+                            finished or orphan.blocked is not None)
+                        else "no longer in the config: its work is not finished here; "
+                             "`rotator status` says what to do")
+
+    def _finish_orphans(self, found: dict[str, Orphan], running: dict[str, Rotation],
+                        cleanups: dict[str, int], only: set[str] | None,
+                        now: datetime) -> datetime | None:
+        """Dispatch the work in flight of the orphans whose rows say how to finish it
+        (resume, or retry the queue; never a start); the earliest wake any needs."""
+        wake: datetime | None = None
+        for name, orphan in sorted(found.items()):
+            if (self.orphan_spec is None or not orphan.finishable or orphan.source is None
+                    or (only is not None and name not in only)):
+                continue
+            spec = self.orphan_spec(orphan.source)
+            with self._lock:
+                self._orphan_specs[name] = spec
+            decision = planner.decide_in_flight(name, running.get(name),
+                                                cleanups.get(name, 0), now)
+            if decision.work:
+                self._dispatch(list(decision.work))
+            if decision.wake_at is not None:
+                wake = decision.wake_at if wake is None else min(wake, decision.wake_at)
+        return wake
 
     def _await_room(self, target: str) -> bool | None:
         """Wait until a worker can take ``target``: whether that took a wait; ``None`` if
@@ -298,7 +351,7 @@ class Sweeper:
 
     def execute(self, work: Work) -> Outcome:
         """Do one piece of work on the calling thread (a worker, or a test)."""
-        spec = self.specs(work.target)
+        spec = self._spec(work.target)
         manual = work.trigger == Trigger.RUN_ROTATE
         try:
             if work.kind is WorkKind.CLEANUP:
@@ -333,7 +386,17 @@ class Sweeper:
         self._look_again(outcome.target, None)   # its schedule moved: decide it again
         return outcome
 
+    def _spec(self, target: str) -> TargetSpec:
+        """A configured target's spec, or the one an orphan's row gave (``_finish_orphans``)."""
+        if target in self.schedules:
+            return self.specs(target)
+        with self._lock:
+            return self._orphan_specs[target]
+
     def _still_due(self, target: str) -> bool:
+        schedule = self.schedules.get(target)
+        if schedule is None:
+            return False   # an orphan: its work is finished, nothing of it starts again
         facts = self.repo.schedule_facts(target)
-        return planner.still_due(target, self.schedules[target], facts, self.clock.now())
+        return planner.still_due(target, schedule, facts, self.clock.now())
 
