@@ -353,8 +353,8 @@ def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audi
         _migrate(engine, command.upgrade, "0003")
         with engine.begin() as conn:
             conn.execute(text(f'CREATE ROLE "{role}"'))
-            conn.execute(text(f"GRANT ALL ON rotation_events, rotations, alembic_version"
-                              f' TO "{role}", PUBLIC'))
+            conn.execute(text(f"GRANT ALL ON rotation_events, rotations, pending_cleanups,"
+                              f' alembic_version TO "{role}", PUBLIC'))
         _migrate(engine, command.upgrade, "0005")
         with engine.begin() as conn:    # an auditor's grant, which 0007 must keep
             conn.execute(text(f'GRANT SELECT ON audit_manual_rotations TO "{role}"'))
@@ -375,6 +375,14 @@ def test_0005_leaves_every_role_but_the_owner_only_select_and_insert_on_the_audi
             assert public("rotation_events") == {"SELECT", "INSERT"}
             assert held("alembic_version", role) == public("alembic_version") == {"SELECT"}
             assert held("rotations", role) == set(_PRIVILEGES)      # not the audit trail
+            # The columns 0009 added are the table's: what its grants say, nothing less.
+            for table, column in (("rotations", "provider"), ("rotations", "vault_mount"),
+                                  ("rotations", "vault_path"), ("rotations", "vault_field"),
+                                  ("pending_cleanups", "provider")):
+                assert all(conn.execute(text(
+                    "SELECT has_column_privilege(:who, :table, :column, :privilege)"),
+                    {"who": role, "table": table, "column": column, "privilege": p}).scalar()
+                    for p in ("SELECT", "INSERT", "UPDATE")), (table, column)
             owner = conn.execute(text("SELECT current_user")).scalar_one()
             assert held("rotation_events", owner) == set(_PRIVILEGES)
             assert held("audit_key_lifetimes", role) <= {"SELECT"}

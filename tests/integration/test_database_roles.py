@@ -117,6 +117,10 @@ def test_the_runtime_role_rotates_but_cannot_rewrite_the_audit_trail(
     for name in ("manual", "scheduled"):
         assert [r.status for r in world.rotations(name)] == [Status.COMPLETED]
         world.assert_invariants(name)
+        # It writes the columns of 0009 (the provider and Vault ref a rotation began with).
+        [rot] = world.rotations(name)
+        assert rot.provider == "count" and rot.vault_ref is not None
+        assert rot.vault_ref.path == f"count/{name}"
     assert world.cli("verify").returncode == 0
 
     # It reads and appends the audit trail...

@@ -106,7 +106,7 @@ def test_revoke_defers_when_vault_serves_the_old_key_again() -> None:
     assert stamps == [(T0, b.lease)]
     assert b.accounts == [] and b.queued() == [(b.old, why)]
     (item,) = b.w.repo.cleanups.values()
-    assert item == PendingCleanup("app", "sa_1", b.old or "", RID, why)
+    assert item == PendingCleanup("app", "sa_1", b.old or "", RID, why, "count")
 
 
 @pytest.mark.parametrize(("fake", "call", "error", "why"), [
@@ -194,7 +194,7 @@ def test_a_key_the_rollback_cannot_delete_for_good_is_queued() -> None:
     assert stamps == [(T0, b.lease)]
     (item,) = b.w.repo.cleanups.values()
     assert item == PendingCleanup("app", "sa_1", new_id, RID,
-                                  "rollback could not delete: 403 forbidden")
+                                  "rollback could not delete: 403 forbidden", "count")
     assert RID not in b.fresh
 
 
