@@ -39,7 +39,8 @@ disagree with the invariants of docs/architecture.md:
                                  missing read: a target whose served key is unknown gets no
                                  vault_key_dead, and its account no leaked_key
     orphan                       a running rotation or a queued deletion of a target no
-                                 longer in the config (``app.orphans``): it cannot finish
+                                 longer in the config (``app.orphans``), not done yet:
+                                 whether the next run finishes it, or what to do
 
 Reads only: it never changes anything, so operators can run it at any time.
 """
