@@ -249,10 +249,17 @@ def report(engine: Engine, filled: Filled, targets: int, runs: int, seed: int) -
         print(f"size {table:35} {mib(size)} (indexes {mib(indexes).strip()})")
     print(f"bytes per rotation (both tables, with indexes) {total / filled.rotations:.0f}")
     seq_scans = []
-    for name, read in (("history", lambda: repo.events("t0")),
-                       ("status", lambda: status(repo, ["t0"]))):
+    lifetimes, lifetimes_params = view_reads(datetime.now(UTC))["audit_key_lifetimes, one target"]
+
+    def lifetimes_of_t0() -> None:
+        with engine.connect() as conn:
+            conn.execute(text(lifetimes), lifetimes_params("t0")).all()
+
+    for name, plan_of in (("history", lambda: repo.events("t0")),
+                         ("status", lambda: status(repo, ["t0"])),
+                         ("audit_key_lifetimes", lifetimes_of_t0)):
         print(f"plan of {name} (target t0):")
-        for line in plans(engine, statements(engine, read)):
+        for line in plans(engine, statements(engine, plan_of)):
             print(line)
             if "Seq Scan on " in line:
                 seq_scans.append(f"{name}: {line.split('Seq Scan on ', 1)[1].split()[0]}")

@@ -338,6 +338,53 @@ def test_0007_lists_both_kinds_of_manual_rotation_and_the_rows_written_before(
         engine.dispose()
 
 
+def _key_lifetimes_of_app(engine: Engine) -> tuple[list[str], list[tuple[object, ...]]]:
+    """The plan and the rows of an auditor's one-target question (docs/audit.md)."""
+    question = "SELECT * FROM audit_key_lifetimes WHERE target = 'app'"
+    with engine.connect() as conn:
+        plan = list(conn.execute(text(f"EXPLAIN {question}")).scalars())
+        rows = [tuple(r) for r in conn.execute(text(f"{question} ORDER BY key_id"))]
+    return plan, rows
+
+
+def _scans_of_rotations(plan: list[str]) -> list[str]:
+    """The line after each scan of ``rotations``: its index condition, or its filter."""
+    return [plan[i + 1].strip() for i, line in enumerate(plan) if " on rotations r" in line]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_0009_reads_one_targets_key_lifetimes_by_its_index_and_answers_the_same(
+        database_url: str) -> None:
+    engine, at = make_engine(database_url), datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        _migrate(engine, command.upgrade, "0008")
+        with engine.begin() as conn:
+            for n, target in enumerate(["app", "app", "other"]):
+                conn.execute(text(
+                    "INSERT INTO rotations (rotation_id, target, service_account, trigger,"
+                    " actor, grace_seconds, started_at, step, status, recreate_count,"
+                    " new_key_id, old_key_id) VALUES (:id, :target, 'sa_1', 'schedule',"
+                    " 'me', 60, :at, 'done', 'completed', 0, :new, :old)"),
+                    {"id": f"rot_{n}", "target": target, "at": at + timedelta(hours=n),
+                     "new": f"key_{n}", "old": f"key_{n}_old"})
+        before, rows = _key_lifetimes_of_app(engine)
+        # Every target's completed rotations, materialized before the filter applies.
+        assert any("CTE ordered" in line for line in before)
+        assert len(rows) == 3
+        _migrate(engine, command.upgrade, "0009")
+        after, rows_after = _key_lifetimes_of_app(engine)
+        assert rows_after == rows
+        assert not any("CTE " in line for line in after)
+        assert _scans_of_rotations(after), after
+        assert all(line == "Index Cond: ((target)::text = 'app'::text)"
+                   for line in _scans_of_rotations(after)), after
+        _migrate(engine, command.downgrade, "0008")
+        assert any("CTE ordered" in line for line in _key_lifetimes_of_app(engine)[0])
+    finally:
+        engine.dispose()
+
+
 _PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
 

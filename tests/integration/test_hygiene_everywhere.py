@@ -3,7 +3,8 @@ PostgreSQL): every CLI command at debug level in JSON and console log formats, t
 (``run --once`` and a long-running ``run`` with its ``/metrics``, ``/readyz`` and
 ``/healthz``), successes and failures (5xx on every call, a key that never propagates,
 a Vault token that is refused), then a dump of every table. No issued key, no management
-key and no Vault token may appear in any of it; the fingerprints of the keys must.
+key and no Vault token may appear in any of it; the fingerprints of the keys must. Run
+with Count's provider and with a ``type = "http"`` one driving the alt-layout emulator.
 
 tests/integration/test_secret_hygiene.py covers crashes and resumes through ``rotate``;
 this covers the rest of the surface.
@@ -21,10 +22,9 @@ from sqlalchemy import text
 
 from rotator.adapters.sql.schema import make_engine
 from rotator.core.secret import fingerprint
-from rotator.emulator import EmulatorSettings
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, metric, wait_for
-from tests.integration.world import World
+from tests.integration.world import PROVIDER_KINDS, World
 
 pytestmark = pytest.mark.integration
 
@@ -92,10 +92,11 @@ def _completed(world: World, target: str) -> int:
 # About thirty processes, one after the other: a minute on a loaded machine, and CI has
 # seen past two (the suite's 120 s default).
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("provider_kind", PROVIDER_KINDS)
 def test_no_secret_in_any_output_log_metric_or_table(make_world: MakeWorld) -> None:
     w = make_world("one", "two", "three", grace="0s", probe_timeout="500ms")
     out = Outputs(w)
-    calm = EmulatorSettings()
+    calm = w.emulator.settings    # in the world's layout, Count's or alt
     wrong_token = f"root-{secrets.token_hex(16)}"
 
     # The database and config commands.
@@ -111,10 +112,10 @@ def test_no_secret_in_any_output_log_metric_or_table(make_world: MakeWorld) -> N
     out.cli("rotate all", "rotate", "--all")
     # Failures: 5xx on every call (retried, then refused), a key that never authenticates
     # in time (rolled back), a Vault token Vault refuses.
-    w.emulator.settings = EmulatorSettings(error_rate=1.0, seed=5)
+    w.emulator.settings = calm.changed({"error_rate": 1.0, "seed": 5})
     out.cli("rotate with 5xx", "rotate", "three", fmt="console", code=1)
     out.cli("dry run with 5xx", "rotate", "three", "--dry-run", code=1)
-    w.emulator.settings = EmulatorSettings(propagation_delay=30)
+    w.emulator.settings = calm.changed({"propagation_delay": 30})
     out.cli("rotate never propagates", "rotate", "three", code=1)
     w.emulator.settings = calm
     out.cli("rotate with a refused token", "rotate", "one", code=1,
@@ -142,7 +143,7 @@ def test_no_secret_in_any_output_log_metric_or_table(make_world: MakeWorld) -> N
         first.close()
     out.texts["first daemon log"] = first.logs()
 
-    w.emulator.settings = EmulatorSettings(propagation_delay=30)
+    w.emulator.settings = calm.changed({"propagation_delay": 30})
     second = Daemon(w, config, port, "--rotate", "two", "--log-format", "console",
                     name="second")
     try:
