@@ -354,11 +354,11 @@ def _scans_of_rotations(plan: list[str]) -> list[str]:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_0009_reads_one_targets_key_lifetimes_by_its_index_and_answers_the_same(
+def test_0010_reads_one_targets_key_lifetimes_by_its_index_and_answers_the_same(
         database_url: str) -> None:
     engine, at = make_engine(database_url), datetime(2026, 11, 1, tzinfo=UTC)
     try:
-        _migrate(engine, command.upgrade, "0008")
+        _migrate(engine, command.upgrade, "0009")
         with engine.begin() as conn:
             for n, target in enumerate(["app", "app", "other"]):
                 conn.execute(text(
@@ -372,14 +372,14 @@ def test_0009_reads_one_targets_key_lifetimes_by_its_index_and_answers_the_same(
         # Every target's completed rotations, materialized before the filter applies.
         assert any("CTE ordered" in line for line in before)
         assert len(rows) == 3
-        _migrate(engine, command.upgrade, "0009")
+        _migrate(engine, command.upgrade, "0010")
         after, rows_after = _key_lifetimes_of_app(engine)
         assert rows_after == rows
         assert not any("CTE " in line for line in after)
         assert _scans_of_rotations(after), after
         assert all(line == "Index Cond: ((target)::text = 'app'::text)"
                    for line in _scans_of_rotations(after)), after
-        _migrate(engine, command.downgrade, "0008")
+        _migrate(engine, command.downgrade, "0009")
         assert any("CTE ordered" in line for line in _key_lifetimes_of_app(engine)[0])
     finally:
         engine.dispose()

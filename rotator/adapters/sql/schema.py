@@ -46,7 +46,7 @@ MIGRATIONS_PACKAGE = "rotator.migrations"
 # requires. Alembic is imported only to upgrade: loaded, it and the migration scripts cost
 # a daemon some 10 MiB of memory and each readiness check a parse of every script.
 # tests/test_migrations.py holds this to Alembic's head.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 
 # How long SQLite waits for another writer before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 5000

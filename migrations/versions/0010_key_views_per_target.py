@@ -1,7 +1,7 @@
 """``audit_key_lifetimes`` (and so ``audit_current_keys``) read one target's rows only.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03
 
 0005's view names its ``ordered`` CTE twice, so PostgreSQL materialized it: every completed
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
