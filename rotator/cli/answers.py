@@ -27,7 +27,7 @@ __all__ = ["RotateAnswer", "events", "findings", "status"]
 def status(statuses: Sequence[TargetStatus], now: datetime, fmt: str,
            orphaned: Sequence[Orphan] = ()) -> None:
     if fmt == "json":
-        write_json(documents.status(statuses, now), sys.stdout)
+        write_json(documents.status(statuses, now, orphaned), sys.stdout)
     else:
         show(report.render_status(statuses, now, orphaned), sys.stdout)
 

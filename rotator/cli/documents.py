@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from rotator.app.operations import DryRun, TargetResult
+from rotator.app.orphans import Orphan
 from rotator.app.status import TargetStatus
 from rotator.app.verify import Finding, FindingKind
 from rotator.cli.output import rfc3339
@@ -30,9 +31,17 @@ def _text(value: str | None) -> str | None:
     return None if value is None else redact_text(value)
 
 
-def status(statuses: Sequence[TargetStatus], now: datetime) -> dict[str, Any]:
+def status(statuses: Sequence[TargetStatus], now: datetime,
+           orphaned: Sequence[Orphan] = ()) -> dict[str, Any]:
     """``rotator status -o json``."""
-    return {"at": rfc3339(now), "targets": [_target(s, now) for s in statuses]}
+    return {"at": rfc3339(now), "targets": [_target(s, now) for s in statuses],
+            "orphans": [_orphan(o) for o in orphaned]}
+
+
+def _orphan(o: Orphan) -> dict[str, Any]:
+    return {"target": o.target, "rotation_id": o.rotation_id, "key_id": o.key_id,
+            "step": None if o.rotation is None else o.rotation.step.value,
+            "finished_by_next_run": o.finishable, "detail": _text(o.detail)}
 
 
 def _target(s: TargetStatus, now: datetime) -> dict[str, Any]:

@@ -77,6 +77,9 @@ def test_a_rotation_killed_mid_way_then_dropped_from_the_config_is_finished_by_r
                      re.MULTILINE), status.stdout
     assert "is finished by the next `rotator run --once`" in status.stdout
     assert "put [targets.other] back" not in status.stdout
+    [listed] = json.loads(world.cli_in_process("status", "-o", "json").stdout)["orphans"]
+    assert (listed["target"], listed["rotation_id"], listed["step"],
+            listed["finished_by_next_run"]) == ("other", parked.rotation_id, "store", True)
 
     run = world.cli("run", "--once")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -157,6 +160,10 @@ def test_work_whose_provider_left_the_config_too_stays_reported_and_untouched(
     said_everywhere((status.stdout, verify[1], reconciled[1]), "other", parked.rotation_id,
                     "its provider 'count' is no longer in the config",
                     "put [targets.other] back")
+    [listed] = json.loads(world.cli_in_process("status", "-o", "json").stdout)["orphans"]
+    assert (listed["rotation_id"], listed["finished_by_next_run"]) == (parked.rotation_id,
+                                                                        False)
+    assert "its provider 'count' is no longer in the config" in listed["detail"]
 
     run = world.cli("run", "--once")
     assert run.returncode == 0, run.stderr[-3000:]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rotator.app.operations import DryRun, TargetResult
+from rotator.app.orphans import Orphan
 from rotator.app.status import TargetStatus
 from rotator.app.verify import Finding, FindingKind
 from rotator.cli import documents
@@ -55,9 +56,16 @@ def test_every_document_has_the_documented_fields_and_no_other() -> None:
         in_flight=_rotation(step=Step.GRACE, grace_ends_at=T0),
         last=_rotation(status=Status.ROLLED_BACK, finished_at=T0, reason="verify: x"),
         last_result="rolled_back", pending_cleanups=0, revoked_alive=(alive,))],
-        T0 + timedelta(seconds=90))
+        T0 + timedelta(seconds=90),
+        [Orphan("gone", rotation=_rotation(target="gone", step=Step.GRACE),
+                blocked="its provider 'count' is no longer in the config")])
     [target] = status["targets"]
+    [orphan] = status["orphans"]
     assert set(status) == docs["`rotator status -o json`"]
+    assert set(orphan) == docs["status: an orphan"]
+    assert (orphan["target"], orphan["rotation_id"], orphan["key_id"], orphan["step"],
+            orphan["finished_by_next_run"]) == ("gone", "rot_1", None, "grace", False)
+    assert "put [targets.gone] back" in orphan["detail"]
     assert set(target) == docs["status: a target"]
     assert set(target["in_flight"]) == docs["status: in_flight"]
     assert set(target["last"]) == docs["status: last"]
