@@ -44,7 +44,8 @@ class GraceKeeper(StepBase):
         now = self._clock.now()
         known, listed, last_used, why = True, True, None, ""
         try:
-            listing = self._provider.list_keys(spec.service_account, self._auth(spec))
+            listing = self._managing(
+                spec, lambda auth: self._provider.list_keys(spec.service_account, auth))
         except RotatorError as exc:
             known, why = False, f"cannot read its last use: {type(exc).__name__}: {exc}"
         else:

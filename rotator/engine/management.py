@@ -6,7 +6,9 @@ and dropped when this process writes that path (the store of a rotation of that 
 or a rollback's restore), so the next call reads the key just stored: rotator switches
 to the new key right after the store, while the old one still works for the grace
 window. A process that did not make the write (another replica, a CLI run) reads it
-again once its copy is ``MAX_AGE`` old, well inside any grace window worth having.
+again once its copy is ``MAX_AGE`` old, or at once when the provider refuses its copy
+(``refused``): with a grace window shorter than that, the other process's rotation may
+have deleted the key this one still holds.
 Nothing of it is persisted: after a restart the key is read from Vault again.
 """
 
@@ -43,6 +45,17 @@ class ManagementKeys:
         with self._lock:
             self._cached[ref] = (secret, now)
         return secret
+
+    def refused(self, ref: SecretRef, key: Secret) -> Secret | None:
+        """The provider refused ``key``, read from ``ref``: another process may have rotated
+        it since, and deleted it after its grace. Vault's current secret if that is another
+        key, to try once more; None if Vault still holds ``key`` (the refusal stands)."""
+        with self._lock:
+            held = self._cached.get(ref)
+            if held is not None and held[0] == key:
+                del self._cached[ref]
+        fresh = self.key(ref)
+        return None if fresh == key else fresh
 
     def written(self, ref: SecretRef) -> None:
         """This process changed the secret at ``ref``: the next ``key`` reads it again."""

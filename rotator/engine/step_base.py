@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import TypeVar
 
+import structlog
+
+from rotator.core.errors import Unauthorized
 from rotator.core.model import Rotation
 from rotator.core.ports import Clock, Deletion, KeyProvider, RotationRepository, SecretStore
 from rotator.core.secret import Secret
@@ -13,6 +17,10 @@ from rotator.engine.audit_trail import AuditTrail, EffectResult
 from rotator.engine.management import ManagementKeys
 
 __all__ = ["StepBase", "deletion_result"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 def deletion_result(d: Deletion) -> EffectResult:
@@ -40,6 +48,26 @@ class StepBase:
         if spec.management_key_ref is not None:
             return self._keys.key(spec.management_key_ref)
         return self._store.read_current(spec.ref).secret
+
+    def _managing(self, spec: TargetSpec, call: Callable[[Secret], T]) -> T:
+        """``call(auth)`` with the management key; if the provider refuses a key read from
+        Vault (self-rotation), once more with the one Vault serves now. Another process
+        may have rotated it, and deleted the old one, while this one kept its copy
+        (``ManagementKeys.refused``); a refused call changed nothing, so a second try is
+        safe, inside the same intent."""
+        auth = self._auth(spec)
+        try:
+            return call(auth)
+        except Unauthorized:
+            if spec.management_key_ref is None:
+                raise
+            fresh = self._keys.refused(spec.management_key_ref, auth)
+            if fresh is None:
+                raise
+            log.info("management_key_read_again", target=spec.name,
+                     fingerprint=fresh.fingerprint,
+                     detail="the provider refused the copy this process held")
+            return call(fresh)
 
     def _vault_written(self, spec: TargetSpec) -> None:
         """This target's Vault secret changed: a management key read from it is stale."""

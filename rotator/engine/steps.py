@@ -78,8 +78,9 @@ class StepRunner(StepBase):
     def create(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
         name = key_name(rot.target, rot.rotation_id)
         try:
-            auth = self._auth(spec)
-            listing = self._provider.list_keys(spec.service_account, auth)
+            listing = self._managing(
+                spec, lambda auth: self._provider.list_keys(spec.service_account, auth))
+            auth = self._auth(spec)    # the key that listing was answered to
             keys = list(listing.keys)
             for key in [k for k in keys if k.name == name and k.key_id != rot.old_key_id]:
                 self._delete(rot, spec, key.key_id,

@@ -47,11 +47,10 @@ class Unwinder(StepBase):
         if not isinstance(served, str):
             return self._defer(rot, spec, served.message)
         try:
-            auth = self._auth(spec)
             gone = self._trail.side_effect(
                 rot, AuditAction.REVOKE_KEY,
-                lambda: self._provider.delete_key(spec.service_account, rot.old_key_id or "",
-                                                  auth),
+                lambda: self._managing(spec, lambda auth: self._provider.delete_key(
+                    spec.service_account, rot.old_key_id or "", auth)),
                 deletion_result, key_id=rot.old_key_id,
                 detail="grace window over: deleting the previous key")
         except RotatorError as exc:
@@ -144,8 +143,9 @@ class Unwinder(StepBase):
             return blocked
         name = key_name(rot.target, rot.rotation_id)
         try:
-            auth = self._auth(spec)
-            listing = self._provider.list_keys(spec.service_account, auth)
+            listing = self._managing(
+                spec, lambda auth: self._provider.list_keys(spec.service_account, auth))
+            auth = self._auth(spec)    # the key that listing was answered to
         except RotatorError as exc:
             return m.RollbackBlocked(f"cannot list the provider's keys: {exc}")
         doomed = [k.key_id for k in listing.keys
@@ -258,10 +258,10 @@ class Unwinder(StepBase):
                                    self._trail.lease)
 
     def _cleanup_one(self, rot: Rotation, spec: TargetSpec, item: PendingCleanup) -> None:
-        auth = self._auth(spec)
         self._trail.side_effect(
             rot, AuditAction.CLEANUP_KEY,
-            lambda: self._provider.delete_key(item.service_account, item.key_id, auth),
+            lambda: self._managing(spec, lambda auth: self._provider.delete_key(
+                item.service_account, item.key_id, auth)),
             deletion_result, key_id=item.key_id, detail=f"queued: {item.reason}")
         if item.key_id == rot.old_key_id:
             # A deferred revoke, done at last. (A rollback's queued new key is not probed:

@@ -14,7 +14,10 @@ import signal
 import hvac
 import pytest
 
+from rotator.app.runtime import build_runtime
+from rotator.config.model import load_config
 from rotator.core.model import Status
+from rotator.engine.runner import Runner
 from tests.integration.conftest import MakeWorld
 from tests.integration.world import ADMIN_MANAGEMENT, TARGET, World
 
@@ -80,3 +83,32 @@ def test_a_crash_between_store_and_revoke_resumes_with_the_new_key_from_vault(
     (rot,) = world.rotations("admin")         # resumed, not started again
     assert rot.status is Status.COMPLETED and rot.old_key_id == world.admin.key_id
     _assert_manages_with_the_new_key(world)
+
+
+def test_a_replica_holding_the_old_management_key_reads_it_again_when_refused(
+        make_world: MakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process rotates the management key with a grace shorter than the time this
+    one keeps its copy (``MAX_AGE``): the provider refuses the copy, and this one reads
+    Vault again and carries on (its rotation failed before). The replica is a runner in
+    this process, long-lived like a daemon's, so it keeps its copy between rotations."""
+    world = _self_rotating_world(make_world)
+    for name, value in world.secrets_env.items():
+        monkeypatch.setenv(name, value)
+    rt = build_runtime(load_config(world.config_path))
+    replica = Runner(providers=rt.providers, store=rt.store, repo=rt.repo, clock=rt.clock,
+                     holder="replica", lease_ttl=rt.config.defaults.lease_ttl,
+                     call_deadline=rt.config.call_deadline())
+    try:
+        first = replica.rotate(rt.spec("app"), grace=0.0)
+        assert first.rotation.status is Status.COMPLETED, first    # its copy: the first key
+        code, out = world.cli_here("rotate", "admin", "--grace", "0s")    # another process
+        assert code == 0, out
+        assert world.whoami(world.admin.secret).status_code == 401       # the copy is dead
+        second = replica.rotate(rt.spec("app"), grace=0.0)
+        assert second.rotation.status is Status.COMPLETED, second
+    finally:
+        rt.close()
+    assert [r.status for r in world.rotations("app")] == [Status.COMPLETED] * 2
+    world.assert_invariants("app")
+    code, out = world.verify()
+    assert code == 0, out

@@ -2,7 +2,8 @@
 
 The key is read once and kept; a write by this process to that path (the store of its
 rotation, a rollback's restore) makes the next use read it again, and a copy
-``MAX_AGE`` old is read again too (another process rotated it). On the runner: a
+``MAX_AGE`` old is read again too (another process rotated it), as is one the provider
+refused when Vault now holds another key. On the runner: a
 rotation of the management target itself switches to the new key right after the
 store, and revokes the old key with the new one.
 """
@@ -35,6 +36,19 @@ def test_the_key_is_read_once_then_again_after_a_write_or_when_old() -> None:
     store.put(ADMIN, Secret("third"))          # written elsewhere: seen once it is old
     clock.sleep(MAX_AGE)
     assert keys.key(ADMIN).reveal() == "third"
+
+
+def test_a_refused_copy_is_read_again_once_and_only_if_vault_holds_another_key() -> None:
+    store, clock = FakeStore(), FakeClock()
+    store.put(ADMIN, Secret("first"))
+    keys = ManagementKeys(store, clock)
+    held = keys.key(ADMIN)
+    assert keys.refused(ADMIN, held) is None          # Vault holds it still: the refusal stands
+    store.put(ADMIN, Secret("second"))                # another process rotated it
+    fresh = keys.refused(ADMIN, held)
+    assert fresh is not None and fresh.reveal() == "second"
+    reads = store.calls.count("read")
+    assert keys.key(ADMIN) == fresh and store.calls.count("read") == reads    # kept
 
 
 def test_rotating_the_management_target_switches_to_its_new_key_after_the_store() -> None:
