@@ -5,7 +5,10 @@ Since revision 0009 a rotation row keeps the provider and the Vault mount, path 
 it started with, and a queued deletion the provider whose management key deletes it, so
 the daemon's sweep (``run``, ``run --once``) finishes such work through the runner, as it
 began: the same resume, lease and audit trail as a configured target's, with a
-``TargetSpec`` built from the row (``runtime.orphan_spec``). It is never rotated again.
+``TargetSpec`` built from the row (``runtime.orphan_spec``). It is never rotated again. A
+rotation still before its store (Vault untouched) is rolled back rather than resumed, as
+``rotator cancel`` would: nothing configured wants a new key for that path any more. From
+the store on, consumers may read its new key, so it goes forward to its end.
 
 Some work stays report-only, each with what to do instead (``Orphan.blocked``):
 
@@ -27,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rotator.config.model import Config
+from rotator.core.machine import BEFORE_STORE
 from rotator.core.model import Rotation, SecretRef
 from rotator.core.ports import PendingCleanup, RotationReader
 
@@ -78,24 +82,35 @@ class Orphan:
         gone = f"target {self.target!r} is no longer in the config"
         if self.finishable:
             return f"{gone}: {self._finished_how()}"
+        # A blocked reason that names its own remedy (a rename back) is told whole.
+        own_remedy = self.blocked is not None and "rename [targets." in self.blocked
         back = (f"put [targets.{self.target}] back (same provider, service_account, "
                 "vault_mount, vault_path and vault_field)")
         if self.rotation is not None:
             rot = self.rotation
-            return (f"{gone}: its rotation, at step {rot.step.value} (service account "
-                    f"{rot.service_account}), cannot be finished: {self.blocked}: {back}, "
-                    f"then `rotator run --once` finishes it (or `rotator cancel "
-                    f"{self.target}` rolls it back)")
+            what = (f"{gone}: its rotation, at step {rot.step.value} (service account "
+                    f"{rot.service_account}), cannot be finished: {self.blocked}")
+            return what if own_remedy else (
+                f"{what}: {back}, then `rotator run --once` finishes it (or `rotator cancel "
+                f"{self.target}` rolls it back)")
         assert self.cleanup is not None
-        return (f"{gone}: key {self.cleanup.key_id} of service account "
+        what = (f"{gone}: key {self.cleanup.key_id} of service account "
                 f"{self.cleanup.service_account} is queued for deletion, but cannot be "
-                f"deleted: {self.blocked}: {back} and the queue deletes it on the next "
-                "run, or delete it at the provider by hand")
+                f"deleted: {self.blocked}")
+        return what if own_remedy else (
+            f"{what}: {back} and the queue deletes it on the next run, or delete it at the "
+            "provider by hand")
 
     def _finished_how(self) -> str:
         source = self.source
         assert source is not None and source.vault_ref is not None
         ref = source.vault_ref
+        if self.rotation is not None and self.rotation.step in BEFORE_STORE:
+            return (f"its rotation, at step {self.rotation.step.value} (service account "
+                    f"{self.rotation.service_account}), is rolled back by the next `rotator "
+                    f"run --once` (or sweep of the daemon) with provider {source.provider}: "
+                    f"its new key is deleted, and Vault {ref.mount}/{ref.path}, never "
+                    "written by it, stays as it is")
         if self.rotation is not None:
             return (f"its rotation, at step {self.rotation.step.value} (service account "
                     f"{self.rotation.service_account}), is finished by the next `rotator "
@@ -119,6 +134,7 @@ def orphans(reader: RotationReader, configured: Configured) -> list[Orphan]:
             queued.setdefault(item.target, []).append(item)
     fate = {target: _fate(reader, configured, running.get(target), queued.get(target, []))
             for target in running.keys() | queued.keys()}
+    _block_shared_paths(fate)
     found = [Orphan(target, rotation=rot, source=fate[target][0], blocked=fate[target][1])
              for target, rot in running.items()]
     found += [Orphan(target, cleanup=item, source=fate[target][0], blocked=fate[target][1])
@@ -166,14 +182,39 @@ def _why_not(rows: Sequence[Rotation], configured: Configured) -> str | None:
     if len({(r.provider, r.vault_ref, r.service_account) for r in rows}) > 1:
         return ("its rotations name different providers, Vault paths or service accounts, "
                 "and one pass finishes all of a target's work")
-    assert source.provider is not None
+    assert source.provider is not None and source.vault_ref is not None
     if source.provider not in configured.providers:
         return f"its provider {source.provider!r} is no longer in the config"
-    holder = next((name for name, ref in configured.targets.items()
-                   if ref == source.vault_ref), None)
+    # By mount and path, whatever the field: KV v2 keeps one version history and one
+    # custom metadata (whose rotation wrote it) per path.
+    here = _path(source.vault_ref)
+    holder = next((name for name, ref in configured.targets.items() if _path(ref) == here),
+                  None)
     if holder is not None and holder == configured.providers[source.provider]:
         return (f"its Vault path holds provider {source.provider}'s own management key "
                 f"(target {holder}), which only that target's rotations move")
     if holder is not None:
-        return f"its Vault path is now that of configured target {holder!r}"
+        return (f"its Vault path is now that of configured target {holder!r}, whose "
+                f"rotations move it: rename [targets.{holder}] back to "
+                f"[targets.{source.target}] until this work is done, or `rotator cancel "
+                f"{source.target}` from such a config")
     return None
+
+
+def _path(ref: SecretRef) -> tuple[str, str]:
+    return ref.mount, ref.path
+
+
+def _block_shared_paths(fate: dict[str, tuple[Rotation | None, str | None]]) -> None:
+    """Two targets out of the config whose work would write one Vault path (a target
+    renamed twice, say) each have a lease of their own: neither is finished."""
+    by_path: dict[tuple[str, str], list[str]] = {}
+    for target, (source, _) in fate.items():
+        if source is not None and source.vault_ref is not None:
+            by_path.setdefault(_path(source.vault_ref), []).append(target)
+    for targets in by_path.values():
+        for target in targets if len(targets) > 1 else ():
+            others = ", ".join(repr(t) for t in sorted(targets) if t != target)
+            fate[target] = (None, f"its Vault path is also that of {others}, no longer in "
+                                  "the config either, and one path takes one rotation at a "
+                                  "time")

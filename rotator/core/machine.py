@@ -23,6 +23,7 @@ from enum import StrEnum
 from rotator.core.model import Failure, FailureCode, KeyRecord, Rotation, Status, Step, reason_text
 
 __all__ = [
+    "BEFORE_STORE",
     "MAX_RECREATES",
     "Action",
     "GraceElapsed",
@@ -51,6 +52,10 @@ __all__ = [
 # How often a rotation may lose its new key's secret (crash between create and store)
 # and start over before it gives up: a crash loop must not create keys forever.
 MAX_RECREATES = 3
+
+# The steps before the store: Vault has not been written, so a rollback deletes the new
+# key and leaves what consumers read untouched.
+BEFORE_STORE = frozenset({Step.PLAN, Step.CREATE, Step.VERIFY})
 
 
 class InvalidTransition(ValueError):

@@ -6,7 +6,10 @@
     a schedule that is due                            start a rotation
     a schedule due later                              wake then
 
-A target no longer in the config gets the first three only (``decide_in_flight``).
+A target no longer in the config gets the first three only (``decide_in_flight``), and
+a rotation of it still before its store is rolled back instead of resumed: its new key
+is deleted and Vault, never written, stays as it was, since nothing configured wants a
+new key for it any more.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from rotator.core.machine import BEFORE_STORE
 from rotator.core.model import Rotation, ScheduleFacts, Step
 from rotator.scheduling.schedule import Due, History, Schedule, next_due
 
@@ -25,6 +29,7 @@ class WorkKind(StrEnum):
     RESUME = "resume"
     START = "start"
     CLEANUP = "cleanup"
+    ROLL_BACK = "roll_back"     # a target no longer in the config, before its store
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +56,13 @@ def history_of(facts: ScheduleFacts) -> History:
 
 
 def decide_in_flight(target: str, running: Rotation | None, cleanups: int,
-                     now: datetime) -> Decision:
+                     now: datetime, *, orphan: bool = False) -> Decision:
     """What a target's work in flight needs now, whatever its schedule: also all that a
-    target no longer in the config gets (``app.orphans``), which never starts again."""
+    target no longer in the config (``orphan``: ``app.orphans``) gets, which never
+    starts again, and whose rotation is rolled back while Vault is untouched."""
+    if orphan and running is not None and running.step in BEFORE_STORE:
+        return Decision((Work(target, WorkKind.ROLL_BACK, "target left the config"),),
+                        None, None)
     if running is not None:
         in_grace = (running.step is Step.GRACE and running.grace_ends_at is not None
                     and running.grace_ends_at > now)

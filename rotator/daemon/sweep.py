@@ -22,7 +22,7 @@ import structlog
 
 from rotator.app.orphans import Orphan
 from rotator.core.errors import LeaseHeld, LeaseLost, RotatorError
-from rotator.core.model import Rotation, ScheduleFacts, Step
+from rotator.core.model import Rotation, ScheduleFacts, Status, Step
 from rotator.core.ports import Clock, RotationReader
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import Trigger
@@ -38,6 +38,11 @@ __all__ = ["FULL_SWEEP_EVERY", "Outcome", "Sweeper"]
 log = structlog.get_logger("rotator.daemon")
 
 _NO_HISTORY = ScheduleFacts(None, 0, None)
+
+# Why the daemon rolls back a rotation of a target no longer in the config (the audit's
+# cancel note and the rotation's failure say it).
+ORPHAN_ROLLBACK = ("its target is no longer in the config; rolled back before its new key "
+                   "reached Vault")
 # Between full sweeps (every target read and decided) at most this far apart, a sweep
 # looks only at the targets whose next look has come, that run, have keys to clean up,
 # were asked for or just ended here: so its cost follows the targets due, not the fleet.
@@ -314,7 +319,7 @@ class Sweeper:
             with self._lock:
                 self._orphan_specs[name] = spec
             decision = planner.decide_in_flight(name, running.get(name),
-                                                cleanups.get(name, 0), now)
+                                                cleanups.get(name, 0), now, orphan=True)
             if decision.work:
                 self._dispatch(list(decision.work))
             if decision.wake_at is not None:
@@ -358,6 +363,20 @@ class Sweeper:
                 self.runner.cleanup(spec)
                 self.anchor(work.target)
                 return self._note(Outcome(work.target, None))
+            if work.kind is WorkKind.ROLL_BACK:
+                rolled = self.runner.cancel(spec, actor="scheduler", reason=ORPHAN_ROLLBACK)
+                if rolled.refused is None or rolled.rotation is None:
+                    self.anchor(work.target)
+                    ended = rolled.rotation
+                    if ended is not None and ended.status is Status.ROLLED_BACK:
+                        # Done as meant, not a failed rotation (``--once`` exits 0): the
+                        # rolled-back notice and counter still tell of it.
+                        log.info("orphan_rolled_back", target=work.target,
+                                 rotation_id=ended.rotation_id)
+                        ended = None
+                    return self._note(Outcome(work.target, ended))
+                # Vault may hold its new key after all (a write of an earlier attempt):
+                # then it goes forward, as a rotation past its store does.
             report = self.runner.rotate_if(
                 spec, None if manual else lambda: self._still_due(work.target),
                 trigger=work.trigger, actor=self.actor if manual else "scheduler", wait=False)

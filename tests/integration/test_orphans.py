@@ -1,7 +1,8 @@
-"""Work of a target taken out of the config, on real servers: a rotation killed mid-way
-and a queued deletion are finished by the next ``rotator run --once`` as they began (the
-provider and Vault path their rows recorded), never rotated again; work whose provider
-left the config too stays reported by ``status``, ``verify`` and ``reconcile``, untouched.
+"""Work of a target taken out of the config, on real servers: a rotation killed past its
+store and a queued deletion are finished by the next ``rotator run --once`` as they began
+(the provider and Vault path their rows recorded), and one killed before its store is
+rolled back, Vault left as it was; none is rotated again. Work whose provider left the
+config too stays reported by ``status``, ``verify`` and ``reconcile``, untouched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from rotator.core.model import Status
+from rotator.core.model import Rotation, Status
 from rotator.core.vocabulary import AuditAction, EventKind, VaultMetadataKey
 from tests.integration.conftest import MakeWorld
 from tests.integration.test_pending_cleanup import _rotate_with_failing_deletes
@@ -57,17 +58,24 @@ def _orphan_events(stderr: str) -> list[dict[str, object]]:
     return said
 
 
+def _killed(world: World, crash_at: str) -> tuple[int, str, str, Rotation]:
+    """``other``'s Vault version and secret, its key id, and its rotation SIGKILLed at
+    ``crash_at``."""
+    version, old_secret, _ = world.vault_secret("other")
+    killed = world.cli("rotate", "other", crash_at=crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [parked] = world.rotations("other")
+    assert parked.status is Status.RUNNING
+    return version, old_secret, world.key_id_of(old_secret), parked
+
+
 def test_a_rotation_killed_mid_way_then_dropped_from_the_config_is_finished_by_run_once(
         make_world: MakeWorld) -> None:
     world = make_world("app", "other")
-    version, old_secret, _ = world.vault_secret("other")
-    old_key = world.key_id_of(old_secret)
     # Killed right after its new key landed in Vault: the next run must reconcile that
     # write, hold the grace and revoke the old key, all at the path the row recorded.
-    killed = world.cli("rotate", "other", crash_at="vault_write:after")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    [parked] = world.rotations("other")
-    assert parked.status is Status.RUNNING and parked.provider == "count"
+    version, old_secret, old_key, parked = _killed(world, "vault_write:after")
+    assert parked.provider == "count"
     assert parked.vault_ref is not None and parked.vault_ref.path == "count/other"
     _drop_target(world, "other")
     time.sleep(_LEASE_TTL + 0.2)
@@ -101,6 +109,49 @@ def test_a_rotation_killed_mid_way_then_dropped_from_the_config_is_finished_by_r
     assert again.returncode == 0, again.stderr[-3000:]
     assert [r.rotation_id for r in world.rotations("other")] == [done.rotation_id]
     assert not _orphan_events(again.stderr)
+
+
+def test_a_rotation_dropped_before_its_store_is_rolled_back_and_vault_left_as_it_was(
+        make_world: MakeWorld) -> None:
+    world = make_world("app", "other")
+    # Killed right after its create: a new key at the provider, Vault never written.
+    version, old_secret, old_key, parked = _killed(world, "create_key:after")
+    assert parked.step.value == "create"
+    [new_key] = world.live_key_ids("other") - {old_key}
+    _drop_target(world, "other")
+    time.sleep(_LEASE_TTL + 0.2)
+
+    status = world.cli_in_process("status")
+    assert "is rolled back by the next `rotator run --once`" in status.stdout, status.stdout
+
+    run = world.cli("run", "--once")
+    assert run.returncode == 0, run.stderr[-3000:]
+    [said] = _orphan_events(run.stderr)
+    assert said["finished"] is True
+    [done] = world.rotations("other")
+    assert done.rotation_id == parked.rotation_id and done.status is Status.ROLLED_BACK
+    assert done.failure is not None and done.failure.code.value == "cancelled"
+    assert "its target is no longer in the config" in (done.reason or "")
+    assert world.live_key_ids("other") == {old_key}           # the new key deleted
+    assert world.whoami(old_secret).status_code == 200        # the old one untouched
+    assert world.vault_secret("other")[:2] == (version, old_secret)
+    repo = world.repository()
+    try:
+        repo_events = repo.events(target="other")
+        cancels = [e for e in repo_events if e.action == AuditAction.CANCEL]
+    finally:
+        repo.engine.dispose()
+    assert [e.result for e in cancels] == ["ok"]
+    deleted = [e for e in repo_events if e.action == AuditAction.DELETE_KEY
+               and e.kind is EventKind.OUTCOME]
+    assert [(e.key_id, e.result) for e in deleted] == [(new_key, "ok")]
+    assert cancels[0].detail is not None and "cancel asked by scheduler" in cancels[0].detail
+    world.assert_invariants("other")
+    assert world.cli_here("verify")[0] == 0
+
+    again = world.cli("run", "--once")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r.rotation_id for r in world.rotations("other")] == [done.rotation_id]
 
 
 def test_a_queued_deletion_of_a_dropped_target_is_deleted_once_the_provider_answers(

@@ -9,10 +9,13 @@ and the revoke, and right after the revoke, where only the new key can finish th
 
 from __future__ import annotations
 
+import logging
 import signal
 
 import hvac
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from rotator.app.runtime import build_runtime
 from rotator.config.model import load_config
@@ -104,8 +107,14 @@ def test_a_replica_holding_the_old_management_key_reads_it_again_when_refused(
         code, out = world.cli_here("rotate", "admin", "--grace", "0s")    # another process
         assert code == 0, out
         assert world.whoami(world.admin.secret).status_code == 401       # the copy is dead
-        second = replica.rotate(rt.spec("app"), grace=0.0)
+        # Info lines too, whatever level the CLI run above left configured.
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+        with capture_logs() as said:
+            second = replica.rotate(rt.spec("app"), grace=0.0)
         assert second.rotation.status is Status.COMPLETED, second
+        # Its copy was refused and read again: not merely expired (``MAX_AGE``) meanwhile.
+        assert [e["target"] for e in said if e["event"] == "management_key_read_again"] == [
+            "app"]
     finally:
         rt.close()
     assert [r.status for r in world.rotations("app")] == [Status.COMPLETED] * 2

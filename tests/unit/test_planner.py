@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from rotator.core.model import Rotation, ScheduleFacts, Status, Step
-from rotator.daemon.planner import Decision, Work, WorkKind, decide, history_of, still_due
+from rotator.daemon.planner import (
+    Decision,
+    Work,
+    WorkKind,
+    decide,
+    decide_in_flight,
+    history_of,
+    still_due,
+)
 from rotator.scheduling.schedule import Schedule
 
 NOW = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
@@ -47,6 +55,25 @@ def test_a_running_rotation_past_its_grace_or_mid_step_is_resumed_and_nothing_st
         decision = decide("app", EVERY_DAY, NEVER_ROTATED, running, 3, NOW)
         assert decision.work == (Work("app", WorkKind.RESUME, "resume"),)
         assert decision.wake_at is None
+
+
+def test_an_orphan_is_rolled_back_before_its_store_and_resumed_from_it_never_started() -> None:
+    back = (Work("app", WorkKind.ROLL_BACK, "target left the config"),)
+    for step in (Step.PLAN, Step.CREATE, Step.VERIFY):
+        assert decide_in_flight("app", _rotation(step=step), 0, NOW, orphan=True).work == back
+        # A configured target's rotation at that step goes on.
+        assert decide_in_flight("app", _rotation(step=step), 0, NOW).work == (
+            Work("app", WorkKind.RESUME, "resume"),)
+    for step in (Step.STORE, Step.REVOKE, Step.ROLLBACK):
+        assert decide_in_flight("app", _rotation(step=step), 0, NOW, orphan=True).work == (
+            Work("app", WorkKind.RESUME, "resume"),)
+    ends = NOW + timedelta(seconds=30)
+    in_grace = decide_in_flight("app", _rotation(step=Step.GRACE, grace_ends_at=ends), 0, NOW,
+                                orphan=True)
+    assert in_grace.work == () and in_grace.wake_at == ends
+    assert decide_in_flight("app", None, 2, NOW, orphan=True).work == (
+        Work("app", WorkKind.CLEANUP, "cleanup"),)
+    assert decide_in_flight("app", None, 0, NOW, orphan=True).work == ()
 
 
 def test_queued_deletions_are_retried_beside_a_schedule_that_is_not_due() -> None:
