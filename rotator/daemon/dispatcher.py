@@ -58,10 +58,26 @@ class Dispatcher:
         metrics.declare_sinks(self._sinks)
 
     def start(self) -> None:
+        self._say_unsendable()
         if not self._sinks:
             return
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
         self._thread.start()
+
+    def _say_unsendable(self) -> None:
+        """Warn, once at start, of notices waiting for a sink no longer in the config: no
+        dispatcher sends them, and no gauge counts them, so they would wait unseen."""
+        try:
+            pending = self._outbox.pending()
+        except SQLAlchemyError as exc:   # the database is down: the sweep says so
+            log.debug("notifications_unsendable_unknown", error=type(exc).__name__)
+            return
+        for sink, count in sorted(pending.items()):
+            if count and sink not in self._sinks:
+                log.warning("notifications_unsendable", sink=sink, pending=count,
+                            detail="this sink is no longer in the config, so these notices "
+                                   "are never sent: put [notifications.sinks."
+                                   f"{sink}] back, or delete them (docs/notifications.md)")
 
     def wake(self) -> None:
         self._wake.set()

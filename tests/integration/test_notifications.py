@@ -4,6 +4,7 @@ SIGKILLed with deliveries pending delivers them after its restart. None is lost.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -197,10 +198,11 @@ def test_run_once_delivers_what_its_failed_rotation_enqueued_before_it_exits(
     assert all(r.delivered_at is not None for r in _rows(world))
 
 
-def test_a_rotate_from_a_shell_whose_old_key_survives_enqueues_revoked_key_alive(
+def test_a_shell_s_rotate_enqueues_revoked_key_alive_and_a_dropped_sink_s_rows_are_warned_of(
         make_world: MakeWorld) -> None:
     world = make_world("app", grace="0s")
     old_key = surviving_old_key(world)
+    without_sinks = world.config_path.read_text()
     config, _port = _config(world, Receiver(), "shell")
     world.config_path.write_text(config.read_text())
     code, _out = world.cli_here("rotate", "app")
@@ -210,6 +212,14 @@ def test_a_rotate_from_a_shell_whose_old_key_survives_enqueues_revoked_key_alive
     assert (row.sink, row.event, row.dedupe_key, row.delivered_at) == (
         "ops", "revoked_key_alive", f"revoked_key_alive:{rotation.rotation_id}:{old_key}",
         None)
+    # The sink taken out of the config: its notice is never sent, and the daemon says so.
+    world.config_path.write_text(without_sinks)
+    done = world.cli("run", "--once")
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [json.loads(line) for line in done.stderr.splitlines()
+            if '"notifications_unsendable"' in line]
+    assert [(e["sink"], e["pending"], e["level"]) for e in said] == [("ops", 1, "warning")]
+    assert _rows(world)[0].delivered_at is None
 
 
 def test_a_blocked_rollback_reaches_the_receiver_then_its_rotation_is_told_stuck(
