@@ -31,6 +31,7 @@ from rotator.core.errors import LeaseLost, RotatorError
 from rotator.core.model import KeyRecord, key_name
 from rotator.core.ports import Lease
 from rotator.core.target import TargetSpec
+from rotator.engine.management import bearer
 from rotator.engine.strays import StrayDeleter, new_reconcile_id
 
 __all__ = ["ReconcileReport", "StrayKey", "Unchecked", "reconcile"]
@@ -151,7 +152,7 @@ def _delete(rt: Runtime, spec: TargetSpec, found: list[StrayKey], lease: Lease,
                f"{key.last_used_at or 'never'}): not the key Vault serves, not in a grace "
                "window, not used by a running rotation and not queued for cleanup")
         try:
-            auth = spec.management_key or rt.store.read_current(spec.ref).secret
+            auth = bearer(spec, rt.store)
             gone = deleter.delete(key, why, auth)
         except RotatorError as exc:
             done.append(StrayKey(stray.target, stray.service_account, key, "failed",

@@ -18,8 +18,9 @@ import threading
 
 from rotator.core.ports import Clock, SecretRef, SecretStore
 from rotator.core.secret import Secret
+from rotator.core.target import TargetSpec
 
-__all__ = ["MAX_AGE", "ManagementKeys"]
+__all__ = ["MAX_AGE", "ManagementKeys", "bearer"]
 
 # Seconds a copy read from Vault is used before it is read again.
 MAX_AGE = 30.0
@@ -61,3 +62,16 @@ class ManagementKeys:
         """This process changed the secret at ``ref``: the next ``key`` reads it again."""
         with self._lock:
             self._cached.pop(ref, None)
+
+
+def bearer(spec: TargetSpec, store: SecretStore, keys: ManagementKeys | None = None) -> Secret:
+    """The key that manages ``spec``'s account keys: the admin key given, the one at the
+    Vault path of the target it belongs to (self-rotation; ``keys``' copy when given), or
+    (self mode) the account's own current key in Vault."""
+    if spec.management_key is not None:
+        return spec.management_key
+    if spec.management_key_ref is not None:
+        if keys is not None:
+            return keys.key(spec.management_key_ref)
+        return store.read_current(spec.management_key_ref).secret
+    return store.read_current(spec.ref).secret

@@ -14,7 +14,7 @@ from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
 from rotator.core.vocabulary import AuditAction, AuditResult
 from rotator.engine.audit_trail import AuditTrail, EffectResult
-from rotator.engine.management import ManagementKeys
+from rotator.engine.management import ManagementKeys, bearer
 
 __all__ = ["StepBase", "deletion_result"]
 
@@ -41,13 +41,9 @@ class StepBase:
         self._keys = keys or ManagementKeys(store, clock)
 
     def _auth(self, spec: TargetSpec) -> Secret:
-        """The bearer for key management: the admin key (given, or read from the Vault path of
-        the target it belongs to), or (self mode) Vault's current key."""
-        if spec.management_key is not None:
-            return spec.management_key
-        if spec.management_key_ref is not None:
-            return self._keys.key(spec.management_key_ref)
-        return self._store.read_current(spec.ref).secret
+        """The bearer for key management (``management.bearer``, with this process's copy
+        of a management key read from Vault)."""
+        return bearer(spec, self._store, self._keys)
 
     def _managing(self, spec: TargetSpec, call: Callable[[Secret], T]) -> T:
         """``call(auth)`` with the management key; if the provider refuses a key read from

@@ -14,7 +14,7 @@ from rotator.core.model import Status
 from rotator.core.ports import SecretRef
 from rotator.core.secret import Secret
 from rotator.core.target import TargetSpec
-from rotator.engine.management import MAX_AGE, ManagementKeys
+from rotator.engine.management import MAX_AGE, ManagementKeys, bearer
 from rotator.engine.runner import Runner
 from tests.fakes import FakeClock, FakeProvider, FakeStore, MemoryRepository
 
@@ -49,6 +49,27 @@ def test_a_refused_copy_is_read_again_once_and_only_if_vault_holds_another_key()
     assert fresh is not None and fresh.reveal() == "second"
     reads = store.calls.count("read")
     assert keys.key(ADMIN) == fresh and store.calls.count("read") == reads    # kept
+
+
+def test_the_bearer_is_the_given_key_the_management_target_s_or_the_account_s_own() -> None:
+    store, clock = FakeStore(), FakeClock()
+    store.put(ADMIN, Secret("admin-key"))
+    store.put(APP, Secret("app-key"))
+
+    def spec(**management: object) -> TargetSpec:
+        return TargetSpec(name="app", provider="count", service_account="sa_1", ref=APP,
+                          grace_seconds=10, probe_timeout=5, probe_interval=1,
+                          **management)  # type: ignore[arg-type]
+
+    assert bearer(spec(management_key=Secret("given")), store).reveal() == "given"
+    # Self-rotation: the management target's key, never the account's own (reconcile
+    # --fix read the account's before).
+    assert bearer(spec(management_key_ref=ADMIN), store).reveal() == "admin-key"
+    keys = ManagementKeys(store, clock)
+    assert bearer(spec(management_key_ref=ADMIN), store, keys).reveal() == "admin-key"
+    store.put(ADMIN, Secret("rotated"))
+    assert bearer(spec(management_key_ref=ADMIN), store, keys).reveal() == "admin-key"  # copy
+    assert bearer(spec(), store).reveal() == "app-key"                   # self mode
 
 
 def test_rotating_the_management_target_switches_to_its_new_key_after_the_store() -> None:
