@@ -7,7 +7,8 @@ both saw a target due start one rotation between them, not two.
 
 Work SQL holds for a target no longer in the config (``app.orphans``) is finished here
 too, when its rows say how (their provider still configured): through the same runner,
-with the spec built from the row, and never started again.
+with the spec built from the row (rolled back while still before its store), and never
+started again.
 """
 
 from __future__ import annotations
@@ -309,7 +310,8 @@ class Sweeper:
                         cleanups: dict[str, int], only: set[str] | None,
                         now: datetime) -> datetime | None:
         """Dispatch the work in flight of the orphans whose rows say how to finish it
-        (resume, or retry the queue; never a start); the earliest wake any needs."""
+        (roll back before the store, resume from it, or retry the queue; never a start);
+        the earliest wake any needs."""
         wake: datetime | None = None
         for name, orphan in sorted(found.items()):
             if (self.orphan_spec is None or not orphan.finishable or orphan.source is None
