@@ -73,3 +73,17 @@ def test_audit_bench_times_the_reads_of_a_filled_trail() -> None:
     assert re.search(r"^bytes per rotation \(both tables, with indexes\) \d+$", out, re.M), out
     assert re.search(r"^plan of history \(target t0\):\n  SELECT .*\n    \S", out, re.M), out
     assert re.search(r"^seq scans: ", out, re.M), out
+
+
+def test_the_readme_s_bench_commands_name_real_programs_and_options() -> None:
+    """Each ``bench/`` line of the README's commands: its program exists, and every option
+    it passes is one that program's ``--help`` lists (the runs above are what run them)."""
+    readme = (BENCH.parent / "README.md").read_text()
+    lines = [line.split("#")[0].split() for line in readme.splitlines()
+             if line.startswith(".venv/bin/python bench/")]
+    assert {words[1] for words in lines} == {"bench/throughput.py", "bench/ratelimit.py",
+                                             "bench/idle.py", "bench/audit.py"}
+    for words in lines:
+        helped = run(Path(words[1]).name, "--help")
+        for option in (w for w in words[2:] if w.startswith("--")):
+            assert option in helped, (words[1], option)
