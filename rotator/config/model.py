@@ -184,12 +184,18 @@ class DefaultsConfig(Frozen):
     schedule: ScheduleConfig = ScheduleConfig()
 
 
+# What SQL keeps of a name or an id (``adapters/sql/tables.py``): a longer one would fail
+# every write of its rotation on PostgreSQL, and be kept whole by SQLite.
+NAME_MAX = 200
+
+
 class TargetConfig(Frozen):
     provider: str
-    service_account: str = Field(min_length=1)
-    vault_mount: Annotated[str, AfterValidator(check_vault_path)] = "secret"
+    service_account: str = Field(min_length=1, max_length=NAME_MAX)
+    vault_mount: Annotated[str, Field(max_length=NAME_MAX),
+                           AfterValidator(check_vault_path)] = "secret"
     vault_path: Annotated[str, AfterValidator(check_vault_path)]
-    vault_field: str = "api_key"
+    vault_field: str = Field(default="api_key", min_length=1, max_length=NAME_MAX)
     grace: Duration | None = None
     # Usage-aware grace, where the provider reports a key's last use: the old key is held
     # past ``grace`` until unused for ``quiet_period``, and ``max_grace`` (from the store)
@@ -228,6 +234,9 @@ class Config(Frozen):
                                   f"names no configured provider (configured: {known})")
             self._check_usage_grace(name)
         for name, provider in self.providers.items():
+            if len(name) > NAME_MAX:
+                raise KeyedProblem(f"providers.{name[:40]}…",
+                                   f"a provider name is at most {NAME_MAX} characters")
             self._check_management_target(name, provider)
         return self
 
