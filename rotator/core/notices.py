@@ -5,8 +5,9 @@
                     enqueued twice, it is delivered once per sink
     Route           a sink's name and the events it wants
     routed          which sinks a notice goes to
-    rotation_notices / revoked_alive_notice
-                    the notices a state change carries, written in its own transaction
+    rotation_notices / event_notice
+                    the notices a state change or an audit row carries, written in
+                    its transaction
     webhook_body / slack_body / signature
                     what a receiver gets, and the HMAC that proves who sent it
     backoff_seconds the wait before the next attempt of a delivery that failed
@@ -37,7 +38,7 @@ __all__ = [
     "NoticeEvent",
     "Route",
     "backoff_seconds",
-    "revoked_alive_notice",
+    "event_notice",
     "rotation_notices",
     "routed",
     "signature",
@@ -61,6 +62,7 @@ class NoticeEvent(StrEnum):
     TARGET_OVERDUE = "target_overdue"            # its schedule came due long ago, no success
     KEY_TOO_OLD = "key_too_old"                  # the key Vault serves is past max_key_age
     REVOKED_KEY_ALIVE = "revoked_key_alive"      # a deleted key still authenticates
+    MAX_GRACE_REACHED = "max_grace_reached"      # an old key revoked at max_grace, not quiet
     STRAY_KEY = "stray_key"                      # a key at the provider nothing accounts for
 
 
@@ -130,14 +132,25 @@ def rotation_notices(rotation: Rotation, at: datetime) -> list[Notice]:
     return notices
 
 
-def revoked_alive_notice(event: AuditEvent, at: datetime) -> Notice | None:
-    """The notice of an audit row that found a deleted key still authenticating."""
-    if event.action != AuditAction.PROBE_REVOKED or event.result != AuditResult.STILL_VALID:
-        return None
-    kind = NoticeEvent.REVOKED_KEY_ALIVE
-    return Notice(kind, event.target, f"{kind}:{event.rotation_id}:{event.key_id}",
-                  f"deleted key {event.key_id} of {event.target} still authenticates",
-                  event.at or at, event.rotation_id, {"key_id": event.key_id})
+def event_notice(event: AuditEvent, at: datetime) -> Notice | None:
+    """The notice an audit row is worth: a deleted key found still authenticating, or an
+    old key revoked at ``max_grace`` before it was seen quiet (still used, or its use
+    unreadable), which a consumer that has not switched would feel."""
+    when = event.at or at
+    if event.action == AuditAction.PROBE_REVOKED and event.result == AuditResult.STILL_VALID:
+        kind = NoticeEvent.REVOKED_KEY_ALIVE
+        return Notice(kind, event.target, f"{kind}:{event.rotation_id}:{event.key_id}",
+                      f"deleted key {event.key_id} of {event.target} still authenticates",
+                      when, event.rotation_id, {"key_id": event.key_id})
+    if (event.action == AuditAction.GRACE_OVER
+            and event.result == AuditResult.MAX_GRACE_REACHED):
+        kind = NoticeEvent.MAX_GRACE_REACHED
+        return Notice(kind, event.target, f"{kind}:{event.rotation_id}:{event.key_id}",
+                      f"old key {event.key_id} of {event.target} revoked at max_grace "
+                      f"before it was seen quiet: a consumer may not have switched",
+                      when, event.rotation_id, {"key_id": event.key_id,
+                                                "decision": event.detail})
+    return None
 
 
 def webhook_body(delivery_id: str, stored: str) -> bytes:

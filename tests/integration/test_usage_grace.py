@@ -4,7 +4,8 @@ A consumer keeps calling Count with the old key after the rotation stored the ne
 ``rotate`` holds the old key past its grace window while the emulator reports it used,
 and revokes it only once it has been quiet for ``quiet_period``; a consumer that never
 stops gets it revoked at ``max_grace``, by a daemon whose poll is a minute long, so the
-look at each held deadline is its timer's, not a poll's.
+look at each held deadline is its timer's, not a poll's; that revocation reaches a real
+webhook receiver as a signed ``max_grace_reached`` notice.
 """
 
 from __future__ import annotations
@@ -22,9 +23,24 @@ from rotator.core.model import Status
 from rotator.core.vocabulary import AuditAction, AuditResult, EventKind
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, wait_for
+from tests.integration.receiver import Receiver
 from tests.integration.world import World
 
 pytestmark = pytest.mark.integration
+
+HOOK_SECRET = "it-grace-hook-hmac-7d41c0"
+HOOK = """
+[notifications]
+dispatch_interval = "200ms"
+
+[notifications.sinks.ops]
+type = "webhook"
+url = "{url}"
+secret_env = "IT_GRACE_HOOK_SECRET"
+events = ["max_grace_reached"]
+timeout = "2s"
+backoff = "200ms"
+"""
 
 
 class Consumer:
@@ -172,17 +188,23 @@ def test_an_old_key_never_quiet_is_revoked_at_max_grace_by_the_daemons_timer(
     world = _usage_grace_world(make_world, quiet="1s", max_grace="4s")
     old = world.accounts["app"]
     consumer = Consumer(world, old.secret)
+    receiver = Receiver()
+    receiver.up()
     config, port = daemon_config(world, "d", poll="1m")
-    daemon = Daemon(world, config, port)
+    config.write_text(config.read_text() + HOOK.format(url=receiver.url("/hook")))
+    daemon = Daemon(world, config, port, env={"IT_GRACE_HOOK_SECRET": HOOK_SECRET})
     try:
         daemon.wait_ready()
         wait_for(lambda: world.whoami(old.secret).status_code == 401, 30,
                  lambda: f"the old key revoked:\n{daemon.logs()[-3000:]}")
         wait_for(world.settled, 10, "the rotation to end")
+        wait_for(lambda: receiver.got("/hook"), 10,
+                 lambda: f"the max_grace_reached notice:\n{daemon.logs()[-3000:]}")
         assert daemon.terminate()[0] == 0
     finally:
         consumer.stop()
         daemon.close()
+        receiver.down()
     (rot,) = world.rotations("app")
     assert rot.status is Status.COMPLETED and rot.grace_started_at is not None
     revoked = _revoked_at(world)
@@ -194,5 +216,13 @@ def test_an_old_key_never_quiet_is_revoked_at_max_grace_by_the_daemons_timer(
     assert 1 <= len(_notes(world, AuditAction.GRACE_HELD)) <= 4
     warned = [e for e in daemon.events() if e.get("event") == "max_grace_reached"]
     assert len(warned) == 1 and warned[0]["level"] == "warning"
+    # The people who answer for the key are told, once, by a signed notice.
+    (hook,) = receiver.got("/hook")
+    assert hook.signed_with(HOOK_SECRET)
+    body = hook.json()
+    assert (body["event"], body["target"], body["rotation_id"]) == (
+        "max_grace_reached", "app", rot.rotation_id)
+    assert body["details"]["key_id"] == rot.old_key_id
+    assert old.secret not in hook.body.decode() and HOOK_SECRET not in daemon.logs()
     world.assert_invariants("app")
     assert world.verify()[0] == 0

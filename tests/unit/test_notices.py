@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from rotator.core.notices import (
     NoticeEvent,
     Route,
     backoff_seconds,
-    revoked_alive_notice,
+    event_notice,
     rotation_notices,
     routed,
     signature,
@@ -123,11 +124,24 @@ def test_a_probe_finding_a_deleted_key_alive_is_a_notice() -> None:
     probe = AuditEvent(rotation_id="rot_1", target="billing", step="revoke",
                        kind=EventKind.NOTE, action=AuditAction.PROBE_REVOKED,
                        result=AuditResult.STILL_VALID, key_id="key_old")
-    notice = revoked_alive_notice(probe, T0)
+    notice = event_notice(probe, T0)
     assert notice is not None and notice.dedupe_key == "revoked_key_alive:rot_1:key_old"
-    assert revoked_alive_notice(probe.__class__(
-        rotation_id="rot_1", target="billing", step="revoke", kind=EventKind.NOTE,
-        action=AuditAction.PROBE_REVOKED, result=AuditResult.REFUSED), T0) is None
+    assert event_notice(replace(probe, result=AuditResult.REFUSED), T0) is None
+
+
+def test_an_old_key_revoked_at_max_grace_is_a_notice_and_a_quiet_one_is_not() -> None:
+    over = AuditEvent(rotation_id="rot_1", target="billing", step="grace",
+                      kind=EventKind.NOTE, action=AuditAction.GRACE_OVER,
+                      result=AuditResult.MAX_GRACE_REACHED, key_id="key_old",
+                      detail="max_grace 7d reached; last use 2026-12-01: revoking it")
+    notice = event_notice(over, T0)
+    assert notice is not None and notice.event is NoticeEvent.MAX_GRACE_REACHED
+    assert notice.dedupe_key == "max_grace_reached:rot_1:key_old"
+    assert notice.details == {"key_id": "key_old", "decision": over.detail}
+    assert "key_old" in notice.summary and "billing" in notice.summary
+    for quiet in (AuditResult.QUIET, None):
+        assert event_notice(replace(over, result=quiet), T0) is None
+    assert event_notice(replace(over, action=AuditAction.GRACE_HELD), T0) is None
 
 
 LIMITS = Thresholds(stuck_after=3600, overdue_after=86400)
@@ -249,3 +263,16 @@ def test_check_config_names_a_sink_secret_it_cannot_read(
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "notifications.sinks.ops.secret_env" in err and "IT_UNSET_HOOK_KEY" in err
+
+
+def test_every_event_a_sink_can_ask_for_is_documented_with_its_dedupe_key() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text().split("\n## Notifications", 1)[1]
+    readme = readme.split("\n## ", 1)[0]
+    guide = (root / "docs" / "notifications.md").read_text()
+    cause = guide.split("| cause |", 1)[1].split("\n\n", 1)[0]
+    keys = guide.split("| dedupe key |", 1)[1].split("\n\n", 1)[0]
+    for event in NoticeEvent:
+        assert f"| `{event}` |" in readme, f"README's Notifications table lacks {event}"
+        assert f"`{event}`" in cause, f"docs/notifications.md names no cause of {event}"
+        assert f"`{event}" in keys, f"docs/notifications.md names no dedupe key of {event}"

@@ -54,7 +54,7 @@ from rotator.adapters.sql.tables import (
 from rotator.core.audit_chain import ChainReport, chain_hash, walk_chains
 from rotator.core.errors import LeaseHeld, LeaseLost, RotationFinished
 from rotator.core.model import AuditEvent, Rotation, ScheduleFacts, Status, StoredEvent
-from rotator.core.notices import Route, revoked_alive_notice, rotation_notices
+from rotator.core.notices import Route, event_notice, rotation_notices
 from rotator.core.ports import Lease, PendingCleanup
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import EventKind
@@ -392,13 +392,14 @@ class SqlRepository:
         """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost.
 
         The transaction must have begun with ``_lock_chain``. A row that says a revoked
-        key still authenticates enqueues its notice in the same transaction.
+        key still authenticates, or that an old key was revoked at ``max_grace`` still in
+        use, enqueues its notice in the same transaction.
         """
         values = self._chained(conn, self._event_values(event, lease))
         if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
             return False
         now = self._clock()
-        notice = revoked_alive_notice(event, now)
+        notice = event_notice(event, now)
         if notice is not None:
             self.outbox.add(conn, [notice], now)
         return True
