@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from rotator.adapters.notify import Sink, SlackSink, WebhookSink
+from rotator.app.reconcile import StrayKey
 from rotator.app.runtime import Runtime
 from rotator.app.verify import Finding, FindingKind
 from rotator.config.model import Config
@@ -22,7 +23,14 @@ from rotator.core.notices import Notice, NoticeEvent
 from rotator.core.secret import Secret
 from rotator.redaction import remember_secret
 
-__all__ = ["build_sinks", "enqueue", "notify_stray_keys", "sink_secrets", "stray_key_notice"]
+__all__ = [
+    "build_sinks",
+    "enqueue",
+    "notify_reconciled_strays",
+    "notify_stray_keys",
+    "sink_secrets",
+    "stray_key_notice",
+]
 
 
 def sink_secrets(config: Config) -> dict[str, Secret]:
@@ -76,3 +84,13 @@ def notify_stray_keys(rt: Runtime, findings: Iterable[Finding]) -> int:
     return enqueue(rt, [stray_key_notice(f.target, f.key_id, f.detail, now)
                         for f in findings
                         if f.kind is FindingKind.LEAKED_KEY and f.key_id is not None])
+
+
+def notify_reconciled_strays(rt: Runtime, strays: Iterable[StrayKey]) -> int:
+    """Enqueue a ``stray_key`` notice for each stray key ``reconcile`` found, deleted or
+    not: found by ``verify`` too, it is still one notice (the same dedupe key)."""
+    now = rt.clock.now()
+    return enqueue(rt, [stray_key_notice(
+        s.target, s.key.key_id,
+        f"reconcile: {s.outcome}" + ("" if s.note is None else f" ({s.note})"), now)
+        for s in strays])

@@ -513,6 +513,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from rotator.app.notify import notify_reconciled_strays  # noqa: PLC0415
     from rotator.app.operations import holder_id, whoami_actor  # noqa: PLC0415
     from rotator.app.reconcile import reconcile  # noqa: PLC0415
     from rotator.app.runtime import build_runtime  # noqa: PLC0415
@@ -526,6 +527,8 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         result = reconcile(rt, names, fix=args.fix, actor=whoami_actor(), holder=holder_id(),
                            with_orphans=not args.targets)
+        # Each stray key reaches the sinks that want it (delivered by the daemon), once.
+        notify_reconciled_strays(rt, result.strays)
         show(report.render_reconcile(result, rt.clock.now(), args.fix), sys.stdout)
     finally:
         rt.close()

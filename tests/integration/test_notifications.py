@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from rotator.adapters.sql.outbox import OutboxRow
+from rotator.adapters.sql.tables import notification_outbox
 from rotator.emulator import EmulatorSettings
 from tests.integration.conftest import MakeWorld
 from tests.integration.daemon_process import Daemon, daemon_config, metric, wait_for
@@ -62,6 +64,16 @@ def _rows(world: World) -> list[OutboxRow]:
     repo = world.repository()
     try:
         return repo.outbox.rows()
+    finally:
+        repo.engine.dispose()
+
+
+def _stored_notices(world: World) -> list[str]:
+    repo = world.repository()
+    try:
+        with repo.engine.connect() as conn:
+            return list(conn.execute(select(notification_outbox.c.notice)
+                                     .order_by(notification_outbox.c.id)).scalars())
     finally:
         repo.engine.dispose()
 
@@ -178,6 +190,26 @@ def test_a_stray_key_verify_finds_is_enqueued_once(make_world: MakeWorld) -> Non
     (row,) = _rows(world)               # the chat sink takes rollbacks only
     assert (row.sink, row.event, row.dedupe_key, row.delivered_at) == (
         "ops", "stray_key", f"stray_key:app:{stray.key_id}", None)
+
+
+def test_a_stray_key_reconcile_finds_or_deletes_is_one_notice_with_verify_s(
+        make_world: MakeWorld) -> None:
+    world = make_world("app")
+    receiver = Receiver()
+    config, _port = _config(world, receiver, "d1")
+    world.config_path.write_text(config.read_text())
+    stray = world.emulator.state.create_key(world.accounts["app"].account_id, "forgotten")
+    found = world.cli_in_process("reconcile")
+    assert found.returncode == 1 and stray.key_id in found.stdout
+    (row,) = _rows(world)
+    assert (row.sink, row.event, row.dedupe_key) == (
+        "ops", "stray_key", f"stray_key:app:{stray.key_id}")
+    (stored,) = _stored_notices(world)
+    assert json.loads(stored)["details"]["detail"] == "reconcile: found"
+    assert world.cli_here("verify")[0] == 1              # the same key: no second notice
+    assert world.cli_in_process("reconcile", "--fix").returncode == 0
+    assert [r.dedupe_key for r in _rows(world)] == [row.dedupe_key]
+    _assert_no_secret(world, *_stored_notices(world))
 
 
 def test_run_once_delivers_what_its_failed_rotation_enqueued_before_it_exits(
