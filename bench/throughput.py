@@ -10,11 +10,16 @@ interleaved so that noise hits both alike:
 - the floor: a bare httpx script, C threads, the design's minimal calls per rotation and
   no persistence: Vault read, probe of the current key, list keys, create, probe of the
   new key, check-and-set write, read-back, delete (5 provider and 3 Vault calls);
+- the floor with rotator's calls: the same script making every call rotator makes (the
+  two probes and four Vault calls above the minimum, each kept for a reason that
+  docs/benchmarks.md gives), still with nothing persisted: rotator against it is the cost
+  of persistence alone (SQL, leases, the audit trail);
 - rotator: ``rotate_targets`` (what ``rotator rotate --all --concurrency C`` and the
   daemon's workers run: the same runner, leases, intents and outcomes in SQL), in this
   process, so that SQLAlchemy's events count its SQL statements and transactions.
 
-Printed: rotations/s of both and their ratio, provider and Vault calls per rotation (the
+Printed: rotations/s of the floor and rotator and their ratio, then those of the floor with
+rotator's calls and rotator's ratio to it, provider and Vault calls per rotation (the
 emulator's request count; OpenBao's file audit device), SQL statements and transactions
 per rotation. ``--plot`` draws rotations/s against concurrency for both (matplotlib).
 Needs the dev extra (bao) and, for ``--db postgresql``, the server on 127.0.0.1:5432.
@@ -55,8 +60,15 @@ class Run:
 
 
 def floor(emulator: Emulator, vault_url: str, token: str, admin: str,
-          accounts: list[tuple[str, str]], concurrency: int) -> float:
-    """Rotations per second of the minimal calls, C at a time, nothing persisted."""
+          accounts: list[tuple[str, str]], concurrency: int, *, as_rotator: bool = False,
+          ) -> float:
+    """Rotations per second of the minimal calls, C at a time, nothing persisted.
+
+    ``as_rotator``: every call rotator makes, in its order, the minimal ones included: the
+    read of the version the write replaces, the custom-metadata write, the probe of the
+    key Vault serves before the delete and the revoke's re-read of the current version,
+    the read of the old version and the probe of the deleted key.
+    """
     headers = {"X-Vault-Token": token}
 
     def rotate(item: tuple[str, str]) -> None:
@@ -73,10 +85,23 @@ def floor(emulator: Emulator, vault_url: str, token: str, admin: str,
             new = count.post(keys, json={"name": f"floor-{time.monotonic_ns()}"},
                              headers=_bearer(admin)).raise_for_status().json()["result"]
             count.get("/v1/whoami", headers=_bearer(new["api_key"])).raise_for_status()
+            if as_rotator:
+                kv.get(path).raise_for_status()
             kv.post(path, json={"options": {"cas": current["metadata"]["version"]},
                                 "data": {"api_key": new["api_key"]}}).raise_for_status()
+            if as_rotator:
+                kv.post(path.replace("/data/", "/metadata/", 1), json={"custom_metadata": {
+                    "key_id": new["key_id"]}}).raise_for_status()
             kv.get(path).raise_for_status()
+            if as_rotator:
+                kv.get(path).raise_for_status()
+                count.get("/v1/whoami", headers=_bearer(new["api_key"])).raise_for_status()
             count.delete(f"{keys}/{old_id}", headers=_bearer(admin)).raise_for_status()
+            if as_rotator:
+                kv.get(path, params={"version": current["metadata"]["version"]}
+                       ).raise_for_status()
+                if count.get("/v1/whoami", headers=_bearer(old_key)).status_code != 401:
+                    raise AssertionError("the deleted key still authenticates")
 
     started = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -113,24 +138,26 @@ def rotator_rate(config: Path, names: list[str], concurrency: int) -> tuple[floa
     return len(names) / took, counts["statements"], counts["transactions"]
 
 
-def measure(db_kind: str, targets: int, concurrency: int, folder: Path) -> tuple[Run, Run]:
+def measure(db_kind: str, targets: int, concurrency: int,
+            folder: Path) -> tuple[Run, Run, Run]:
     with Emulator(EmulatorSettings(key_limit=10)) as emulator, DevVault() as vault, \
             harness.database(db_kind, folder) as db:
         admin = emulator.seed_account("admin", role="admin")
         client = hvac.Client(url=vault.url, token=vault.root_token)
         audit = harness.CountingProxy(vault.url)
-        floor_accounts, names, body = [], [], ""
+        floor_accounts: dict[str, list[tuple[str, str]]] = {"floor": [], "floor+": []}
+        names, body = [], ""
         for i in range(targets):
-            for kind in ("floor", "rotator"):
+            for kind in ("floor", "floor+", "rotator"):
                 account = emulator.seed_account(f"{kind}-{i}")
+                path = {"floor": f"floor/t{i}", "floor+": f"floor/u{i}"}.get(kind, f"bench/t{i}")
                 client.secrets.kv.v2.create_or_update_secret(
-                    path=f"{'floor' if kind == 'floor' else 'bench'}/t{i}",
-                    secret={"api_key": account.secret})
-                if kind == "floor":
-                    floor_accounts.append((f"t{i}", account.account_id))
-                else:
+                    path=path, secret={"api_key": account.secret})
+                if kind == "rotator":
                     names.append(f"t{i}")
                     body += harness.TARGET.format(name=f"t{i}", sa=account.account_id)
+                else:
+                    floor_accounts[kind].append((path.split("/")[1], account.account_id))
         client.adapter.close()
         config = folder / f"throughput-{db_kind}-{concurrency}.toml"
         config.write_text(harness.CONFIG.format(
@@ -140,9 +167,14 @@ def measure(db_kind: str, targets: int, concurrency: int, folder: Path) -> tuple
         try:
             base_calls, base_vault = emulator.state.counters().requests, audit.requests
             floor_rate = floor(emulator, audit.url, vault.root_token, admin.secret,
-                               floor_accounts, concurrency)
+                               floor_accounts["floor"], concurrency)
             floor_calls = emulator.state.counters().requests - base_calls
             floor_vault = audit.requests - base_vault
+            base_calls, base_vault = emulator.state.counters().requests, audit.requests
+            same_rate = floor(emulator, audit.url, vault.root_token, admin.secret,
+                              floor_accounts["floor+"], concurrency, as_rotator=True)
+            same_calls = emulator.state.counters().requests - base_calls
+            same_vault = audit.requests - base_vault
             base_calls, base_vault = emulator.state.counters().requests, audit.requests
             rate, statements, transactions = rotator_rate(config, names, concurrency)
             calls = emulator.state.counters().requests - base_calls
@@ -150,6 +182,7 @@ def measure(db_kind: str, targets: int, concurrency: int, folder: Path) -> tuple
         finally:
             audit.close()
     return (Run(floor_rate, floor_calls / targets, floor_vault / targets),
+            Run(same_rate, same_calls / targets, same_vault / targets),
             Run(rate, calls / targets, vault_calls / targets, statements / targets,
                 transactions / targets))
 
@@ -165,10 +198,12 @@ def main() -> None:
     configure_logging("console", "warning")
     levels = [int(v) for v in args.levels.split(",")] if args.plot else [args.concurrency]
     rows: list[tuple[int, Run, Run]] = []
+    same: list[tuple[int, Run, Run]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for level in levels:
-            base, ours = measure(args.db, args.targets, level, Path(tmp))
+            base, as_ours, ours = measure(args.db, args.targets, level, Path(tmp))
             rows.append((level, base, ours))
+            same.append((level, as_ours, ours))
     print(f"throughput: {args.targets} targets, {args.db}, grace 0, emulator without faults")
     print(f"{'C':>3} {'floor/s':>8} {'rotator/s':>10} {'ratio':>6} {'provider':>9} "
           f"{'(floor)':>8} {'vault':>6} {'(floor)':>8} {'SQL stmts':>10} {'SQL tx':>7}")
@@ -178,11 +213,19 @@ def main() -> None:
               f"{ours.vault_calls:>6.1f} {base.vault_calls:>8.1f} {ours.statements:>10.1f} "
               f"{ours.transactions:>7.1f}")
     print("(provider and Vault calls, SQL statements and transactions: per rotation)")
+    print("the floor making rotator's calls, nothing persisted (rotator / it: persistence's "
+          "cost alone):")
+    print(f"{'C':>3} {'floor+/s':>8} {'rotator/s':>10} {'ratio':>6} {'provider':>9} "
+          f"{'vault':>6}")
+    for level, base, ours in same:
+        print(f"{level:>3} {base.rate:>8.1f} {ours.rate:>10.1f} {ours.rate / base.rate:>6.2f} "
+              f"{base.provider_calls:>9.1f} {base.vault_calls:>6.1f}")
     if args.plot:
-        plot(rows, args.plot, args.db, args.targets)
+        plot(rows, same, args.plot, args.db, args.targets)
 
 
-def plot(rows: list[tuple[int, Run, Run]], path: Path, db: str, targets: int) -> None:
+def plot(rows: list[tuple[int, Run, Run]], same: list[tuple[int, Run, Run]], path: Path,
+         db: str, targets: int) -> None:
     try:
         import matplotlib  # noqa: PLC0415 - only --plot needs it (the bench extra)
     except ImportError:
@@ -193,6 +236,8 @@ def plot(rows: list[tuple[int, Run, Run]], path: Path, db: str, targets: int) ->
     levels = [level for level, _, _ in rows]
     figure, axes = pyplot.subplots(figsize=(6, 4))
     axes.plot(levels, [b.rate for _, b, _ in rows], marker="o", label="floor (bare calls)")
+    axes.plot(levels, [b.rate for _, b, _ in same], marker="o", linestyle="--",
+              label="floor making rotator's calls")
     axes.plot(levels, [o.rate for _, _, o in rows], marker="o", label="rotator")
     axes.set_xscale("log", base=2)
     axes.set_xticks(levels, [str(level) for level in levels])

@@ -58,6 +58,13 @@ def test_throughput_bench_compares_rotator_with_the_floor() -> None:
     # The floor makes the design's minimal calls: 5 to the provider, 3 to Vault.
     assert (row.group(5), row.group(7)) == ("5.0", "3.0"), out
     assert float(row.group(8)) > 0 and float(row.group(9)) > 0, out
+    # The floor with rotator's calls makes as many as rotator (Vault's token lookups
+    # aside): what is left between them is persistence.
+    same = re.search(r"^ +2 +(\d+\.\d) +(\d+\.\d) +(\d+\.\d\d) +(\d+\.\d) +(\d+\.\d)$",
+                     out.split("the floor making rotator's calls", 1)[1], re.M)
+    assert same, out
+    assert same.group(4) == row.group(4) == "7.0", out
+    assert same.group(5) == "7.0" and float(row.group(6)) >= 7.0, out
 
 
 def test_audit_bench_times_the_reads_of_a_filled_trail() -> None:
