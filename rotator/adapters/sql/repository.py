@@ -392,8 +392,8 @@ class SqlRepository:
         """Insert ``event`` after its target's chain head, fenced; ``False``: lease lost.
 
         The transaction must have begun with ``_lock_chain``. A row that says a revoked
-        key still authenticates, or that an old key was revoked at ``max_grace`` still in
-        use, enqueues its notice in the same transaction.
+        key still authenticates, or that an old key was revoked at ``max_grace`` before it
+        was seen quiet, enqueues its notice in the same transaction.
         """
         values = self._chained(conn, self._event_values(event, lease))
         if conn.execute(_fenced_insert(rotation_events, values, lease)).first() is None:
