@@ -11,6 +11,10 @@ every failure branch is unit-tested by feeding outcomes.
      │        │          │        │
      │        └──────────┴────────┴──► rollback ─► done (rolled_back)
      └──► done (failed)         verify/store without the secret ─► create (again)
+
+A provider that rate-limits plan or create past the call's retry budget leaves the
+rotation where it is (``Throttled``): the runner parks it for the next run, so a 429 is
+waited out across runs and never rolls a rotation back or fails it by itself.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "SecretLost",
     "StepFailed",
     "Stored",
+    "Throttled",
     "Verified",
     "advance",
     "cancel_refusal",
@@ -89,6 +94,14 @@ class Refused:
 
     reason: str
     code: FailureCode = FailureCode.REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """The provider rate-limited past the call's retry budget, before this step changed
+    anything a rerun would not redo: stay at the step, to be resumed by the next run."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +170,7 @@ class RollbackBlocked:
 
 
 Outcome = (
-    Planned | Refused | KeyCreated | Verified | Stored | SecretLost | StepFailed
+    Planned | Refused | Throttled | KeyCreated | Verified | Stored | SecretLost | StepFailed
     | GraceElapsed | GraceHeld | Revoked | RevokeDeferred | RolledBack | RollbackBlocked
 )
 
@@ -188,11 +201,18 @@ def advance(rotation: Rotation, outcome: Outcome, now: datetime) -> Rotation:  #
     step = rotation.step
     match step, outcome:
         case Step.PLAN, Planned(old_key_id=key_id, old_version=version):
-            return rotation.evolve(step=Step.CREATE, old_key_id=key_id, old_version=version)
+            # ``reason=None``: a park's words (``Throttled``) do not outlive the park.
+            return rotation.evolve(step=Step.CREATE, old_key_id=key_id, old_version=version,
+                                   reason=None)
         case Step.PLAN, Refused(reason=reason, code=code):
             return _fail(rotation, Failure(step, code, reason), now)
+        case (Step.PLAN | Step.CREATE), Throttled(reason=reason):
+            # Nothing to undo: a rerun of plan reads again, one of create deletes a key a
+            # lost answer made under this rotation's name before it creates.
+            return rotation.evolve(reason=f"rate limited at {step.value}, parked: {reason}")
         case Step.CREATE, KeyCreated(key_id=key_id, fingerprint=fpr):
-            return rotation.evolve(step=Step.VERIFY, new_key_id=key_id, new_fingerprint=fpr)
+            return rotation.evolve(step=Step.VERIFY, new_key_id=key_id, new_fingerprint=fpr,
+                                   reason=None)
         case (Step.CREATE | Step.VERIFY | Step.STORE), StepFailed(reason=reason, code=code):
             return _roll_back(rotation, Failure(step, code, reason))
         case Step.VERIFY, Verified():

@@ -373,6 +373,11 @@ class Runner:
             log.info("rotation_step", step=rot.step.value, next=new.step.value,
                      outcome=type(outcome).__name__)
             crash_point(step_point(new.step))
+            if isinstance(outcome, m.Throttled):
+                # Parked, lease let go: the daemon's next sweep (or the next `rotate`, or
+                # `run --once`) resumes it once the provider's window has passed.
+                log.warning("rotation_rate_limited", step=rot.step.value, reason=outcome.reason)
+                return new
             if isinstance(outcome, m.RollbackBlocked):
                 blocked += 1
                 log.error("rollback_blocked", reason=outcome.reason, attempt=blocked)

@@ -14,6 +14,7 @@ from rotator.core.errors import (
     CasConflict,
     KeyLimitReached,
     PermanentError,
+    RateLimited,
     RotatorError,
     SecretNotFound,
     TransientError,
@@ -39,7 +40,8 @@ _PROBE_BACKOFF_CAP = 10.0
 
 class StepRunner(StepBase):
     # -- plan -----------------------------------------------------------------------
-    def plan(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:
+    # One return per way a plan ends: split, its reads would be spread over helpers.
+    def plan(self, rot: Rotation, spec: TargetSpec) -> m.Outcome:  # noqa: PLR0911
         try:
             current = self._store.read_current(spec.ref)
         except SecretNotFound as exc:
@@ -58,6 +60,8 @@ class StepRunner(StepBase):
                 f"the key in Vault (version {current.version}) does not authenticate at the "
                 "provider; refusing to rotate: fix or re-seed it first",
                 FailureCode.CURRENT_KEY_REJECTED)
+        except RateLimited as exc:
+            return m.Throttled(f"probe of the current key: {exc}")
         except RotatorError as exc:
             return m.Refused(f"cannot probe the current key: {exc}",
                              FailureCode.CURRENT_KEY_UNPROBED)
@@ -92,6 +96,11 @@ class StepRunner(StepBase):
                 new = self._create_when_full(rot, spec, name, auth, keys)
             if not new.first_attempt:
                 self._delete_duplicates(rot, spec, name, new.key_id, auth)
+        except RateLimited as exc:
+            # Waited out as long as the retry budget allows: the next run goes on from
+            # here. A key made before the 429 carries this rotation's name, and the rerun
+            # deletes it before it creates (above).
+            return m.Throttled(str(exc))
         except RotatorError as exc:
             return m.StepFailed(f"{type(exc).__name__}: {exc}", FailureCode.CREATE_FAILED)
         self._fresh[rot.rotation_id] = new.secret

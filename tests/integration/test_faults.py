@@ -131,6 +131,28 @@ def test_503s_and_429s_are_retried_to_success(make_world: MakeWorld) -> None:
     w.assert_invariants("app")
 
 
+def test_a_rate_limit_outlasting_the_retry_budget_parks_and_the_next_rotate_finishes(
+        make_world: MakeWorld) -> None:
+    """Every request 429 with a Retry-After of 30 s, past the 5 s budget: the rotation is
+    parked at its step (nothing made, Vault untouched), not failed or rolled back; once
+    the provider answers, the next ``rotate`` joins it and finishes that one rotation."""
+    w = make_world("app", grace="0s")
+    before = w.live_key_ids("app")
+    w.emulator.settings = EmulatorSettings(rate_429=1.0, rate_window=30.0)
+    parked = w.cli_in_process("rotate", "app")
+    assert parked.returncode == 1, parked.stdout + parked.stderr[-3000:]
+    assert "rate limited at plan, parked" in parked.stdout, parked.stdout
+    (rot,) = w.rotations("app")
+    assert (rot.status, rot.failure) == (Status.RUNNING, None)
+    assert w.live_key_ids("app") == before and w.vault_secret("app")[0] == 1
+    w.emulator.settings = EmulatorSettings()
+    done = w.cli_in_process("rotate", "app")
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    (finished,) = w.rotations("app")
+    assert (finished.rotation_id, finished.status) == (rot.rotation_id, Status.COMPLETED)
+    w.assert_invariants("app")
+
+
 def test_key_limit_filled_by_a_stale_key(make_world: MakeWorld) -> None:
     w = make_world("app", grace="0s")
     account = w.accounts["app"].account_id

@@ -111,10 +111,24 @@ def test_invalid_transitions_raise(step: Step, outcome: m.Outcome) -> None:
         m.advance(rot(step), outcome, T0)
 
 
+@pytest.mark.parametrize("step", [Step.PLAN, Step.CREATE])
+def test_a_rate_limit_past_the_budget_parks_at_the_step_and_its_words_go_with_the_park(
+        step: Step) -> None:
+    r = rot(step, old_key_id="k0", old_version=1)
+    parked = m.advance(r, m.Throttled("list_keys: Count is rate limiting"), T0)
+    assert (parked.step, parked.status, parked.failure) == (step, Status.RUNNING, None)
+    assert parked.reason == (f"rate limited at {step.value}, parked: "
+                             "list_keys: Count is rate limiting")
+    assert parked.finished_at is None and parked.new_key_id is None
+    resumed = m.advance(parked, m.Planned("k0", 1) if step is Step.PLAN
+                        else m.KeyCreated("k1", "f"), T0)
+    assert resumed.reason is None
+
+
 # The whole transition table: the outcomes each step may be followed by, and no other.
 TRANSITIONS: dict[Step, set[type]] = {
-    Step.PLAN: {m.Planned, m.Refused},
-    Step.CREATE: {m.KeyCreated, m.StepFailed},
+    Step.PLAN: {m.Planned, m.Refused, m.Throttled},
+    Step.CREATE: {m.KeyCreated, m.StepFailed, m.Throttled},
     Step.VERIFY: {m.Verified, m.StepFailed, m.SecretLost},
     Step.STORE: {m.Stored, m.StepFailed, m.SecretLost},
     Step.GRACE: {m.GraceElapsed, m.GraceHeld},
@@ -123,8 +137,8 @@ TRANSITIONS: dict[Step, set[type]] = {
     Step.DONE: set(),
 }
 ONE_OF_EACH: list[m.Outcome] = [
-    m.Planned("k", 1), m.Refused("x"), m.KeyCreated("k", "f"), m.Verified(), m.Stored(2),
-    m.SecretLost(), m.StepFailed("x"), m.GraceElapsed(),
+    m.Planned("k", 1), m.Refused("x"), m.Throttled("429"), m.KeyCreated("k", "f"),
+    m.Verified(), m.Stored(2), m.SecretLost(), m.StepFailed("x"), m.GraceElapsed(),
     m.GraceHeld(T0 + timedelta(seconds=5)), m.Revoked(), m.RevokeDeferred("x"),
     m.RolledBack(), m.RollbackBlocked("x"),
 ]

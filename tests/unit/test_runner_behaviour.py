@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rotator.core.errors import LeaseHeld, ProviderUnavailable, VaultUnavailable
+from rotator.core.errors import LeaseHeld, ProviderUnavailable, RateLimited, VaultUnavailable
 from rotator.core.model import Rotation, Status, Step
 from rotator.core.secret import Secret
 from rotator.engine import runner as runner_module
@@ -388,3 +388,21 @@ def test_the_new_secret_leaves_memory_once_stored() -> None:
     rot = r.rotate(w.spec, wait=False).rotation
     assert rot.step is Step.GRACE
     assert r._fresh == {}
+
+
+# -- a provider rate-limiting past the retry budget -------------------------------------
+def test_a_create_rate_limited_past_the_budget_parks_and_the_next_run_finishes_it() -> None:
+    w = World()
+    keys = set(w.provider.keys)
+    w.provider.fail["create_key"] = RateLimited("create_key: Count is rate limiting", 30.0)
+    parked = w.runner().rotate(w.spec, grace=0).rotation
+    assert (parked.step, parked.status, parked.failure) == (Step.CREATE, Status.RUNNING, None)
+    assert "rate limited at create, parked" in (parked.reason or "")
+    assert w.repo.leases["app"][1] == RELEASED          # let go for the next run
+    assert set(w.provider.keys) == keys                                   # no key made
+    assert len(w.store.versions[(REF.mount, REF.path)]) == 1              # Vault untouched
+    assert not [e for e in w.repo.recorded if e.action in ("rollback", "delete_key")]
+    del w.provider.fail["create_key"]
+    done = w.runner().rotate(w.spec, grace=0).rotation
+    assert done.rotation_id == parked.rotation_id        # the same rotation, resumed
+    assert (done.status, done.reason) == (Status.COMPLETED, None)

@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotator.core import machine as m
-from rotator.core.errors import CasConflict
+from rotator.core.errors import CasConflict, RateLimited
 from rotator.core.model import FailureCode, Rotation, Step, key_name
 from rotator.core.secret import Secret
 from rotator.core.vocabulary import AuditAction, EventKind
@@ -47,6 +47,25 @@ class Steps(Bench):
         rot = self.rotation(Step.STORE, new_key_id=new_id, new_fingerprint=secret.fingerprint)
         self.fresh[RID] = secret
         return rot, secret
+
+
+# -- a provider rate-limiting past the retry budget -------------------------------------
+@pytest.mark.parametrize("call", ["list_keys", "create_key"])
+def test_a_create_rate_limited_past_the_budget_is_throttled_not_failed(call: str) -> None:
+    s = Steps()
+    rot = s.rotation(Step.CREATE)
+    s.w.provider.fail[call] = RateLimited(f"{call}: Count is rate limiting", 30.0)
+    outcome = s.steps.create(rot, s.w.spec)
+    assert outcome == m.Throttled(f"{call}: Count is rate limiting")
+    assert RID not in s.fresh          # no secret held: nothing a park would lose
+
+
+def test_a_plan_whose_probe_is_rate_limited_is_throttled_not_refused() -> None:
+    s = Steps()
+    rot = s.rotation(Step.PLAN)
+    s.w.provider.fail["whoami"] = RateLimited("whoami: Count is rate limiting", 30.0)
+    assert s.steps.plan(rot, s.w.spec) == m.Throttled(
+        "probe of the current key: whoami: Count is rate limiting")
 
 
 # -- create -----------------------------------------------------------------------------
