@@ -6,6 +6,7 @@ this folder first on the path).
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -58,6 +59,17 @@ vault_path = "bench/{name}"
 
 def bench_env(vault_token: str, count_key: str) -> dict[str, str]:
     return {**os.environ, "BENCH_VAULT_TOKEN": vault_token, "BENCH_COUNT_KEY": count_key}
+
+
+DB_KINDS = ("sqlite", "postgresql")
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    """``--db sqlite|postgresql``; ``postgres``, as the issue and most people spell it, is
+    read as ``postgresql``."""
+    parser.add_argument("--db", default="sqlite", metavar="sqlite|postgresql",
+                        type=lambda v: "postgresql" if v == "postgres" else v,
+                        choices=DB_KINDS)
 
 
 @contextmanager

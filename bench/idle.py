@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--idle", type=float, default=300.0)
     parser.add_argument("--poll", type=float, default=60.0)
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    harness.add_db_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Emulator() as emulator, DevVault() as vault:
         rows = [measure(args.db, n, args.idle, args.poll, Path(tmp), vault.url,

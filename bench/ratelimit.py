@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--limit", type=int, default=60, help="requests per window per key")
     parser.add_argument("--window", type=float, default=10.0, help="seconds")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    harness.add_db_option(parser)
     args = parser.parse_args()
     settings = EmulatorSettings(rate_limit=args.limit, rate_window=args.window)
     with tempfile.TemporaryDirectory() as tmp, Emulator(settings) as emulator, \

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import harness
 import httpx
@@ -48,6 +49,8 @@ from rotator.config.model import load_config
 from rotator.devtools.devvault import DevVault, free_port
 from rotator.emulator import Emulator, EmulatorSettings
 from rotator.logs import configure_logging
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -164,50 +167,46 @@ def measure(db_kind: str, targets: int, concurrency: int,
             db=db, port=free_port(), daemon=f"workers = {concurrency}", vault=audit.url,
             count=emulator.url, targets=body))
         os.environ.update(harness.bench_env(vault.root_token, admin.secret))
+        def counted(run: Callable[[], _T]) -> tuple[_T, float, float]:
+            """``run()``, and the provider and Vault calls it made per target."""
+            calls, vault_calls = emulator.state.counters().requests, audit.requests
+            result = run()
+            return (result, (emulator.state.counters().requests - calls) / targets,
+                    (audit.requests - vault_calls) / targets)
+
         try:
-            base_calls, base_vault = emulator.state.counters().requests, audit.requests
-            floor_rate = floor(emulator, audit.url, vault.root_token, admin.secret,
-                               floor_accounts["floor"], concurrency)
-            floor_calls = emulator.state.counters().requests - base_calls
-            floor_vault = audit.requests - base_vault
-            base_calls, base_vault = emulator.state.counters().requests, audit.requests
-            same_rate = floor(emulator, audit.url, vault.root_token, admin.secret,
-                              floor_accounts["floor+"], concurrency, as_rotator=True)
-            same_calls = emulator.state.counters().requests - base_calls
-            same_vault = audit.requests - base_vault
-            base_calls, base_vault = emulator.state.counters().requests, audit.requests
-            rate, statements, transactions = rotator_rate(config, names, concurrency)
-            calls = emulator.state.counters().requests - base_calls
-            vault_calls = audit.requests - base_vault
+            bare = counted(lambda: floor(emulator, audit.url, vault.root_token, admin.secret,
+                                         floor_accounts["floor"], concurrency))
+            same = counted(lambda: floor(emulator, audit.url, vault.root_token, admin.secret,
+                                         floor_accounts["floor+"], concurrency,
+                                         as_rotator=True))
+            (rate, statements, transactions), calls, vault_calls = counted(
+                lambda: rotator_rate(config, names, concurrency))
         finally:
             audit.close()
-    return (Run(floor_rate, floor_calls / targets, floor_vault / targets),
-            Run(same_rate, same_calls / targets, same_vault / targets),
-            Run(rate, calls / targets, vault_calls / targets, statements / targets,
-                transactions / targets))
+    return (Run(*bare), Run(*same),
+            Run(rate, calls, vault_calls, statements / targets, transactions / targets))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    harness.add_db_option(parser)
     parser.add_argument("--plot", type=Path, help="PNG: rotations/s against concurrency")
     parser.add_argument("--levels", default="1,4,16,64", help="concurrencies for --plot")
     args = parser.parse_args()
     configure_logging("console", "warning")
     levels = [int(v) for v in args.levels.split(",")] if args.plot else [args.concurrency]
-    rows: list[tuple[int, Run, Run]] = []
-    same: list[tuple[int, Run, Run]] = []
+    # Per level: the floor, the floor making rotator's calls, rotator.
+    rows: list[tuple[int, Run, Run, Run]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for level in levels:
-            base, as_ours, ours = measure(args.db, args.targets, level, Path(tmp))
-            rows.append((level, base, ours))
-            same.append((level, as_ours, ours))
+            rows.append((level, *measure(args.db, args.targets, level, Path(tmp))))
     print(f"throughput: {args.targets} targets, {args.db}, grace 0, emulator without faults")
     print(f"{'C':>3} {'floor/s':>8} {'rotator/s':>10} {'ratio':>6} {'provider':>9} "
           f"{'(floor)':>8} {'vault':>6} {'(floor)':>8} {'SQL stmts':>10} {'SQL tx':>7}")
-    for level, base, ours in rows:
+    for level, base, _, ours in rows:
         print(f"{level:>3} {base.rate:>8.1f} {ours.rate:>10.1f} {ours.rate / base.rate:>6.2f} "
               f"{ours.provider_calls:>9.1f} {base.provider_calls:>8.1f} "
               f"{ours.vault_calls:>6.1f} {base.vault_calls:>8.1f} {ours.statements:>10.1f} "
@@ -217,15 +216,14 @@ def main() -> None:
           "cost alone):")
     print(f"{'C':>3} {'floor+/s':>8} {'rotator/s':>10} {'ratio':>6} {'provider':>9} "
           f"{'vault':>6}")
-    for level, base, ours in same:
-        print(f"{level:>3} {base.rate:>8.1f} {ours.rate:>10.1f} {ours.rate / base.rate:>6.2f} "
-              f"{base.provider_calls:>9.1f} {base.vault_calls:>6.1f}")
+    for level, _, same, ours in rows:
+        print(f"{level:>3} {same.rate:>8.1f} {ours.rate:>10.1f} {ours.rate / same.rate:>6.2f} "
+              f"{same.provider_calls:>9.1f} {same.vault_calls:>6.1f}")
     if args.plot:
-        plot(rows, same, args.plot, args.db, args.targets)
+        plot(rows, args.plot, args.db, args.targets)
 
 
-def plot(rows: list[tuple[int, Run, Run]], same: list[tuple[int, Run, Run]], path: Path,
-         db: str, targets: int) -> None:
+def plot(rows: list[tuple[int, Run, Run, Run]], path: Path, db: str, targets: int) -> None:
     try:
         import matplotlib  # noqa: PLC0415 - only --plot needs it (the bench extra)
     except ImportError:
@@ -233,12 +231,12 @@ def plot(rows: list[tuple[int, Run, Run]], same: list[tuple[int, Run, Run]], pat
     matplotlib.use("Agg")
     from matplotlib import pyplot  # noqa: PLC0415
 
-    levels = [level for level, _, _ in rows]
+    levels = [level for level, *_ in rows]
     figure, axes = pyplot.subplots(figsize=(6, 4))
-    axes.plot(levels, [b.rate for _, b, _ in rows], marker="o", label="floor (bare calls)")
-    axes.plot(levels, [b.rate for _, b, _ in same], marker="o", linestyle="--",
+    axes.plot(levels, [b.rate for _, b, _, _ in rows], marker="o", label="floor (bare calls)")
+    axes.plot(levels, [s.rate for _, _, s, _ in rows], marker="o", linestyle="--",
               label="floor making rotator's calls")
-    axes.plot(levels, [o.rate for _, _, o in rows], marker="o", label="rotator")
+    axes.plot(levels, [o.rate for *_, o in rows], marker="o", label="rotator")
     axes.set_xscale("log", base=2)
     axes.set_xticks(levels, [str(level) for level in levels])
     axes.set_xlabel("concurrency")

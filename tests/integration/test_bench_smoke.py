@@ -94,3 +94,19 @@ def test_the_readme_s_bench_commands_name_real_programs_and_options() -> None:
         helped = run(Path(words[1]).name, "--help")
         for option in (w for w in words[2:] if w.startswith("--")):
             assert option in helped, (words[1], option)
+
+
+def test_every_bench_s_db_option_reads_postgres_as_postgresql_and_refuses_others() -> None:
+    probe = ("import argparse, harness; p = argparse.ArgumentParser(); "
+             "harness.add_db_option(p); import sys; "
+             "print(p.parse_args(sys.argv[1:]).db)")
+    for given, read in (("postgres", "postgresql"), ("postgresql", "postgresql"),
+                        ("sqlite", "sqlite")):
+        done = subprocess.run([sys.executable, "-c", probe, "--db", given], cwd=BENCH,
+                              capture_output=True, text=True, check=False, timeout=60)
+        assert (done.returncode, done.stdout.strip()) == (0, read), done.stderr
+    refused = subprocess.run([sys.executable, "-c", probe, "--db", "mysql"], cwd=BENCH,
+                             capture_output=True, text=True, check=False, timeout=60)
+    assert refused.returncode == 2 and "--db" in refused.stderr
+    for program in ("throughput.py", "ratelimit.py", "idle.py"):
+        assert "--db sqlite|postgresql" in run(program, "--help")
