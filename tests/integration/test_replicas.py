@@ -71,14 +71,22 @@ def test_a_replica_killed_mid_rotation_has_its_work_finished_by_the_other(
     # The doomed replica is SIGKILLed right after its first Vault write: it dies holding
     # that target's lease with the new key stored and the old one not yet revoked.
     doomed = Daemon(world, config_a, port_a, env=crash_env("vault_write:after"), name="doomed")
-    survivor = Daemon(world, config_b, port_b, name="survivor")
+    # The survivor starts once the doomed one has a rotation of its own: started together,
+    # a survivor quicker off the mark could take all eight, and nothing would kill the
+    # doomed one (a loaded CI machine saw that).
+    survivor: Daemon | None = None
     try:
+        wait_for(lambda: doomed.proc.poll() is not None or any(
+            e.get("event") == "rotation_started" for e in doomed.events()), 60,
+            lambda: f"the doomed replica to start a rotation:\n{doomed.logs()[-3000:]}")
+        survivor = Daemon(world, config_b, port_b, name="survivor")
         assert doomed.wait(60) == -9
         wait_for(lambda: _all_completed_once(world), 60, "every target rotated once")
         assert survivor.terminate()[0] == 0
     finally:
         doomed.close()
-        survivor.close()
+        if survivor is not None:
+            survivor.close()
     died_at = max(datetime.fromisoformat(e["timestamp"]) for e in doomed.events())
     resumed = [e for e in survivor.events() if e.get("event") == "rotation_resumed"]
     assert resumed, "the survivor never resumed the dead replica's rotation"
