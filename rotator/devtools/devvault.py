@@ -23,11 +23,36 @@ from rotator.core.errors import UsageError
 __all__ = ["DevVault", "find_bao", "free_port"]
 
 
+# Listening ports are picked below the kernel's ephemeral range: a port the kernel hands
+# out (bind to 0) is also what it hands the next outgoing connection as its source port,
+# so between this check and the server's own bind a client could take it ("Address
+# already in use", seen in CI).
+_LISTEN_PORTS = (20000, 32768)
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _LISTEN_PORTS[1]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port free now, outside the ephemeral range where there is room."""
+    low, high = _LISTEN_PORTS[0], min(_LISTEN_PORTS[1], _ephemeral_start())
+    for _ in range(100 if high - low > 1000 else 0):
+        port = secrets.randbelow(high - low) + low
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:     # no room below it: the kernel's choice, as before
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def find_bao() -> str:
